@@ -1,0 +1,70 @@
+// @ts-check
+/**
+ * Shared by the host-side programs (verify.mjs, slot.mjs): read the environment the
+ * PostgresCluster component sets, and connect to a node with bounded retries.
+ * Logs go to stderr; stdout is reserved for the JSON a program prints.
+ */
+import pg from "pg";
+
+/** @typedef {{ name: string, host: string, port: number, slot?: string }} NodeAddress */
+
+/** @param {string} name @returns {string} */
+export function requireEnv(name) {
+  const value = process.env[name];
+  if (value === undefined || value === "") {
+    throw new Error(`environment variable ${name} is not set; the PostgresCluster component sets it.`);
+  }
+  return value;
+}
+
+/** @param {string} name @returns {any} */
+export function jsonEnv(name) {
+  const raw = requireEnv(name);
+  try {
+    return JSON.parse(raw);
+  } catch (err) {
+    throw new Error(`environment variable ${name} is not valid JSON: ${String(err)}`);
+  }
+}
+
+/** @param {string} message */
+export function log(message) {
+  process.stderr.write(`${new Date().toISOString()} pg-cluster: ${message}\n`);
+}
+
+/** @param {number} ms */
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Connects to a node as the superuser, retrying until the deadline: a node that is still starting
+ * refuses connections for a moment, which is not an error yet.
+ * @param {NodeAddress} node
+ * @param {number} deadline epoch milliseconds
+ * @returns {Promise<pg.Client>}
+ */
+export async function connect(node, deadline) {
+  let lastError = "";
+  for (;;) {
+    const client = new pg.Client({
+      host: node.host,
+      port: node.port,
+      user: requireEnv("PGC_SUPERUSER"),
+      password: requireEnv("PGC_SUPERUSER_PASSWORD"),
+      database: requireEnv("PGC_DATABASE"),
+      connectionTimeoutMillis: 3000,
+      application_name: "pg-cluster-post-step",
+    });
+    try {
+      await client.connect();
+      return client;
+    } catch (err) {
+      await client.end().catch(() => {});
+      lastError = err instanceof Error ? err.message : String(err);
+      // Wrong credentials will not fix themselves: fail at once.
+      if (/password authentication failed|no pg_hba.conf entry/.test(lastError)) break;
+      if (Date.now() >= deadline) break;
+      await sleep(100);
+    }
+  }
+  throw new Error(`cannot connect to ${node.name} at ${node.host}:${node.port}: ${lastError}`);
+}

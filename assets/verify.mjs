@@ -1,0 +1,193 @@
+// @ts-check
+/**
+ * The cluster's post-step. Seeds the tutorial's Wizards table idempotently, writes a marker on the
+ * primary and waits (bounded) until every replica has replayed past the primary's LSN after that
+ * write. Prints one JSON report on stdout; exits non-zero naming any replica that did not catch up.
+ *
+ * Environment (set by the PostgresCluster component):
+ *   PGC_PRIMARY        {"name","host","port"}
+ *   PGC_REPLICAS       [{"name","host","port","slot"}, ...]
+ *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE
+ *   PGC_SYNC_STANDBY_NAMES   value for synchronous_standby_names ("" = asynchronous)
+ *   PGC_TIMEOUT_SECONDS      bound for the whole step (default 120)
+ */
+import { randomUUID } from "node:crypto";
+import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
+
+/** The tutorial's three rows. */
+const WIZARDS = [
+  ["Harry", "Potter", "harry.potter@hogwarts.edu"],
+  ["Ron", "Weasley", "ron.weasley@hogwarts.edu"],
+  ["Hermione", "Granger", "hermione.granger@hogwarts.edu"],
+];
+
+/** @param {import("pg").Client} client @param {string} wanted */
+async function applySyncStandbyNames(client, wanted) {
+  const current = (await client.query("SELECT current_setting('synchronous_standby_names') AS v")).rows[0].v;
+  if (current === wanted) return;
+  // synchronous_standby_names only needs a reload, so scaling never restarts the primary.
+  await client.query(`ALTER SYSTEM SET synchronous_standby_names = ${client.escapeLiteral(wanted)}`);
+  await client.query("SELECT pg_reload_conf()");
+  for (let i = 0; i < 50; i++) {
+    const now = (await client.query("SELECT current_setting('synchronous_standby_names') AS v")).rows[0].v;
+    if (now === wanted) {
+      log(`synchronous_standby_names = '${wanted}'`);
+      return;
+    }
+    await sleep(100);
+  }
+  throw new Error(`the primary did not take synchronous_standby_names = '${wanted}' after a reload`);
+}
+
+/** @param {import("pg").Client} client @returns {Promise<number>} rows inserted */
+async function seed(client) {
+  await client.query("BEGIN");
+  try {
+    await client.query(`CREATE TABLE IF NOT EXISTS wizards (
+      id SERIAL PRIMARY KEY, firstname VARCHAR(50), lastname VARCHAR(50), email VARCHAR(100))`);
+    // Serialises concurrent post-steps so two runs cannot both see a row missing and insert it.
+    await client.query("LOCK TABLE wizards IN SHARE ROW EXCLUSIVE MODE");
+    const values = WIZARDS.map((_, i) => `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`).join(", ");
+    const inserted = await client.query(
+      `INSERT INTO wizards (firstname, lastname, email)
+       SELECT v.f, v.l, v.e FROM (VALUES ${values}) AS v(f, l, e)
+       WHERE NOT EXISTS (SELECT 1 FROM wizards w WHERE w.email = v.e)`,
+      WIZARDS.flat(),
+    );
+    await client.query("COMMIT");
+    return inserted.rowCount ?? 0;
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw err;
+  }
+}
+
+/** @param {import("pg").Client} client @param {string} runId @returns {Promise<string>} LSN after the marker */
+async function writeMarker(client, runId) {
+  await client.query("CREATE SCHEMA IF NOT EXISTS pgcluster");
+  await client.query(`CREATE TABLE IF NOT EXISTS pgcluster.marker (
+    id int PRIMARY KEY, run_id text NOT NULL, written_at timestamptz NOT NULL)`);
+  await client.query(
+    `INSERT INTO pgcluster.marker VALUES (1, $1, now())
+     ON CONFLICT (id) DO UPDATE SET run_id = EXCLUDED.run_id, written_at = EXCLUDED.written_at`,
+    [runId],
+  );
+  return (await client.query("SELECT pg_current_wal_lsn()::text AS lsn")).rows[0].lsn;
+}
+
+/**
+ * @param {import("./pgnode.mjs").NodeAddress} replica
+ * @param {string} lsn
+ * @param {string} runId
+ * @param {number} deadline
+ */
+async function waitForReplay(replica, lsn, runId, deadline) {
+  const client = await connect(replica, deadline);
+  try {
+    let last = { replayed: null, inRecovery: null };
+    for (;;) {
+      const { rows } = await client.query(
+        `SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replayed,
+                COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS caught_up`,
+        [lsn],
+      );
+      last = { replayed: rows[0].replayed, inRecovery: rows[0].in_recovery };
+      if (!rows[0].in_recovery) {
+        throw new Error(`replica ${replica.name} is not in recovery: it is not a standby`);
+      }
+      if (rows[0].caught_up) {
+        const marker = await client.query("SELECT run_id FROM pgcluster.marker WHERE id = 1");
+        if (marker.rows[0]?.run_id !== runId) {
+          throw new Error(`replica ${replica.name} replayed past ${lsn} but does not show marker ${runId}`);
+        }
+        const state = await client.query(
+          "SELECT pg_read_file('pg-cluster-node.json', 0, 65536, true) AS f, (SELECT count(*) FROM wizards)::int AS wizards",
+        );
+        return { node: state.rows[0].f ? JSON.parse(state.rows[0].f) : null, wizards: state.rows[0].wizards };
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `replica ${replica.name} did not replay past the primary's LSN ${lsn} in time (last replayed: ${last.replayed ?? "nothing"})`,
+        );
+      }
+      await sleep(50);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+/** @param {import("pg").Client} primary */
+async function replicationStatus(primary) {
+  const { rows } = await primary.query(
+    `SELECT s.slot_name, s.active, s.wal_status,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint AS retained_bytes,
+            r.application_name, r.state, r.sync_state,
+            pg_wal_lsn_diff(pg_current_wal_lsn(), r.replay_lsn)::bigint AS replay_lag_bytes,
+            (EXTRACT(epoch FROM COALESCE(r.replay_lag, interval '0')) * 1000)::float8 AS replay_lag_ms
+       FROM pg_replication_slots s
+       FULL JOIN pg_stat_replication r ON r.pid = s.active_pid
+      WHERE s.slot_type = 'physical' OR s.slot_type IS NULL`,
+  );
+  return rows;
+}
+
+async function main() {
+  const started = Date.now();
+  const primaryNode = jsonEnv("PGC_PRIMARY");
+  /** @type {import("./pgnode.mjs").NodeAddress[]} */
+  const replicas = jsonEnv("PGC_REPLICAS");
+  const timeoutSeconds = Number(process.env.PGC_TIMEOUT_SECONDS ?? "120");
+  const deadline = started + timeoutSeconds * 1000;
+  requireEnv("PGC_DATABASE");
+
+  const primary = await connect(primaryNode, deadline);
+  try {
+    await applySyncStandbyNames(primary, process.env.PGC_SYNC_STANDBY_NAMES ?? "");
+    const inserted = await seed(primary);
+    log(`Wizards seeded (${inserted} row(s) inserted)`);
+    const runId = randomUUID();
+    const lsn = await writeMarker(primary, runId);
+    log(`marker ${runId} written at LSN ${lsn}; waiting for ${replicas.length} replica(s)`);
+
+    const results = await Promise.allSettled(replicas.map((r) => waitForReplay(r, lsn, runId, deadline)));
+    const status = await replicationStatus(primary);
+    const primaryRows = (await primary.query("SELECT count(*)::int AS n FROM wizards")).rows[0].n;
+    const report = {
+      primary: { name: primaryNode.name, lsn, wizards: primaryRows },
+      replicas: replicas.map((r, i) => {
+        const stat = status.find((s) => s.slot_name === r.slot) ?? status.find((s) => s.application_name === r.name);
+        const result = results[i];
+        return {
+          name: r.name,
+          caughtUp: result.status === "fulfilled",
+          state: stat?.state ?? "disconnected",
+          syncState: stat?.sync_state ?? null,
+          slot: r.slot,
+          slotActive: stat?.active ?? false,
+          slotWalStatus: stat?.wal_status ?? "missing",
+          replayLagBytes: stat?.replay_lag_bytes == null ? null : Number(stat.replay_lag_bytes),
+          replayLagMs: stat?.replay_lag_ms ?? null,
+          wizards: result.status === "fulfilled" ? result.value.wizards : null,
+          clones: result.status === "fulfilled" ? (result.value.node?.clones ?? null) : null,
+          lastCloneReason: result.status === "fulfilled" ? (result.value.node?.lastCloneReason ?? null) : null,
+        };
+      }),
+      seededRows: inserted,
+      elapsedMs: Date.now() - started,
+    };
+    const failures = results.flatMap((r) => (r.status === "rejected" ? [String(r.reason?.message ?? r.reason)] : []));
+    if (failures.length > 0) {
+      process.stderr.write(`${JSON.stringify(report)}\n`);
+      throw new Error(failures.join("; "));
+    }
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  } finally {
+    await primary.end();
+  }
+}
+
+main().catch((err) => {
+  log(`ERROR: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
