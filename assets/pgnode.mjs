@@ -12,7 +12,9 @@ import pg from "pg";
 export function requireEnv(name) {
   const value = process.env[name];
   if (value === undefined || value === "") {
-    throw new Error(`environment variable ${name} is not set; the PostgresCluster component sets it.`);
+    throw new Error(
+      `environment variable ${name} is not set; the PostgresCluster component sets it.`,
+    );
   }
   return value;
 }

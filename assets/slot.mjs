@@ -18,7 +18,9 @@ async function drop() {
   } catch (err) {
     // The primary is gone or stopped: nothing retains WAL for the slot while it is down, and
     // max_slot_wal_keep_size bounds what it can ever pin. Do not block the removal on it.
-    log(`WARNING: slot ${slot} not dropped (${String(err)}). If the primary comes back, run on it: SELECT pg_drop_replication_slot('${slot}');`);
+    log(
+      `WARNING: slot ${slot} not dropped (${String(err)}). If the primary comes back, run on it: SELECT pg_drop_replication_slot('${slot}');`,
+    );
     return;
   }
   try {

@@ -23,20 +23,26 @@ const WIZARDS = [
 
 /** @param {import("pg").Client} client @param {string} wanted */
 async function applySyncStandbyNames(client, wanted) {
-  const current = (await client.query("SELECT current_setting('synchronous_standby_names') AS v")).rows[0].v;
+  const current = (await client.query("SELECT current_setting('synchronous_standby_names') AS v"))
+    .rows[0].v;
   if (current === wanted) return;
   // synchronous_standby_names only needs a reload, so scaling never restarts the primary.
-  await client.query(`ALTER SYSTEM SET synchronous_standby_names = ${client.escapeLiteral(wanted)}`);
+  await client.query(
+    `ALTER SYSTEM SET synchronous_standby_names = ${client.escapeLiteral(wanted)}`,
+  );
   await client.query("SELECT pg_reload_conf()");
   for (let i = 0; i < 50; i++) {
-    const now = (await client.query("SELECT current_setting('synchronous_standby_names') AS v")).rows[0].v;
+    const now = (await client.query("SELECT current_setting('synchronous_standby_names') AS v"))
+      .rows[0].v;
     if (now === wanted) {
       log(`synchronous_standby_names = '${wanted}'`);
       return;
     }
     await sleep(100);
   }
-  throw new Error(`the primary did not take synchronous_standby_names = '${wanted}' after a reload`);
+  throw new Error(
+    `the primary did not take synchronous_standby_names = '${wanted}' after a reload`,
+  );
 }
 
 /** @param {import("pg").Client} client @returns {Promise<number>} rows inserted */
@@ -47,7 +53,9 @@ async function seed(client) {
       id SERIAL PRIMARY KEY, firstname VARCHAR(50), lastname VARCHAR(50), email VARCHAR(100))`);
     // Serialises concurrent post-steps so two runs cannot both see a row missing and insert it.
     await client.query("LOCK TABLE wizards IN SHARE ROW EXCLUSIVE MODE");
-    const values = WIZARDS.map((_, i) => `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`).join(", ");
+    const values = WIZARDS.map((_, i) => `($${3 * i + 1}, $${3 * i + 2}, $${3 * i + 3})`).join(
+      ", ",
+    );
     const inserted = await client.query(
       `INSERT INTO wizards (firstname, lastname, email)
        SELECT v.f, v.l, v.e FROM (VALUES ${values}) AS v(f, l, e)
@@ -98,12 +106,17 @@ async function waitForReplay(replica, lsn, runId, deadline) {
       if (rows[0].caught_up) {
         const marker = await client.query("SELECT run_id FROM pgcluster.marker WHERE id = 1");
         if (marker.rows[0]?.run_id !== runId) {
-          throw new Error(`replica ${replica.name} replayed past ${lsn} but does not show marker ${runId}`);
+          throw new Error(
+            `replica ${replica.name} replayed past ${lsn} but does not show marker ${runId}`,
+          );
         }
         const state = await client.query(
           "SELECT pg_read_file('pg-cluster-node.json', 0, 65536, true) AS f, (SELECT count(*) FROM wizards)::int AS wizards",
         );
-        return { node: state.rows[0].f ? JSON.parse(state.rows[0].f) : null, wizards: state.rows[0].wizards };
+        return {
+          node: state.rows[0].f ? JSON.parse(state.rows[0].f) : null,
+          wizards: state.rows[0].wizards,
+        };
       }
       if (Date.now() >= deadline) {
         throw new Error(
@@ -150,13 +163,17 @@ async function main() {
     const lsn = await writeMarker(primary, runId);
     log(`marker ${runId} written at LSN ${lsn}; waiting for ${replicas.length} replica(s)`);
 
-    const results = await Promise.allSettled(replicas.map((r) => waitForReplay(r, lsn, runId, deadline)));
+    const results = await Promise.allSettled(
+      replicas.map((r) => waitForReplay(r, lsn, runId, deadline)),
+    );
     const status = await replicationStatus(primary);
     const primaryRows = (await primary.query("SELECT count(*)::int AS n FROM wizards")).rows[0].n;
     const report = {
       primary: { name: primaryNode.name, lsn, wizards: primaryRows },
       replicas: replicas.map((r, i) => {
-        const stat = status.find((s) => s.slot_name === r.slot) ?? status.find((s) => s.application_name === r.name);
+        const stat =
+          status.find((s) => s.slot_name === r.slot) ??
+          status.find((s) => s.application_name === r.name);
         const result = results[i];
         return {
           name: r.name,
@@ -170,13 +187,16 @@ async function main() {
           replayLagMs: stat?.replay_lag_ms ?? null,
           wizards: result.status === "fulfilled" ? result.value.wizards : null,
           clones: result.status === "fulfilled" ? (result.value.node?.clones ?? null) : null,
-          lastCloneReason: result.status === "fulfilled" ? (result.value.node?.lastCloneReason ?? null) : null,
+          lastCloneReason:
+            result.status === "fulfilled" ? (result.value.node?.lastCloneReason ?? null) : null,
         };
       }),
       seededRows: inserted,
       elapsedMs: Date.now() - started,
     };
-    const failures = results.flatMap((r) => (r.status === "rejected" ? [String(r.reason?.message ?? r.reason)] : []));
+    const failures = results.flatMap((r) =>
+      r.status === "rejected" ? [String(r.reason?.message ?? r.reason)] : [],
+    );
     if (failures.length > 0) {
       process.stderr.write(`${JSON.stringify(report)}\n`);
       throw new Error(failures.join("; "));

@@ -1,0 +1,254 @@
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import { CONTAINER_PORT } from "./assets";
+import { PostgresNode } from "./postgresNode";
+import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
+import { ReplicationSlot } from "./replicationSlot";
+import {
+  ClusterConfigError,
+  ClusterSettings,
+  PostgresClusterArgs,
+  ProblemList,
+  validateClusterArgs,
+} from "./settings";
+
+/**
+ * A PostgreSQL primary with N streaming read replicas on a Docker host: a private network, one
+ * volume and container per node, one physical replication slot per replica, and a post-step that
+ * seeds the `Wizards` table and proves every replica has replayed it.
+ *
+ * Replicas are created only once the primary is healthy, clone it through their own slot, and are
+ * added or removed without touching the primary or the other replicas.
+ */
+export class PostgresCluster extends pulumi.ComponentResource {
+  /** The cluster's Docker network. */
+  public readonly network: docker.Network;
+  /** The primary node. */
+  public readonly primary: PostgresNode;
+  /** The replica nodes, in order (`replica-1` first). */
+  public readonly replicas: readonly PostgresNode[];
+  /** The slot lifetimes on the primary, one per replica. */
+  public readonly slots: readonly ReplicationSlot[];
+  /** The post-step. */
+  public readonly check: ReplicationCheck;
+
+  /** Name of the Docker network. */
+  public readonly networkName: pulumi.Output<string>;
+  /** `host:port` of the primary. */
+  public readonly primaryEndpoint: pulumi.Output<string>;
+  /** `host:port` of each replica. */
+  public readonly replicaEndpoints: pulumi.Output<string[]>;
+  /** Read-write libpq URI (superuser, primary). Secret. */
+  public readonly connectionString: pulumi.Output<string>;
+  /**
+   * Read-only libpq multi-host URI over the replicas (`target_session_attrs=standby`, libpq 14+;
+   * `load_balance_hosts=random`, libpq 16+). With 0 replicas it points at the primary. Secret.
+   */
+  public readonly readOnlyConnectionString: pulumi.Output<string>;
+  /** Per-replica state, slot and replay lag from the latest post-step. */
+  public readonly replicationReport: pulumi.Output<ReplicationReport>;
+
+  constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("pg-cluster:index:PostgresCluster", name, {}, opts);
+    const s = validateClusterArgs(args);
+    const superuserPassword = resolvedPassword("superuserPassword", s.superuserPassword);
+    const replicationPassword = resolvedPassword("replicationPassword", s.replicationPassword);
+    const labels = [{ label: "pg-cluster.cluster", value: name }];
+
+    this.network = new docker.Network(
+      `${name}-net`,
+      { name: `${name}-net`, driver: "bridge", labels },
+      { parent: this },
+    );
+
+    const nodeEnv = (
+      extra: Record<string, string>,
+      secrets: Record<string, pulumi.Output<string>>,
+    ) =>
+      pulumi
+        .all(secrets)
+        .apply((values) =>
+          Object.entries({ ...sharedEnv(s), ...extra, ...values }).map(([k, v]) => `${k}=${v}`),
+        );
+
+    const primaryName = `${name}-primary`;
+    this.primary = new PostgresNode(
+      primaryName,
+      {
+        role: "primary",
+        nodeName: primaryName,
+        clusterName: name,
+        image: s.image,
+        networkName: this.network.name,
+        hostPort: s.primaryPort,
+        bindAddress: s.bindAddress,
+        envs: nodeEnv(
+          { PGC_NODE_NAME: primaryName, PGC_DATABASE: s.database },
+          {
+            PGC_SUPERUSER_PASSWORD: superuserPassword,
+            PGC_REPLICATION_PASSWORD: replicationPassword,
+          },
+        ),
+      },
+      { parent: this },
+    );
+
+    const superuserEnv = {
+      PGC_PRIMARY: JSON.stringify({ name: primaryName, host: s.host, port: s.primaryPort }),
+      PGC_SUPERUSER: s.superuser,
+      PGC_SUPERUSER_PASSWORD: superuserPassword,
+      PGC_DATABASE: s.database,
+    };
+
+    const slots: ReplicationSlot[] = [];
+    const replicas: PostgresNode[] = [];
+    for (let n = 1; n <= s.replicas; n++) {
+      const replicaName = `${name}-replica-${n}`;
+      const slot = new ReplicationSlot(
+        `${replicaName}-slot`,
+        { slotName: slotName(n), environment: superuserEnv },
+        // After the primary, before the replica: so on removal the replica goes first, then the slot.
+        { parent: this, dependsOn: [this.primary] },
+      );
+      slots.push(slot);
+      replicas.push(
+        new PostgresNode(
+          replicaName,
+          {
+            role: "replica",
+            nodeName: replicaName,
+            clusterName: name,
+            image: s.image,
+            networkName: this.network.name,
+            hostPort: s.replicaPorts[n - 1],
+            bindAddress: s.bindAddress,
+            envs: nodeEnv(
+              {
+                PGC_NODE_NAME: replicaName,
+                PGC_PRIMARY_HOST: primaryName,
+                PGC_PRIMARY_PORT: String(CONTAINER_PORT),
+                PGC_SLOT_NAME: slotName(n),
+              },
+              { PGC_REPLICATION_PASSWORD: replicationPassword },
+            ),
+          },
+          // Only once the primary is healthy (its container waits for the health check).
+          { parent: this, dependsOn: [this.primary, slot] },
+        ),
+      );
+    }
+    this.slots = slots;
+    this.replicas = replicas;
+
+    const replicaNames = replicas.map((r) => r.nodeName);
+    this.check = new ReplicationCheck(
+      `${name}-check`,
+      {
+        environment: {
+          ...superuserEnv,
+          PGC_REPLICAS: JSON.stringify(
+            replicas.map((r, i) => ({
+              name: r.nodeName,
+              host: s.host,
+              port: r.hostPort,
+              slot: slotName(i + 1),
+            })),
+          ),
+          PGC_SYNC_STANDBY_NAMES: synchronousStandbyNames(s.synchronousReplicas, replicaNames),
+          PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
+        },
+        triggers: [this.primary.container.id, ...replicas.map((r) => r.container.id)],
+      },
+      { parent: this, dependsOn: [this.primary, ...replicas, ...slots] },
+    );
+
+    this.networkName = this.network.name;
+    this.primaryEndpoint = this.primary.container.id.apply(() => hostPort(s.host, s.primaryPort));
+    this.replicaEndpoints = pulumi
+      .all(replicas.map((r) => r.container.id))
+      .apply(() => replicas.map((r) => hostPort(s.host, r.hostPort)));
+    this.connectionString = pulumi.secret(
+      superuserPassword.apply((pw) => libpqUri(s, pw, [s.primaryPort], "")),
+    );
+    this.readOnlyConnectionString = pulumi.secret(
+      superuserPassword.apply((pw) =>
+        s.replicas === 0
+          ? libpqUri(s, pw, [s.primaryPort], "")
+          : libpqUri(
+              s,
+              pw,
+              s.replicaPorts,
+              "?target_session_attrs=standby&load_balance_hosts=random",
+            ),
+      ),
+    );
+    this.replicationReport = this.check.report;
+
+    this.registerOutputs({
+      networkName: this.networkName,
+      primaryEndpoint: this.primaryEndpoint,
+      replicaEndpoints: this.replicaEndpoints,
+      connectionString: this.connectionString,
+      readOnlyConnectionString: this.readOnlyConnectionString,
+      replicationReport: this.replicationReport,
+    });
+  }
+}
+
+/** The physical slot of replica `n` on the primary. */
+export function slotName(n: number): string {
+  return `replica_${n}`;
+}
+
+/** `synchronous_standby_names` for `k` of the replicas: quorum commit, `ANY k (...)`. */
+export function synchronousStandbyNames(k: number, replicaNames: readonly string[]): string {
+  if (k === 0) return "";
+  return `ANY ${k} (${replicaNames.map((n) => `"${n}"`).join(", ")})`;
+}
+
+/** Environment every node's entrypoint reads. Secrets are added separately. */
+function sharedEnv(s: ClusterSettings): Record<string, string> {
+  return {
+    PGC_SUPERUSER: s.superuser,
+    PGC_REPLICATION_USER: s.replicationUser,
+    PGC_MAX_WAL_SENDERS: String(s.maxWalSenders),
+    PGC_MAX_REPLICATION_SLOTS: String(s.maxReplicationSlots),
+    PGC_MAX_SLOT_WAL_KEEP_SIZE: s.maxSlotWalKeepSize,
+  };
+}
+
+/** A password as a secret Output, checked again once resolved (it may have been an Output). */
+function resolvedPassword(field: string, value: pulumi.Input<string>): pulumi.Output<string> {
+  return pulumi.secret(
+    pulumi.output(value).apply((pw) => {
+      const problems = new ProblemList();
+      // Reuse the one validation path on the resolved value.
+      try {
+        validateClusterArgs({
+          superuserPassword: "placeholder",
+          replicationPassword: "placeholder",
+          [field]: pw,
+        });
+      } catch (err) {
+        if (err instanceof ClusterConfigError) problems.problems.push(...err.problems);
+        else throw err;
+      }
+      if (problems.problems.length > 0) throw new ClusterConfigError(problems.problems);
+      return pw;
+    }),
+  );
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function libpqUri(
+  s: ClusterSettings,
+  password: string,
+  ports: readonly number[],
+  query: string,
+): string {
+  const hosts = ports.map((p) => hostPort(s.host, p)).join(",");
+  return `postgresql://${encodeURIComponent(s.superuser)}:${encodeURIComponent(password)}@${hosts}/${encodeURIComponent(s.database)}${query}`;
+}

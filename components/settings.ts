@@ -1,0 +1,358 @@
+import * as pulumi from "@pulumi/pulumi";
+
+/** Most replicas one cluster may have: each needs a host port, a slot and two WAL senders. */
+export const MAX_REPLICAS = 16;
+
+/** Defaults, applied once in {@link validateClusterArgs} with `??` (0 replicas is legal). */
+export const DEFAULTS = {
+  replicas: 1,
+  image: "postgres:16",
+  primaryPort: 5432,
+  replicaBasePort: 5433,
+  bindAddress: "127.0.0.1",
+  host: "localhost",
+  database: "mydb",
+  superuser: "postgres",
+  replicationUser: "replicator",
+  synchronousReplicas: 0,
+  maxSlotWalKeepSize: "1GB",
+  verifyTimeoutSeconds: 120,
+} as const;
+
+/** Arguments of a {@link PostgresCluster}. */
+export interface PostgresClusterArgs {
+  /**
+   * Number of streaming replicas. A plain number: it decides how many resources exist.
+   * @default 1
+   * Whole number from 0 to {@link MAX_REPLICAS}.
+   */
+  readonly replicas?: number;
+  /**
+   * Docker image for every node: the official `postgres` image or any image that meets the
+   * contract in README.md (server binaries on PATH, a `postgres` user, gosu or setpriv).
+   * @default "postgres:16"
+   */
+  readonly image?: string;
+  /** Host port published for the primary. @default 5432 */
+  readonly primaryPort?: number;
+  /** Host port of the first replica; replica n gets `replicaBasePort + n - 1`. @default 5433 */
+  readonly replicaBasePort?: number;
+  /** Host address the ports are published on. @default "127.0.0.1" (never all interfaces by default) */
+  readonly bindAddress?: string;
+  /** Host name that endpoints and the post-step use to reach the published ports. @default "localhost" */
+  readonly host?: string;
+  /** Database created on the primary and seeded. @default "mydb" */
+  readonly database?: string;
+  /** Superuser role name. @default "postgres" */
+  readonly superuser?: string;
+  /** Superuser password; required, at least 8 characters, no line breaks. Always kept secret. */
+  readonly superuserPassword: pulumi.Input<string>;
+  /** Replication role name (REPLICATION LOGIN, not a superuser). @default "replicator" */
+  readonly replicationUser?: string;
+  /** Replication role password; required, at least 8 characters, no line breaks. Always kept secret. */
+  readonly replicationPassword: pulumi.Input<string>;
+  /**
+   * Commits wait until this many replicas have flushed them (`ANY k` over the replicas).
+   * @default 0 (asynchronous)
+   * Whole number from 0 to `replicas`.
+   */
+  readonly synchronousReplicas?: number;
+  /**
+   * Most WAL a slot may hold back for a lagging replica before the primary invalidates the slot
+   * (the replica then re-clones itself). Bounded, so a dead replica cannot fill the disk.
+   * @default "1GB"
+   */
+  readonly maxSlotWalKeepSize?: string;
+  /** Bound on the post-step's wait for every replica to catch up. @default 120 */
+  readonly verifyTimeoutSeconds?: number;
+}
+
+/** Everything the cluster needs, validated, with defaults applied and derived values computed. */
+export interface ClusterSettings {
+  readonly replicas: number;
+  readonly image: string;
+  readonly primaryPort: number;
+  readonly replicaPorts: readonly number[];
+  readonly bindAddress: string;
+  readonly host: string;
+  readonly database: string;
+  readonly superuser: string;
+  readonly superuserPassword: pulumi.Input<string>;
+  readonly replicationUser: string;
+  readonly replicationPassword: pulumi.Input<string>;
+  readonly synchronousReplicas: number;
+  readonly maxSlotWalKeepSize: string;
+  readonly verifyTimeoutSeconds: number;
+  readonly maxWalSenders: number;
+  readonly maxReplicationSlots: number;
+}
+
+/** One problem with one field: what is wrong and how to fix it. */
+export interface ConfigProblem {
+  readonly field: string;
+  readonly value: unknown;
+  readonly problem: string;
+  readonly fix: string;
+}
+
+/** Thrown with every problem found at once, before any resource is created. */
+export class ClusterConfigError extends pulumi.RunError {
+  constructor(readonly problems: readonly ConfigProblem[]) {
+    super(
+      `pg-cluster configuration is invalid (${problems.length} problem${problems.length === 1 ? "" : "s"}); nothing was created or changed:\n` +
+        problems
+          .map((p) => `  - ${p.field} = ${showValue(p.value)}: ${p.problem}. Fix: ${p.fix}`)
+          .join("\n"),
+    );
+    this.name = "ClusterConfigError";
+  }
+}
+
+/** Shown instead of a secret's value in error messages. */
+export const EMPTY_SECRET = Symbol("(empty)");
+/** Shown instead of a secret's value in error messages. */
+export const HIDDEN_SECRET = Symbol("(secret, not shown)");
+
+function showValue(value: unknown): string {
+  if (value === undefined) return "(not set)";
+  if (typeof value === "symbol") return value.description ?? "";
+  if (typeof value === "string") return JSON.stringify(value);
+  return String(value);
+}
+
+const IDENTIFIER = /^[a-z_][a-z0-9_]{0,62}$/;
+const WAL_SIZE = /^[1-9][0-9]*(kB|MB|GB|TB)$/;
+const IPV4 =
+  /^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$/;
+const IPV6 = /^[0-9a-fA-F:]+$/;
+const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/;
+const IMAGE = /^[A-Za-z0-9][A-Za-z0-9._/:@-]*$/;
+
+/**
+ * How many WAL senders and slots the nodes reserve. Sized in tiers of 8 replicas so that scaling
+ * within a tier never changes the primary's settings (which would restart it): each replica needs
+ * a slot and one sender to stream plus one more while it clones, with headroom for ad-hoc
+ * pg_basebackup or pg_receivewal.
+ */
+export function replicationCapacity(replicas: number): {
+  maxWalSenders: number;
+  maxReplicationSlots: number;
+} {
+  const tier = Math.max(1, Math.ceil(replicas / 8)) * 8;
+  return { maxWalSenders: 2 * tier + 4, maxReplicationSlots: tier + 4 };
+}
+
+/** Collects problems so that one error can report all of them. */
+export class ProblemList {
+  readonly problems: ConfigProblem[] = [];
+  add(field: string, value: unknown, problem: string, fix: string): void {
+    this.problems.push({ field, value, problem, fix });
+  }
+}
+
+function checkInteger(
+  problems: ProblemList,
+  field: string,
+  value: unknown,
+  min: number,
+  max: number,
+  fix: string,
+): value is number {
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    problems.add(field, value, "must be a whole number", fix);
+    return false;
+  }
+  if (value < min || value > max) {
+    problems.add(field, value, `must be between ${min} and ${max}`, fix);
+    return false;
+  }
+  return true;
+}
+
+function checkPassword(
+  problems: ProblemList,
+  field: string,
+  value: pulumi.Input<string> | undefined,
+): void {
+  const fix = `pulumi config set --secret ${field} <a password of 8+ characters>`;
+  if (value === undefined || value === null) {
+    problems.add(field, undefined, "is required", fix);
+    return;
+  }
+  // An Output (a generated password, say) cannot be read before resources exist; the component
+  // checks it again when it resolves.
+  if (typeof value !== "string") return;
+  if (value.length === 0) problems.add(field, EMPTY_SECRET, "must not be empty", fix);
+  else if (value.length < 8)
+    problems.add(field, HIDDEN_SECRET, "must be at least 8 characters", fix);
+  else if (/[\r\n\0]/.test(value))
+    problems.add(field, HIDDEN_SECRET, "must not contain line breaks or NUL", fix);
+}
+
+/**
+ * Validates cluster arguments and applies defaults. Pure: reads nothing but its arguments.
+ * Collects every problem (plus any `earlier` ones, e.g. from parsing stack config) and throws a
+ * single {@link ClusterConfigError} naming each field, its value and the fix.
+ */
+export function validateClusterArgs(
+  args: PostgresClusterArgs,
+  earlier: ProblemList = new ProblemList(),
+): ClusterSettings {
+  const p = earlier;
+  const failed = new Set(p.problems.map((x) => x.field));
+  const replicas = args.replicas ?? DEFAULTS.replicas;
+  const replicasOk =
+    failed.has("replicas") ||
+    checkInteger(
+      p,
+      "replicas",
+      replicas,
+      0,
+      MAX_REPLICAS,
+      `pulumi config set replicas <0..${MAX_REPLICAS}>`,
+    );
+  const count =
+    replicasOk && typeof replicas === "number" && Number.isInteger(replicas) ? replicas : 0;
+
+  const image = args.image ?? DEFAULTS.image;
+  if (typeof image !== "string" || !IMAGE.test(image)) {
+    p.add(
+      "image",
+      image,
+      "is not a Docker image reference",
+      "pulumi config set image postgres:16 (or a local image such as pg-cluster-postgres:15)",
+    );
+  }
+
+  const primaryPort = args.primaryPort ?? DEFAULTS.primaryPort;
+  const replicaBasePort = args.replicaBasePort ?? DEFAULTS.replicaBasePort;
+  const primaryPortOk =
+    failed.has("primaryPort") ||
+    checkInteger(
+      p,
+      "primaryPort",
+      primaryPort,
+      1,
+      65535,
+      "pulumi config set primaryPort <1..65535>",
+    );
+  const basePortOk =
+    failed.has("replicaBasePort") ||
+    checkInteger(
+      p,
+      "replicaBasePort",
+      replicaBasePort,
+      1,
+      65535 - count + 1,
+      `pulumi config set replicaBasePort <1..${65535 - count + 1}>`,
+    );
+  const replicaPorts = Array.from({ length: count }, (_, i) => replicaBasePort + i);
+  if (primaryPortOk === true && basePortOk === true && replicaPorts.includes(primaryPort)) {
+    const n = replicaPorts.indexOf(primaryPort) + 1;
+    p.add(
+      "primaryPort",
+      primaryPort,
+      `the primary and replica ${n} would both publish host port ${primaryPort} (replicas use ${replicaPorts[0]}..${replicaPorts[count - 1]})`,
+      `give the primary a port outside that range, or move the replicas with pulumi config set replicaBasePort ${primaryPort + 1}`,
+    );
+  }
+
+  const bindAddress = args.bindAddress ?? DEFAULTS.bindAddress;
+  if (
+    typeof bindAddress !== "string" ||
+    !(IPV4.test(bindAddress) || (bindAddress.includes(":") && IPV6.test(bindAddress)))
+  ) {
+    p.add(
+      "bindAddress",
+      bindAddress,
+      "is not an IP address",
+      "pulumi config set bindAddress 127.0.0.1",
+    );
+  }
+  const host = args.host ?? DEFAULTS.host;
+  if (typeof host !== "string" || !(HOSTNAME.test(host) || IPV6.test(host))) {
+    p.add("host", host, "is not a host name or address", "pulumi config set host localhost");
+  }
+
+  const names: [string, unknown][] = [
+    ["database", args.database ?? DEFAULTS.database],
+    ["superuser", args.superuser ?? DEFAULTS.superuser],
+    ["replicationUser", args.replicationUser ?? DEFAULTS.replicationUser],
+  ];
+  for (const [field, value] of names) {
+    if (typeof value !== "string" || !IDENTIFIER.test(value)) {
+      p.add(
+        field,
+        value,
+        "must be a lower-case SQL identifier (a-z, 0-9, _; not starting with a digit; at most 63)",
+        `pulumi config set ${field} <name>`,
+      );
+    }
+  }
+  const superuser = String(names[1][1]);
+  const replicationUser = String(names[2][1]);
+  if (superuser === replicationUser) {
+    p.add(
+      "replicationUser",
+      replicationUser,
+      "must differ from the superuser: replication must not run as a superuser",
+      "pulumi config set replicationUser replicator",
+    );
+  }
+
+  checkPassword(p, "superuserPassword", args.superuserPassword);
+  checkPassword(p, "replicationPassword", args.replicationPassword);
+
+  const synchronousReplicas = args.synchronousReplicas ?? DEFAULTS.synchronousReplicas;
+  if (!failed.has("synchronousReplicas")) {
+    checkInteger(
+      p,
+      "synchronousReplicas",
+      synchronousReplicas,
+      0,
+      count,
+      `pulumi config set synchronousReplicas <0..${count}> (it cannot exceed replicas)`,
+    );
+  }
+
+  const maxSlotWalKeepSize = args.maxSlotWalKeepSize ?? DEFAULTS.maxSlotWalKeepSize;
+  if (typeof maxSlotWalKeepSize !== "string" || !WAL_SIZE.test(maxSlotWalKeepSize)) {
+    p.add(
+      "maxSlotWalKeepSize",
+      maxSlotWalKeepSize,
+      "must be a positive size with a unit (kB, MB, GB, TB); unlimited is not allowed",
+      "pulumi config set maxSlotWalKeepSize 1GB",
+    );
+  }
+
+  const verifyTimeoutSeconds = args.verifyTimeoutSeconds ?? DEFAULTS.verifyTimeoutSeconds;
+  if (!failed.has("verifyTimeoutSeconds")) {
+    checkInteger(
+      p,
+      "verifyTimeoutSeconds",
+      verifyTimeoutSeconds,
+      5,
+      3600,
+      "pulumi config set verifyTimeoutSeconds 120",
+    );
+  }
+
+  if (p.problems.length > 0) throw new ClusterConfigError(p.problems);
+  return {
+    replicas: count,
+    image: image as string,
+    primaryPort,
+    replicaPorts,
+    bindAddress,
+    host,
+    database: String(names[0][1]),
+    superuser,
+    superuserPassword: args.superuserPassword,
+    replicationUser,
+    replicationPassword: args.replicationPassword,
+    synchronousReplicas,
+    maxSlotWalKeepSize,
+    verifyTimeoutSeconds,
+    ...replicationCapacity(count),
+  };
+}

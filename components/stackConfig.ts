@@ -1,0 +1,62 @@
+import * as pulumi from "@pulumi/pulumi";
+import { ClusterSettings, PostgresClusterArgs, ProblemList, validateClusterArgs } from "./settings";
+
+/** Stack config keys that hold numbers (Pulumi stores every config value as a string). */
+const NUMBER_KEYS = [
+  "replicas",
+  "primaryPort",
+  "replicaBasePort",
+  "synchronousReplicas",
+  "verifyTimeoutSeconds",
+] as const;
+/** Stack config keys that hold strings. */
+const STRING_KEYS = [
+  "image",
+  "bindAddress",
+  "host",
+  "database",
+  "superuser",
+  "replicationUser",
+  "maxSlotWalKeepSize",
+] as const;
+
+/** Reads one raw config value; a function so tests can supply a plain map. */
+export type ConfigReader = (key: string) => string | undefined;
+
+/**
+ * Builds {@link PostgresClusterArgs} from stack config and validates them, reporting every problem
+ * (unparseable numbers included) in one error before any resource exists.
+ */
+export function clusterArgsFromConfig(read: ConfigReader): {
+  args: PostgresClusterArgs;
+  settings: ClusterSettings;
+} {
+  const problems = new ProblemList();
+  const numbers: Record<string, number | undefined> = {};
+  for (const key of NUMBER_KEYS) {
+    const raw = read(key);
+    if (raw === undefined) continue;
+    const trimmed = raw.trim();
+    if (/^-?[0-9]+(\.[0-9]+)?$/.test(trimmed)) {
+      numbers[key] = Number(trimmed);
+    } else {
+      problems.add(key, raw, "must be a whole number", `pulumi config set ${key} <number>`);
+    }
+  }
+  const strings: Record<string, string | undefined> = {};
+  for (const key of STRING_KEYS) strings[key] = read(key);
+  // Read the passwords as plain strings so they can be validated now; the component wraps them
+  // in pulumi.secret, and Pulumi keeps them encrypted in config and state.
+  const args: PostgresClusterArgs = {
+    ...strings,
+    ...numbers,
+    superuserPassword: read("superuserPassword") as string,
+    replicationPassword: read("replicationPassword") as string,
+  };
+  return { args, settings: validateClusterArgs(args, problems) };
+}
+
+/** A {@link ConfigReader} over the current project's stack config. */
+export function stackConfigReader(config: pulumi.Config = new pulumi.Config()): ConfigReader {
+  return (key) => config.get(key);
+}

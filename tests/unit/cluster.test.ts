@@ -1,0 +1,297 @@
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { describe, it } from "node:test";
+import * as pulumi from "@pulumi/pulumi";
+import { PASSWORDS, build, inputIsSecret, isSecret, plain, recorded, valueOf } from "./harness";
+import { ASSETS_DIR, PostgresCluster, replicationCapacity } from "../../components";
+
+const CUSTOM = (r: { custom: boolean }) => r.custom;
+const byType = (rs: { type: string }[], type: string) => rs.filter((r) => r.type === type);
+
+describe("PostgresCluster resources", () => {
+  for (const [replicas, expected] of [
+    [0, { containers: 1, volumes: 1, networks: 1, commands: 1 }],
+    [1, { containers: 2, volumes: 2, networks: 1, commands: 2 }],
+    [3, { containers: 4, volumes: 4, networks: 1, commands: 4 }],
+  ] as const) {
+    it(`creates the right resources for ${replicas} replica(s)`, async () => {
+      const { recorded: rs } = await build(`count${replicas}`, { replicas });
+      const custom = rs.filter(CUSTOM);
+      assert.equal(byType(custom, "docker:index/container:Container").length, expected.containers);
+      assert.equal(byType(custom, "docker:index/volume:Volume").length, expected.volumes);
+      assert.equal(byType(custom, "docker:index/network:Network").length, expected.networks);
+      assert.equal(byType(custom, "command:local:Command").length, expected.commands);
+      assert.equal(
+        custom.length,
+        expected.containers + expected.volumes + expected.networks + expected.commands,
+      );
+    });
+  }
+
+  it("names every Docker object after the component, so two stacks never collide", async () => {
+    const { recorded: rs } = await build("names", {
+      replicas: 2,
+      primaryPort: 6432,
+      replicaBasePort: 6433,
+    });
+    const physical = (type: string) =>
+      byType(rs, type)
+        .map((r) => r.inputs.name)
+        .sort();
+    assert.deepEqual(physical("docker:index/network:Network"), ["names-net"]);
+    assert.deepEqual(physical("docker:index/container:Container"), [
+      "names-primary",
+      "names-replica-1",
+      "names-replica-2",
+    ]);
+    assert.deepEqual(physical("docker:index/volume:Volume"), [
+      "names-primary-data",
+      "names-replica-1-data",
+      "names-replica-2-data",
+    ]);
+    const logical = rs
+      .filter(CUSTOM)
+      .map((r) => r.name)
+      .sort();
+    assert.deepEqual(logical, [
+      "names-check",
+      "names-net",
+      "names-primary",
+      "names-primary-data",
+      "names-replica-1",
+      "names-replica-1-data",
+      "names-replica-1-slot",
+      "names-replica-2",
+      "names-replica-2-data",
+      "names-replica-2-slot",
+    ]);
+  });
+
+  it("parents every child under the cluster and orders replicas after the primary, the post-step last", async () => {
+    const { cluster, registered: rs } = await build("order", {
+      replicas: 2,
+      primaryPort: 7432,
+      replicaBasePort: 7433,
+    });
+    const find = (type: string, name: string) => {
+      const r = rs.find((x) => x.type === type && x.name === name);
+      assert.ok(r, `${type} ${name} registered`);
+      return r;
+    };
+    // Every registered resource descends from the cluster.
+    for (const r of rs) {
+      if (r.name === "order") continue;
+      assert.ok(r.parent, `${r.name} has a parent`);
+    }
+    const primaryNode = find("pg-cluster:index:PostgresNode", "order-primary");
+    assert.equal(primaryNode.parent, cluster);
+    for (const n of [1, 2]) {
+      const replica = find("pg-cluster:index:PostgresNode", `order-replica-${n}`);
+      assert.equal(replica.parent, cluster);
+      assert.ok(replica.dependsOn.includes(cluster.primary), `replica ${n} depends on the primary`);
+      assert.ok(
+        replica.dependsOn.includes(cluster.slots[n - 1]),
+        `replica ${n} depends on its slot`,
+      );
+      const slot = find("pg-cluster:index:ReplicationSlot", `order-replica-${n}-slot`);
+      assert.ok(slot.dependsOn.includes(cluster.primary), `slot ${n} depends on the primary`);
+      const container = find("docker:index/container:Container", `order-replica-${n}`);
+      assert.equal(container.parent, cluster.replicas[n - 1]);
+    }
+    const check = find("pg-cluster:index:ReplicationCheck", "order-check");
+    for (const node of [cluster.primary, ...cluster.replicas]) {
+      assert.ok(check.dependsOn.includes(node), `post-step depends on ${node.nodeName}`);
+    }
+  });
+
+  it("uploads the real asset files, each role its own entrypoint", async () => {
+    const { recorded: rs } = await build("uploads", {
+      replicas: 1,
+      primaryPort: 8432,
+      replicaBasePort: 8433,
+    });
+    const containers = byType(rs, "docker:index/container:Container");
+    for (const c of containers) {
+      const role = c.name.endsWith("primary") ? "primary" : "replica";
+      const uploads = c.inputs.uploads as { file: string; content: string; executable: boolean }[];
+      const files = uploads.map((u) => u.file).sort();
+      assert.deepEqual(files, [
+        "/opt/pg-cluster/healthcheck.sh",
+        "/opt/pg-cluster/lib.sh",
+        "/opt/pg-cluster/pg_hba.conf",
+        "/opt/pg-cluster/pg_ident.conf",
+        "/opt/pg-cluster/postgresql.conf",
+        `/opt/pg-cluster/${role}.sh`,
+      ]);
+      for (const u of uploads) {
+        assert.equal(
+          u.content,
+          fs.readFileSync(path.join(ASSETS_DIR, path.basename(u.file)), "utf8"),
+        );
+        assert.equal(u.executable, u.file.endsWith(".sh"));
+      }
+      assert.deepEqual(c.inputs.entrypoints, ["bash", `/opt/pg-cluster/${role}.sh`]);
+      assert.equal(c.inputs.wait, true);
+      assert.deepEqual((c.inputs.healthcheck as { tests: string[] }).tests, [
+        "CMD",
+        "bash",
+        "/opt/pg-cluster/healthcheck.sh",
+      ]);
+    }
+  });
+
+  it("publishes each node on its own port, on 127.0.0.1 by default", async () => {
+    const { recorded: rs } = await build("ports", {
+      replicas: 3,
+      primaryPort: 9432,
+      replicaBasePort: 9433,
+    });
+    const ports = Object.fromEntries(
+      byType(rs, "docker:index/container:Container").map((c) => [c.inputs.name, c.inputs.ports]),
+    );
+    assert.deepEqual(ports, {
+      "ports-primary": [{ internal: 5432, external: 9432, ip: "127.0.0.1" }],
+      "ports-replica-1": [{ internal: 5432, external: 9433, ip: "127.0.0.1" }],
+      "ports-replica-2": [{ internal: 5432, external: 9434, ip: "127.0.0.1" }],
+      "ports-replica-3": [{ internal: 5432, external: 9435, ip: "127.0.0.1" }],
+    });
+  });
+
+  it("keeps every password-derived value secret", async () => {
+    const { cluster, recorded: rs } = await build("secrets", {
+      replicas: 2,
+      primaryPort: 10432,
+      replicaBasePort: 10433,
+    });
+    assert.equal(await isSecret(cluster.connectionString), true);
+    assert.equal(await isSecret(cluster.readOnlyConnectionString), true);
+    assert.equal(await isSecret(cluster.primary.container.envs as pulumi.Output<unknown>), true);
+    for (const r of cluster.replicas)
+      assert.equal(await isSecret(r.container.envs as pulumi.Output<unknown>), true);
+    for (const s of cluster.slots)
+      assert.equal(await isSecret(s.dropStep.environment as pulumi.Output<unknown>), true);
+    assert.equal(await isSecret(cluster.check.step.environment as pulumi.Output<unknown>), true);
+    // No input reaches the engine with a password outside a secret.
+    for (const r of rs) {
+      for (const [key, value] of Object.entries(r.inputs)) {
+        if (inputIsSecret(value)) continue;
+        for (const pw of Object.values(PASSWORDS)) {
+          assert.ok(
+            !JSON.stringify(value ?? null).includes(pw),
+            `${r.name}.${key} carries a password in the clear`,
+          );
+        }
+      }
+    }
+    // Values that are not secret never contain a password.
+    for (const out of [cluster.primaryEndpoint, cluster.replicaEndpoints, cluster.networkName]) {
+      assert.equal(await isSecret(out as pulumi.Output<unknown>), false);
+      const text = JSON.stringify(await valueOf(out as pulumi.Output<unknown>));
+      for (const pw of Object.values(PASSWORDS)) assert.ok(!text.includes(pw));
+    }
+    assert.equal(
+      await valueOf(cluster.connectionString),
+      `postgresql://postgres:${PASSWORDS.superuserPassword}@localhost:10432/mydb`,
+    );
+    assert.equal(
+      await valueOf(cluster.readOnlyConnectionString),
+      `postgresql://postgres:${PASSWORDS.superuserPassword}@localhost:10433,localhost:10434/mydb?target_session_attrs=standby&load_balance_hosts=random`,
+    );
+  });
+
+  it("gives the replication password to replicas and both passwords only to the primary", async () => {
+    const { recorded: rs } = await build("env", {
+      replicas: 1,
+      primaryPort: 11432,
+      replicaBasePort: 11433,
+    });
+    const envOf = (name: string) =>
+      byType(rs, "docker:index/container:Container").find((c) => c.inputs.name === name)?.inputs
+        .envs;
+    assert.ok(inputIsSecret(envOf("env-primary")), "primary envs reach the engine as a secret");
+    assert.ok(inputIsSecret(envOf("env-replica-1")), "replica envs reach the engine as a secret");
+    const primary = plain<string[]>(envOf("env-primary"));
+    const replica = plain<string[]>(envOf("env-replica-1"));
+    assert.ok(primary.includes(`PGC_SUPERUSER_PASSWORD=${PASSWORDS.superuserPassword}`));
+    assert.ok(primary.includes(`PGC_REPLICATION_PASSWORD=${PASSWORDS.replicationPassword}`));
+    assert.ok(replica.includes(`PGC_REPLICATION_PASSWORD=${PASSWORDS.replicationPassword}`));
+    assert.ok(!replica.some((e) => e.startsWith("PGC_SUPERUSER_PASSWORD=")));
+    assert.ok(replica.includes("PGC_PRIMARY_HOST=env-primary"));
+    assert.ok(replica.includes("PGC_SLOT_NAME=replica_1"));
+    assert.ok(replica.includes("PGC_NODE_NAME=env-replica-1"));
+  });
+
+  it("does not change the primary's inputs when scaling 2 -> 3 (no restart)", async () => {
+    const primaryInputs = async (replicas: number) => {
+      const { recorded: rs } = await build("scale", {
+        replicas,
+        primaryPort: 12432,
+        replicaBasePort: 12433,
+      });
+      return byType(rs, "docker:index/container:Container").find(
+        (c) => c.inputs.name === "scale-primary",
+      )?.inputs;
+    };
+    assert.deepEqual(await primaryInputs(2), await primaryInputs(3));
+    assert.deepEqual(replicationCapacity(2), replicationCapacity(8));
+    assert.notDeepEqual(replicationCapacity(8), replicationCapacity(9));
+  });
+
+  it("has one slot-drop step per replica, run at delete time", async () => {
+    const { recorded: rs } = await build("slots", {
+      replicas: 3,
+      primaryPort: 13432,
+      replicaBasePort: 13433,
+    });
+    const steps = byType(rs, "command:local:Command").filter((c) => c.name.endsWith("-slot"));
+    assert.equal(steps.length, 3);
+    for (const [i, step] of steps.entries()) {
+      assert.equal(step.inputs.delete, "node slot.mjs drop");
+      assert.equal(step.inputs.dir, ASSETS_DIR);
+      assert.ok(inputIsSecret(step.inputs.environment));
+      const env = plain<Record<string, string>>(step.inputs.environment);
+      assert.equal(env.PGC_SUPERUSER_PASSWORD, PASSWORDS.superuserPassword);
+      assert.equal(env.PGC_SLOT_NAME, `replica_${i + 1}`);
+      assert.deepEqual(JSON.parse(env.PGC_PRIMARY), {
+        name: "slots-primary",
+        host: "localhost",
+        port: 13432,
+      });
+    }
+  });
+
+  it("re-runs the post-step when the set of nodes changes, and sets quorum sync when asked", async () => {
+    const { recorded: rs } = await build("sync", {
+      replicas: 2,
+      synchronousReplicas: 1,
+      primaryPort: 14432,
+      replicaBasePort: 14433,
+    });
+    const check = byType(rs, "command:local:Command").find((c) => c.name === "sync-check");
+    assert.ok(check);
+    assert.equal(check.inputs.create, "node verify.mjs");
+    assert.deepEqual(check.inputs.triggers, [
+      "sync-primary-id",
+      "sync-replica-1-id",
+      "sync-replica-2-id",
+    ]);
+    assert.ok(inputIsSecret(check.inputs.environment));
+    const env = plain<Record<string, string>>(check.inputs.environment);
+    assert.equal(env.PGC_SYNC_STANDBY_NAMES, 'ANY 1 ("sync-replica-1", "sync-replica-2")');
+    assert.deepEqual(JSON.parse(env.PGC_REPLICAS), [
+      { name: "sync-replica-1", host: "localhost", port: 14433, slot: "replica_1" },
+      { name: "sync-replica-2", host: "localhost", port: 14434, slot: "replica_2" },
+    ]);
+  });
+
+  it("creates nothing when the input is invalid", async () => {
+    const before = recorded.length;
+    assert.throws(
+      () => new PostgresCluster("bad", { ...PASSWORDS, replicas: -1 }),
+      /replicas = -1/,
+    );
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(recorded.slice(before).filter(CUSTOM), []);
+  });
+});

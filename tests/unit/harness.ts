@@ -1,0 +1,116 @@
+import * as pulumi from "@pulumi/pulumi";
+import { PostgresCluster, PostgresClusterArgs } from "../../components";
+
+/** A resource as the mock engine saw it. */
+export interface Recorded {
+  type: string;
+  name: string;
+  custom: boolean;
+  inputs: Record<string, unknown>;
+}
+
+/** A resource as the SDK registered it: its options, seen through a transformation. */
+export interface Registered {
+  type: string;
+  name: string;
+  parent?: pulumi.Resource;
+  dependsOn: pulumi.Resource[];
+  resource?: pulumi.Resource;
+}
+
+export const recorded: Recorded[] = [];
+export const registered: Registered[] = [];
+
+pulumi.runtime.setMocks(
+  {
+    newResource(args) {
+      recorded.push({
+        type: args.type,
+        name: args.name,
+        custom: args.custom ?? false,
+        inputs: args.inputs,
+      });
+      const state: Record<string, unknown> = {
+        ...args.inputs,
+        name: args.inputs.name ?? args.name,
+      };
+      // The post-step's stdout is its JSON report; the mock provider returns an empty one.
+      if (args.type === "command:local:Command") state.stdout = JSON.stringify({ replicas: [] });
+      return { id: `${args.name}-id`, state };
+    },
+    call(args) {
+      throw new Error(`unexpected invoke in a unit test: ${args.token}`);
+    },
+  },
+  "pg-cluster",
+  "dev",
+  false,
+);
+
+export const PASSWORDS = {
+  superuserPassword: "su-Secret-9f1c2a",
+  replicationPassword: "repl-Secret-7d3e0b",
+};
+
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+
+/** Whether a recorded input reached the engine as a secret. */
+export function inputIsSecret(value: unknown): boolean {
+  return typeof value === "object" && value !== null && SECRET_SIG in value;
+}
+
+/** A recorded input's value, unwrapped if it is a secret. */
+export function plain<T>(value: unknown): T {
+  return (inputIsSecret(value) ? (value as { value: unknown }).value : value) as T;
+}
+
+/** Resolves an Output's value (mocks resolve everything). */
+export function valueOf<T>(output: pulumi.Output<T>): Promise<T> {
+  return new Promise((resolve) => output.apply((v) => resolve(v)));
+}
+
+/** Whether an Output is secret. */
+export function isSecret(output: pulumi.Output<unknown>): Promise<boolean> {
+  return pulumi.isSecret(output);
+}
+
+/** Builds a cluster and waits until the mock engine has seen all of its resources. */
+export async function build(
+  name: string,
+  args: Partial<PostgresClusterArgs>,
+): Promise<{ cluster: PostgresCluster; recorded: Recorded[]; registered: Registered[] }> {
+  const firstRecorded = recorded.length;
+  const firstRegistered = registered.length;
+  const cluster = new PostgresCluster(
+    name,
+    { ...PASSWORDS, ...args },
+    {
+      transformations: [
+        (t) => {
+          const deps = t.opts.dependsOn;
+          registered.push({
+            type: t.type,
+            name: t.name,
+            parent: t.opts.parent,
+            dependsOn:
+              deps === undefined
+                ? []
+                : Array.isArray(deps)
+                  ? (deps as pulumi.Resource[])
+                  : [deps as pulumi.Resource],
+          });
+          return undefined;
+        },
+      ],
+    },
+  );
+  await valueOf(cluster.replicationReport.apply(() => 0).apply(() => cluster.urn));
+  await valueOf(pulumi.all([cluster.connectionString, cluster.replicaEndpoints]));
+  // Let the last registrations reach the mock monitor.
+  await new Promise((r) => setTimeout(r, 50));
+  return {
+    cluster,
+    recorded: recorded.slice(firstRecorded),
+    registered: registered.slice(firstRegistered),
+  };
+}

@@ -1,0 +1,142 @@
+import * as assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ClusterConfigError, clusterArgsFromConfig, validateClusterArgs } from "../../components";
+
+const PASSWORDS = {
+  superuserPassword: "su-Secret-9f1c2a",
+  replicationPassword: "repl-Secret-7d3e0b",
+};
+const HEADER = (n: number) =>
+  `pg-cluster configuration is invalid (${n} problem${n === 1 ? "" : "s"}); nothing was created or changed:\n`;
+
+/** The message of the error that validating `config` (raw stack config strings) throws. */
+function configError(config: Record<string, string>): string {
+  try {
+    clusterArgsFromConfig((key) => ({ ...PASSWORDS, ...config })[key]);
+  } catch (err) {
+    assert.ok(err instanceof ClusterConfigError, `a ClusterConfigError, got ${String(err)}`);
+    return err.message;
+  }
+  assert.fail("expected the config to be rejected");
+}
+
+describe("config validation", () => {
+  it("rejects a negative replica count", () => {
+    assert.equal(
+      configError({ replicas: "-1" }),
+      HEADER(1) +
+        "  - replicas = -1: must be between 0 and 16. Fix: pulumi config set replicas <0..16>",
+    );
+  });
+
+  it("rejects a fractional replica count", () => {
+    assert.equal(
+      configError({ replicas: "1.5" }),
+      HEADER(1) +
+        "  - replicas = 1.5: must be a whole number. Fix: pulumi config set replicas <0..16>",
+    );
+  });
+
+  it("rejects a replica count that is not a number", () => {
+    assert.equal(
+      configError({ replicas: "x" }),
+      HEADER(1) +
+        '  - replicas = "x": must be a whole number. Fix: pulumi config set replicas <number>',
+    );
+  });
+
+  it("rejects 1000 replicas", () => {
+    assert.equal(
+      configError({ replicas: "1000" }),
+      HEADER(1) +
+        "  - replicas = 1000: must be between 0 and 16. Fix: pulumi config set replicas <0..16>",
+    );
+  });
+
+  it("rejects an empty password and names the exact command, without echoing secrets", () => {
+    assert.equal(
+      configError({ superuserPassword: "" }),
+      HEADER(1) +
+        "  - superuserPassword = (empty): must not be empty. Fix: pulumi config set --secret superuserPassword <a password of 8+ characters>",
+    );
+    const short = configError({ replicationPassword: "abc" });
+    assert.match(
+      short,
+      /replicationPassword = \(secret, not shown\): must be at least 8 characters/,
+    );
+    assert.ok(!short.includes("abc"));
+  });
+
+  it("rejects a missing password with the exact command", () => {
+    const msg = (() => {
+      try {
+        validateClusterArgs({ superuserPassword: PASSWORDS.superuserPassword } as never);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return "";
+    })();
+    assert.equal(
+      msg,
+      HEADER(1) +
+        "  - replicationPassword = (not set): is required. Fix: pulumi config set --secret replicationPassword <a password of 8+ characters>",
+    );
+  });
+
+  it("rejects two nodes on one host port", () => {
+    assert.equal(
+      configError({ replicas: "2", primaryPort: "5434" }),
+      HEADER(1) +
+        "  - primaryPort = 5434: the primary and replica 2 would both publish host port 5434 (replicas use 5433..5434). Fix: give the primary a port outside that range, or move the replicas with pulumi config set replicaBasePort 5435",
+    );
+  });
+
+  it("reports every problem at once", () => {
+    const msg = configError({
+      replicas: "x",
+      bindAddress: "everywhere",
+      database: "My-DB",
+      superuserPassword: "",
+      maxSlotWalKeepSize: "-1",
+      synchronousReplicas: "2",
+    });
+    assert.ok(msg.startsWith(HEADER(6)), msg);
+    for (const field of [
+      "replicas",
+      "bindAddress",
+      "database",
+      "superuserPassword",
+      "maxSlotWalKeepSize",
+      "synchronousReplicas",
+    ]) {
+      assert.match(msg, new RegExp(`  - ${field} = `));
+    }
+  });
+
+  it("rejects more synchronous replicas than replicas", () => {
+    assert.match(
+      configError({ replicas: "1", synchronousReplicas: "2" }),
+      /synchronousReplicas = 2: must be between 0 and 1\. Fix: pulumi config set synchronousReplicas <0\.\.1>/,
+    );
+  });
+
+  it("rejects a replication role that is the superuser", () => {
+    assert.match(
+      configError({ replicationUser: "postgres" }),
+      /replicationUser = "postgres": must differ from the superuser/,
+    );
+  });
+
+  it("applies the defaults, including 0 replicas", () => {
+    const s = validateClusterArgs({ ...PASSWORDS, replicas: 0 });
+    assert.equal(s.replicas, 0);
+    assert.equal(s.image, "postgres:16");
+    assert.equal(s.primaryPort, 5432);
+    assert.deepEqual(s.replicaPorts, []);
+    assert.equal(s.bindAddress, "127.0.0.1");
+    assert.equal(s.database, "mydb");
+    assert.equal(s.maxSlotWalKeepSize, "1GB");
+    const three = validateClusterArgs({ ...PASSWORDS, replicas: 3 });
+    assert.deepEqual(three.replicaPorts, [5433, 5434, 5435]);
+  });
+});
