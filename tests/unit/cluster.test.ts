@@ -7,7 +7,8 @@ import { PASSWORDS, build, inputIsSecret, isSecret, plain, recorded, valueOf } f
 import { ASSETS_DIR, PostgresCluster, replicationCapacity } from "../../components";
 
 const CUSTOM = (r: { custom: boolean }) => r.custom;
-const byType = (rs: { type: string }[], type: string) => rs.filter((r) => r.type === type);
+const byType = <T extends { type: string }>(rs: T[], type: string): T[] =>
+  rs.filter((r) => r.type === type);
 
 describe("PostgresCluster resources", () => {
   for (const [replicas, expected] of [
