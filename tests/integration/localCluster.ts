@@ -1,0 +1,291 @@
+import { ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import pg from "pg";
+import { ASSETS_DIR } from "../../components/assets";
+
+/** PostgreSQL server binaries on the host (Debian's postgresql-15, installed by .ci/run). */
+export function postgresBinDir(): string {
+  const root = "/usr/lib/postgresql";
+  const majors = fs.existsSync(root)
+    ? fs.readdirSync(root).filter((d) => fs.existsSync(path.join(root, d, "bin", "postgres")))
+    : [];
+  if (majors.length === 0) {
+    throw new Error(
+      "no PostgreSQL server on this host: install Debian's postgresql-15 (scripts/provision-host-postgres.sh, run by .ci/run)",
+    );
+  }
+  return path.join(root, majors.sort((a, b) => Number(b) - Number(a))[0], "bin");
+}
+
+/** The integration layer runs the entrypoints as root, as Docker does, so they can drop to postgres. */
+export function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new Error(
+      "the integration tests must run as root: the entrypoints start as root and drop to the postgres user, as in a container",
+    );
+  }
+}
+
+export const SUPERUSER_PASSWORD = "su-it-'quote:colon\\back";
+export const REPLICATION_PASSWORD = "repl-it-'quote:colon";
+
+/** One node: its entrypoint running on the host, with its volume in a scratch directory. */
+export class LocalNode {
+  process?: ChildProcess;
+  readonly volume: string;
+  readonly logFile: string;
+
+  constructor(
+    readonly cluster: LocalCluster,
+    readonly role: "primary" | "replica",
+    readonly name: string,
+    readonly port: number,
+    readonly extraEnv: Record<string, string> = {},
+  ) {
+    this.volume = path.join(cluster.dir, name);
+    this.logFile = path.join(cluster.dir, `${name}.log`);
+  }
+
+  env(): Record<string, string> {
+    const c = this.cluster;
+    const env: Record<string, string> = {
+      PATH: `${postgresBinDir()}:${process.env.PATH}`,
+      PGC_VOLUME: this.volume,
+      PGC_PORT: String(this.port),
+      PGC_LISTEN: c.listen,
+      PGC_SOCKET_DIR: c.socketDir,
+      PGC_NODE_NAME: this.name,
+      PGC_SUPERUSER: "postgres",
+      PGC_REPLICATION_USER: "replicator",
+      PGC_REPLICATION_PASSWORD: REPLICATION_PASSWORD,
+      PGC_MAX_WAL_SENDERS: "20",
+      PGC_MAX_REPLICATION_SLOTS: "12",
+      PGC_MAX_SLOT_WAL_KEEP_SIZE: c.maxSlotWalKeepSize,
+      PGC_REPLICATION_CIDR: c.replicationCidr,
+      PGC_REJECT_ADDRESS: c.rejectAddress,
+      PGC_SLOT_CHECK_SECONDS: "1",
+    };
+    if (this.role === "primary") {
+      Object.assign(env, { PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD, PGC_DATABASE: "mydb" });
+    } else {
+      Object.assign(env, {
+        PGC_PRIMARY_HOST: "127.0.0.1",
+        PGC_PRIMARY_PORT: String(c.primary.port),
+        PGC_SLOT_NAME: this.slot,
+      });
+    }
+    return { ...env, ...this.extraEnv };
+  }
+
+  get slot(): string {
+    return this.name.replace(/-/g, "_");
+  }
+
+  /** Starts the node's real entrypoint from assets/ and waits until it accepts connections. */
+  async start(timeoutMs = 60_000): Promise<void> {
+    const log = fs.openSync(this.logFile, "a");
+    this.process = spawn("bash", [path.join(ASSETS_DIR, `${this.role}.sh`)], {
+      env: this.env(),
+      stdio: ["ignore", log, log],
+    });
+    fs.closeSync(log);
+    await this.waitReady(timeoutMs);
+  }
+
+  async waitReady(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.process?.exitCode !== null && this.process?.exitCode !== undefined) {
+        throw new Error(
+          `${this.name} exited with ${this.process.exitCode}:\n${this.log().slice(-3000)}`,
+        );
+      }
+      try {
+        execFileSync(path.join(postgresBinDir(), "pg_isready"), [
+          "-q",
+          "-h",
+          "127.0.0.1",
+          "-p",
+          String(this.port),
+        ]);
+        return;
+      } catch {
+        if (Date.now() > deadline)
+          throw new Error(`${this.name} not ready in ${timeoutMs} ms:\n${this.log().slice(-3000)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  /** Fast shutdown (SIGINT, what Docker sends), waiting until the process has gone. */
+  async stop(signal: NodeJS.Signals = "SIGINT"): Promise<void> {
+    const p = this.process;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise((r) => p.once("exit", r));
+    p.kill(signal);
+    await exited;
+  }
+
+  log(): string {
+    return fs.existsSync(this.logFile) ? fs.readFileSync(this.logFile, "utf8") : "";
+  }
+
+  client(host = "127.0.0.1", user = "postgres", password = SUPERUSER_PASSWORD): pg.Client {
+    return new pg.Client({
+      host,
+      port: this.port,
+      user,
+      password,
+      database: "mydb",
+      connectionTimeoutMillis: 5000,
+    });
+  }
+
+  async query<T extends pg.QueryResultRow = pg.QueryResultRow>(
+    sql: string,
+    params: unknown[] = [],
+  ): Promise<T[]> {
+    const c = this.client();
+    await c.connect();
+    try {
+      return (await c.query<T>(sql, params)).rows;
+    } finally {
+      await c.end();
+    }
+  }
+
+  /** This node's pg-cluster-node.json (clone count and reason), if it is a replica. */
+  nodeState(): { clones: number; lastCloneReason: string } {
+    return JSON.parse(
+      fs.readFileSync(path.join(this.volume, "pgdata", "pg-cluster-node.json"), "utf8"),
+    );
+  }
+}
+
+/** A primary and replicas on loopback ports, run from the real assets without Docker. */
+export class LocalCluster {
+  readonly dir: string;
+  readonly socketDir: string;
+  readonly basePort: number;
+  primary: LocalNode;
+  replicas: LocalNode[] = [];
+
+  constructor(
+    readonly options: { replicas: number; maxSlotWalKeepSize?: string } = { replicas: 2 },
+    /** Address the servers listen on. */
+    readonly listen = "127.0.0.1",
+    readonly replicationCidr = "127.0.0.0/30",
+    readonly rejectAddress = "127.0.0.3",
+  ) {
+    requireRoot();
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-it-"));
+    fs.chmodSync(this.dir, 0o755);
+    this.socketDir = path.join(this.dir, "sockets");
+    this.basePort = 20000 + Math.floor(Math.random() * 20000);
+    this.primary = new LocalNode(this, "primary", "primary", this.basePort);
+    for (let i = 1; i <= options.replicas; i++) {
+      this.replicas.push(new LocalNode(this, "replica", `replica-${i}`, this.basePort + i));
+    }
+  }
+
+  get maxSlotWalKeepSize(): string {
+    return this.options.maxSlotWalKeepSize ?? "1GB";
+  }
+
+  async start(): Promise<void> {
+    await this.primary.start();
+    await Promise.all(this.replicas.map((r) => r.start()));
+  }
+
+  /** Runs the post-step program (assets/verify.mjs) as the component's local.Command does. */
+  verify(timeoutSeconds = 60): {
+    status: number;
+    stdout: string;
+    stderr: string;
+    report: VerifyReport | null;
+  } {
+    return runAsset("verify.mjs", [], {
+      PGC_PRIMARY: JSON.stringify({ name: "primary", host: "127.0.0.1", port: this.primary.port }),
+      PGC_REPLICAS: JSON.stringify(
+        this.replicas.map((r) => ({ name: r.name, host: "127.0.0.1", port: r.port, slot: r.slot })),
+      ),
+      PGC_SUPERUSER: "postgres",
+      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
+      PGC_DATABASE: "mydb",
+      PGC_SYNC_STANDBY_NAMES: "",
+      PGC_TIMEOUT_SECONDS: String(timeoutSeconds),
+    });
+  }
+
+  /** Runs the slot-drop program (assets/slot.mjs) as a replica's delete step does. */
+  dropSlot(slot: string): { status: number; stdout: string; stderr: string } {
+    return runAsset("slot.mjs", ["drop"], {
+      PGC_PRIMARY: JSON.stringify({ name: "primary", host: "127.0.0.1", port: this.primary.port }),
+      PGC_SLOT_NAME: slot,
+      PGC_SUPERUSER: "postgres",
+      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
+      PGC_DATABASE: "mydb",
+    });
+  }
+
+  async destroy(): Promise<void> {
+    for (const n of [...this.replicas, this.primary]) {
+      await Promise.race([n.stop(), new Promise((r) => setTimeout(r, 15_000))]);
+      if (n.process && n.process.exitCode === null && n.process.signalCode === null)
+        n.process.kill("SIGKILL");
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface VerifyReport {
+  primary: { name: string; lsn: string; wizards: number };
+  replicas: {
+    name: string;
+    caughtUp: boolean;
+    state: string;
+    slot: string;
+    slotActive: boolean;
+    slotWalStatus: string;
+    replayLagBytes: number | null;
+    wizards: number | null;
+    clones: number | null;
+    lastCloneReason: string | null;
+  }[];
+  seededRows: number;
+}
+
+function runAsset(file: string, args: string[], env: Record<string, string>) {
+  const r = spawnSync(process.execPath, [path.join(ASSETS_DIR, file), ...args], {
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+    timeout: 180_000,
+  });
+  let report: VerifyReport | null = null;
+  try {
+    report = JSON.parse(r.stdout);
+  } catch {
+    report = null;
+  }
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, report };
+}
+
+/** Writes `rows` rows of ~1 kB on the primary, in batches; returns the table's row count. */
+export async function writeRows(node: LocalNode, table: string, rows: number): Promise<number> {
+  const c = node.client();
+  await c.connect();
+  try {
+    await c.query(`CREATE TABLE IF NOT EXISTS ${table} (id bigserial PRIMARY KEY, payload text)`);
+    for (let done = 0; done < rows; done += 50_000) {
+      await c.query(
+        `INSERT INTO ${table} (payload) SELECT repeat(md5(g::text), 32) FROM generate_series(1, $1) g`,
+        [Math.min(50_000, rows - done)],
+      );
+    }
+    return Number((await c.query(`SELECT count(*) AS n FROM ${table}`)).rows[0].n);
+  } finally {
+    await c.end();
+  }
+}
