@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs the test layers, installing and starting what each needs first (idempotent; slow results
+# are cached under $PG_CLUSTER_CACHE). Usage: scripts/test.sh [static|unit|integration|e2e|faults|all]...
+# Every layer runs for real or fails saying what is missing: nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+source scripts/lib.sh
+
+layers=("$@")
+[ "${#layers[@]}" -gt 0 ] || layers=(all)
+[ "${layers[*]}" != all ] || layers=(static unit integration e2e faults)
+
+bash scripts/provision-node-deps.sh
+
+passed=0 failed=0
+# run_layer NAME COMMAND... — runs one node:test layer and adds its counts to the totals.
+run_layer() {
+  local name="$1" out status=0
+  shift
+  out="$(mktemp)"
+  log "layer $name: $*"
+  "$@" 2>&1 | tee "$out" || status=$?
+  local p f
+  p="$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" | tail -n1)"
+  f="$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" | tail -n1)"
+  rm -f "$out"
+  [ -n "$p" ] || die "layer $name printed no test summary (exit $status): it did not run."
+  [ "$p" -gt 0 ] || die "layer $name ran no test."
+  passed=$((passed + p))
+  failed=$((failed + ${f:-0}))
+  [ "$status" = 0 ] || log "layer $name FAILED (exit $status)"
+  layer_status=$((layer_status + status))
+}
+layer_status=0
+node_test=(node --import tsx --test --test-reporter=tap --test-concurrency=1)
+
+for layer in "${layers[@]}"; do
+  case "$layer" in
+    static)
+      log "static checks: tsc --noEmit, eslint, prettier --check"
+      npx tsc --noEmit -p . || layer_status=$((layer_status + 1))
+      npx eslint . || layer_status=$((layer_status + 1))
+      npx prettier --check . >/dev/null || { npx prettier --check . || true; layer_status=$((layer_status + 1)); }
+      ;;
+    unit)
+      run_layer unit "${node_test[@]}" tests/unit/*.test.ts
+      ;;
+    integration)
+      # Real PostgreSQL server processes on loopback, started by the tests from assets/.
+      need_root "the integration layer (it runs the entrypoints as root, as Docker does)"
+      apt_install postgresql-15
+      run_layer integration "${node_test[@]}" tests/integration/*.test.ts
+      ;;
+    e2e | faults)
+      bash scripts/provision-docker.sh
+      for major in ${PG_CLUSTER_E2E_MAJORS:-15}; do bash scripts/provision-image.sh --local "$major" >/dev/null; done
+      bash scripts/provision-toolchain.sh
+      # shellcheck source=env.sh
+      source scripts/env.sh
+      run_layer "$layer" "${node_test[@]}" tests/"$layer"/*.test.ts
+      ;;
+    *) die "unknown test layer '$layer' (static, unit, integration, e2e, faults, all)" ;;
+  esac
+done
+
+echo "${passed} passed, ${failed} failed"
+[ "$layer_status" = 0 ] && [ "$failed" = 0 ]
