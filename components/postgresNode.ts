@@ -8,6 +8,7 @@ import {
   containerUploads,
   entrypoint,
 } from "./assets";
+import { inheritedDependsOn } from "./options";
 
 /** How long `pulumi up` waits for a node's health check before failing. */
 const HEALTH_WAIT_SECONDS = { primary: 120, replica: 900 } as const;
@@ -59,7 +60,7 @@ export class PostgresNode extends pulumi.ComponentResource {
     this.volume = new docker.Volume(
       `${name}-data`,
       { name: `${args.nodeName}-data`, labels },
-      { parent: this },
+      { parent: this, dependsOn: inheritedDependsOn(opts) },
     );
 
     this.container = new docker.Container(
@@ -92,7 +93,7 @@ export class PostgresNode extends pulumi.ComponentResource {
         destroyGraceSeconds: 60,
         shmSize: 256,
       },
-      { parent: this, dependsOn: [this.volume] },
+      { parent: this, dependsOn: [...inheritedDependsOn(opts), this.volume] },
     );
 
     this.registerOutputs({ volume: this.volume, container: this.container });

@@ -1,6 +1,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { ASSETS_DIR } from "./assets";
+import { inheritedDependsOn } from "./options";
 
 /** One replica's line in the {@link ReplicationReport}. */
 export interface ReplicaReport {
@@ -55,7 +56,7 @@ export class ReplicationCheck extends pulumi.ComponentResource {
         environment: pulumi.secret(args.environment),
         triggers: args.triggers,
       },
-      { parent: this },
+      { parent: this, dependsOn: inheritedDependsOn(opts) },
     );
     // The report holds no secret, but the provider may mark stdout secret because the
     // environment is: unwrap it so it can be read as a plain stack output.

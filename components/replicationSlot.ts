@@ -1,6 +1,7 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { ASSETS_DIR } from "./assets";
+import { inheritedDependsOn } from "./options";
 
 /** Arguments of a {@link ReplicationSlot}. */
 export interface ReplicationSlotArgs {
@@ -38,7 +39,7 @@ export class ReplicationSlot extends pulumi.ComponentResource {
             .apply((env) => ({ ...env, PGC_SLOT_NAME: args.slotName })),
         ),
       },
-      { parent: this },
+      { parent: this, dependsOn: inheritedDependsOn(opts) },
     );
     this.registerOutputs({ dropStep: this.dropStep });
   }

@@ -99,6 +99,20 @@ describe("PostgresCluster resources", () => {
       assert.ok(slot.dependsOn.includes(cluster.primary), `slot ${n} depends on the primary`);
       const container = find("docker:index/container:Container", `order-replica-${n}`);
       assert.equal(container.parent, cluster.replicas[n - 1]);
+      // Recorded on the container itself, so the engine deletes it before its slot is dropped.
+      assert.ok(
+        container.dependsOn.includes(cluster.slots[n - 1]),
+        `replica ${n} container after its slot`,
+      );
+      assert.ok(
+        container.dependsOn.includes(cluster.primary),
+        `replica ${n} container after the primary`,
+      );
+      const dropStep = find("command:local:Command", `order-replica-${n}-slot`);
+      assert.ok(
+        dropStep.dependsOn.includes(cluster.primary),
+        `slot ${n} dropped before the primary goes`,
+      );
     }
     const check = find("pg-cluster:index:ReplicationCheck", "order-check");
     for (const node of [cluster.primary, ...cluster.replicas]) {
