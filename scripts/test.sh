@@ -54,11 +54,17 @@ for layer in "${layers[@]}"; do
       ;;
     e2e | faults)
       bash scripts/provision-docker.sh
-      for major in ${PG_CLUSTER_E2E_MAJORS:-15}; do bash scripts/provision-image.sh --local "$major" >/dev/null; done
       bash scripts/provision-toolchain.sh
       # shellcheck source=env.sh
       source scripts/env.sh
-      run_layer "$layer" "${node_test[@]}" tests/"$layer"/*.test.ts
+      # e2e runs on every PostgreSQL major we build images for; the fault layer on the first.
+      majors=(${PG_CLUSTER_E2E_MAJORS:-15 17})
+      [ "$layer" = e2e ] || majors=("${majors[0]}")
+      for major in "${majors[@]}"; do
+        bash scripts/provision-image.sh --local "$major" >/dev/null
+        export PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major"
+        run_layer "$layer (PostgreSQL $major)" "${node_test[@]}" tests/"$layer"/*.test.ts
+      done
       ;;
     *) die "unknown test layer '$layer' (static, unit, integration, e2e, faults, all)" ;;
   esac

@@ -1,0 +1,177 @@
+import * as assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import { IMAGE, dockerObjects, inspectContainer, newStack, queryAt, waitUntil } from "../lib/stack";
+
+const MAJOR_TIMEOUT = 15 * 60_000;
+
+describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
+  const stack = newStack("e2e");
+  const c = stack.clusterName;
+  after(async () => {
+    await stack.destroy();
+  });
+
+  let endpoints: { primary: string; replicas: string[] };
+
+  it("brings up a primary and 2 replicas that serve the seeded rows and replicate a new one", async () => {
+    const { outputs, summary } = await stack.up();
+    assert.equal(summary.create, 10);
+    endpoints = {
+      primary: outputs.primaryEndpoint as string,
+      replicas: outputs.replicaEndpoints as string[],
+    };
+    assert.equal(endpoints.primary, `localhost:${stack.basePort}`);
+    assert.deepEqual(endpoints.replicas, [
+      `localhost:${stack.basePort + 1}`,
+      `localhost:${stack.basePort + 2}`,
+    ]);
+
+    const [primary] = await queryAt<{ recovery: boolean; ro: string }>(
+      endpoints.primary,
+      "SELECT pg_is_in_recovery() AS recovery, current_setting('transaction_read_only') AS ro",
+    );
+    assert.deepEqual(primary, { recovery: false, ro: "off" });
+    for (const ep of [endpoints.primary, ...endpoints.replicas]) {
+      const rows = await queryAt<{ email: string }>(ep, "SELECT email FROM wizards ORDER BY id");
+      assert.deepEqual(
+        rows.map((r) => r.email),
+        ["harry.potter@hogwarts.edu", "ron.weasley@hogwarts.edu", "hermione.granger@hogwarts.edu"],
+        `Wizards on ${ep}`,
+      );
+    }
+    for (const ep of endpoints.replicas) {
+      const [r] = await queryAt<{ recovery: boolean }>(
+        ep,
+        "SELECT pg_is_in_recovery() AS recovery",
+      );
+      assert.equal(r.recovery, true, `${ep} is a standby`);
+    }
+    await queryAt(endpoints.primary, "INSERT INTO wizards (firstname) VALUES ('Merlin')");
+    for (const ep of endpoints.replicas) {
+      await waitUntil(
+        `Merlin on ${ep}`,
+        async () =>
+          (await queryAt(ep, "SELECT 1 FROM wizards WHERE firstname = 'Merlin'")).length === 1,
+        10_000,
+      );
+    }
+    const report = outputs.replicationReport as {
+      replicas: { name: string; state: string; caughtUp: boolean }[];
+    };
+    assert.deepEqual(
+      report.replicas.map((r) => [r.name, r.state, r.caughtUp]),
+      [
+        [`${c}-replica-1`, "streaming", true],
+        [`${c}-replica-2`, "streaming", true],
+      ],
+    );
+    // Published on loopback only.
+    const primaryInfo = await inspectContainer(`${c}-primary`);
+    assert.ok(primaryInfo);
+  });
+
+  it("a second up changes nothing and restarts nothing", async () => {
+    const before = await Promise.all(
+      [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
+    );
+    const preview = await stack.preview();
+    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 10 });
+    const { summary } = await stack.up();
+    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 10 });
+    const afterUp = await Promise.all(
+      [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
+    );
+    for (const [i, info] of afterUp.entries()) {
+      assert.equal(info?.Id, before[i]?.Id);
+      assert.equal(info?.State.StartedAt, before[i]?.State.StartedAt);
+      assert.equal(info?.RestartCount, 0);
+    }
+  });
+
+  it("scales 2 -> 3 without touching the primary or the existing replicas", async () => {
+    const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
+    const before = await Promise.all(names.map(inspectContainer));
+    const { summary, outputs } = await stack.up({ replicas: "3" });
+    assert.equal(summary.create, 3, "slot step, volume and container of replica 3");
+    assert.equal(summary.replace, 1, "only the post-step re-runs");
+    assert.equal(summary.delete, 0);
+    const afterUp = await Promise.all(names.map(inspectContainer));
+    for (const [i, info] of afterUp.entries()) {
+      assert.equal(info?.Id, before[i]?.Id, `${names[i]} kept`);
+      assert.equal(info?.State.StartedAt, before[i]?.State.StartedAt, `${names[i]} not restarted`);
+    }
+    const senders = await queryAt<{ application_name: string; state: string }>(
+      `localhost:${stack.basePort}`,
+      "SELECT application_name, state FROM pg_stat_replication ORDER BY application_name",
+    );
+    assert.deepEqual(senders, [
+      { application_name: `${c}-replica-1`, state: "streaming" },
+      { application_name: `${c}-replica-2`, state: "streaming" },
+      { application_name: `${c}-replica-3`, state: "streaming" },
+    ]);
+    const rows = await queryAt(
+      `localhost:${stack.basePort + 3}`,
+      "SELECT 1 FROM wizards WHERE firstname = 'Merlin'",
+    );
+    assert.equal(rows.length, 1);
+    assert.equal((outputs.replicaEndpoints as string[]).length, 3);
+  });
+
+  it("scales 3 -> 1: removed replicas' containers, volumes and slots are gone", async () => {
+    const { summary } = await stack.up({ replicas: "1" });
+    assert.equal(summary.delete, 6);
+    const objects = await dockerObjects(c);
+    assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-replica-1`]);
+    assert.deepEqual(objects.volumes, [`${c}-primary-data`, `${c}-replica-1-data`]);
+    const slots = await queryAt<{ slot_name: string }>(
+      `localhost:${stack.basePort}`,
+      "SELECT slot_name FROM pg_replication_slots",
+    );
+    assert.deepEqual(
+      slots.map((s) => s.slot_name),
+      ["replica_1"],
+    );
+  });
+
+  it("runs with 0 replicas", async () => {
+    const { outputs } = await stack.up({ replicas: "0" });
+    assert.deepEqual(outputs.replicaEndpoints, []);
+    const objects = await dockerObjects(c);
+    assert.deepEqual(objects.containers, [`${c}-primary`]);
+    const [w] = await queryAt<{ n: string }>(
+      `localhost:${stack.basePort}`,
+      "SELECT count(*) AS n FROM wizards",
+    );
+    assert.equal(Number(w.n), 4);
+    const slots = await queryAt(
+      `localhost:${stack.basePort}`,
+      "SELECT slot_name FROM pg_replication_slots",
+    );
+    assert.equal(slots.length, 0);
+  });
+
+  it("fails on invalid config with our error, and changes nothing", async () => {
+    const before = await dockerObjects(c);
+    await assert.rejects(
+      stack.up({ replicas: "-1" }),
+      /pg-cluster configuration is invalid \(1 problem\); nothing was created or changed:\n {2}- replicas = -1: must be between 0 and 16/,
+    );
+    assert.deepEqual(await dockerObjects(c), before);
+    const fresh = newStack("e2ebad");
+    await assert.rejects(
+      fresh.up({ superuserPassword: "" }),
+      /superuserPassword = \(empty\): must not be empty/,
+    );
+    assert.deepEqual(await dockerObjects(fresh.clusterName), {
+      containers: [],
+      volumes: [],
+      networks: [],
+    });
+    await fresh.destroy();
+  });
+
+  it("destroy leaves no container, volume or network of the stack", async () => {
+    await stack.destroy();
+    assert.deepEqual(await dockerObjects(c), { containers: [], volumes: [], networks: [] });
+  });
+});
