@@ -124,7 +124,7 @@ async function docker(
   body?: unknown,
   raw?: Buffer,
   ok: number[] = [200, 201, 204, 304],
-): Promise<any> {
+): Promise<DockerJson> {
   const r = await dockerApi(method, apiPath, body, raw);
   if (!ok.includes(r.status)) {
     throw new Error(
