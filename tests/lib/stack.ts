@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import pg from "pg";
-import { ChangeSummary, DockerDriverStack, UpResult, dockerApi } from "./dockerDriver";
+import { ChangeSummary, DockerDriverStack, UpResult, dockerApi } from "../../scripts/driver/dockerDriver";
 
 export const SUPERUSER_PASSWORD = "e2e-Su-pw-4f9b21c7";
 export const REPLICATION_PASSWORD = "e2e-Repl-pw-8a3d55e0";
@@ -32,7 +32,7 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
   if (!announced) {
     announced = true;
     process.stderr.write(
-      "NOTE: end-to-end resources are applied by the docker-direct driver (tests/lib/dockerDriver.ts): " +
+      "NOTE: end-to-end resources are applied by the docker-direct driver (scripts/driver/dockerDriver.ts): " +
         "the docker and command provider plugins cannot be built from the Go module proxy here. " +
         "The program, its inputs, the containers and the post-step are real; the Pulumi engine is not.\n",
     );

@@ -6,7 +6,7 @@
  * Used by the docker-direct driver (dockerDriver.ts), which applies these exact inputs to a real
  * Docker engine when the docker/command provider plugins cannot be built here.
  *
- * Usage: node --import tsx tests/lib/plan.ts STACK '{"pg-cluster:replicas":"2",...}'
+ * Usage: node --import tsx scripts/driver/plan.ts STACK '{"pg-cluster:replicas":"2",...}'
  */
 import * as fs from "node:fs";
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `npm run down`: destroys the dev stack (containers, volumes with their data, network).
+set -euo pipefail
+# shellcheck source=dev-stack.sh
+source "$(dirname "$0")/dev-stack.sh"
+bash scripts/provision-docker.sh
+if has_plugins; then
+  pulumi destroy --yes --skip-preview --non-interactive --stack "$STACK"
+else
+  apply_direct destroy
+fi
+log "stack $STACK destroyed"

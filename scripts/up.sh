@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `npm run up`: brings up the dev stack on a fresh machine. Installs and starts what is missing
+# (npm deps, Docker engine, the Pulumi toolchain, a PostgreSQL image), creates the stack on a local
+# file backend, generates secret passwords if the stack has none, deploys, and prints the
+# replication report and how to connect.
+set -euo pipefail
+# shellcheck source=dev-stack.sh
+source "$(dirname "$0")/dev-stack.sh"
+
+bash scripts/provision-docker.sh
+
+# Passwords: generated once per stack, stored as secrets, passed on stdin (never argv).
+for key in superuserPassword replicationPassword; do
+  if ! pulumi config get "$key" --stack "$STACK" >/dev/null 2>&1; then
+    log "generating $key for stack $STACK (secret config)"
+    node -e 'process.stdout.write(require("crypto").randomBytes(24).toString("base64url"))' |
+      pulumi config set --secret "$key" --stack "$STACK" >/dev/null
+  fi
+done
+
+# Image: the configured one if Docker has it or can pull it; otherwise our local build.
+image="$(pulumi config get image --stack "$STACK" 2>/dev/null || echo postgres:16)"
+status=0
+bash scripts/provision-image.sh "$image" >/dev/null || status=$?
+if [ "$status" = 3 ]; then
+  log "image $image is not present and cannot be pulled (no registry reachable): building and using pg-cluster-postgres:15 (PostgreSQL 15 from Debian packages) for stack $STACK"
+  image="$(bash scripts/provision-image.sh --local 15)"
+  pulumi config set image "$image" --stack "$STACK"
+elif [ "$status" != 0 ]; then
+  die "cannot provide image $image (above)."
+fi
+
+if has_plugins; then
+  pulumi up --yes --skip-preview --non-interactive --stack "$STACK"
+  report="$(pulumi stack output replicationReport --json --stack "$STACK")"
+  primary="$(pulumi stack output primaryEndpoint --stack "$STACK")"
+else
+  result="$(apply_direct up)"
+  printf '%s\n' "$result"
+  report="$(printf '%s' "$result" | node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(JSON.stringify(r.outputs.replicationReport, null, 2))')"
+  primary="$(printf '%s' "$result" | node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(r.outputs.primaryEndpoint)')"
+fi
+
+cluster="pg-cluster-$STACK"
+cat <<EOT
+
+Replication report (stack $STACK):
+$report
+
+Connect:
+  docker exec -it $cluster-primary psql -U postgres -d mydb          # primary, read-write
+  docker exec -it $cluster-replica-1 psql -U postgres -d mydb        # a replica, read-only
+  psql "host=${primary%:*} port=${primary##*:} user=postgres dbname=mydb"   # password: pulumi config get superuserPassword
+Tear down: npm run down
+EOT
