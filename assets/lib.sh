@@ -104,6 +104,8 @@ pgc_render_config() {
     echo "max_wal_senders = $PGC_MAX_WAL_SENDERS"
     echo "max_replication_slots = $PGC_MAX_REPLICATION_SLOTS"
     echo "max_slot_wal_keep_size = '$PGC_MAX_SLOT_WAL_KEEP_SIZE'"
+    echo "max_wal_size = '${PGC_MAX_WAL_SIZE:-1GB}'"
+    echo "min_wal_size = '${PGC_MIN_WAL_SIZE:-32MB}'"
     if [ "$role" = replica ]; then
       echo "primary_conninfo = '$(pgc_primary_conninfo)'"
       echo "primary_slot_name = '$PGC_SLOT_NAME'"

@@ -214,6 +214,7 @@ function sharedEnv(s: ClusterSettings): Record<string, string> {
     PGC_MAX_WAL_SENDERS: String(s.maxWalSenders),
     PGC_MAX_REPLICATION_SLOTS: String(s.maxReplicationSlots),
     PGC_MAX_SLOT_WAL_KEEP_SIZE: s.maxSlotWalKeepSize,
+    PGC_MAX_WAL_SIZE: s.maxWalSize,
   };
 }
 

@@ -16,6 +16,7 @@ export const DEFAULTS = {
   replicationUser: "replicator",
   synchronousReplicas: 0,
   maxSlotWalKeepSize: "1GB",
+  maxWalSize: "1GB",
   verifyTimeoutSeconds: 120,
 } as const;
 
@@ -63,6 +64,8 @@ export interface PostgresClusterArgs {
    * @default "1GB"
    */
   readonly maxSlotWalKeepSize?: string;
+  /** WAL volume between checkpoints (`max_wal_size`) on every node. @default "1GB" */
+  readonly maxWalSize?: string;
   /** Bound on the post-step's wait for every replica to catch up. @default 120 */
   readonly verifyTimeoutSeconds?: number;
 }
@@ -82,6 +85,7 @@ export interface ClusterSettings {
   readonly replicationPassword: pulumi.Input<string>;
   readonly synchronousReplicas: number;
   readonly maxSlotWalKeepSize: string;
+  readonly maxWalSize: string;
   readonly verifyTimeoutSeconds: number;
   readonly maxWalSenders: number;
   readonly maxReplicationSlots: number;
@@ -140,6 +144,16 @@ export function replicationCapacity(replicas: number): {
 } {
   const tier = Math.max(1, Math.ceil(replicas / 8)) * 8;
   return { maxWalSenders: 2 * tier + 4, maxReplicationSlots: tier + 4 };
+}
+
+/** A PostgreSQL size ("64MB", "1GB") in megabytes. */
+function walSizeMB(size: string): number {
+  const m = /^([0-9]+)(kB|MB|GB|TB)$/.exec(size);
+  if (!m) return 0;
+  return (
+    Number(m[1]) *
+    { kB: 1 / 1024, MB: 1, GB: 1024, TB: 1024 * 1024 }[m[2] as "kB" | "MB" | "GB" | "TB"]
+  );
 }
 
 /** Collects problems so that one error can report all of them. */
@@ -325,6 +339,16 @@ export function validateClusterArgs(
     );
   }
 
+  const maxWalSize = args.maxWalSize ?? DEFAULTS.maxWalSize;
+  if (typeof maxWalSize !== "string" || !WAL_SIZE.test(maxWalSize) || walSizeMB(maxWalSize) < 64) {
+    p.add(
+      "maxWalSize",
+      maxWalSize,
+      "must be a size with a unit (kB, MB, GB, TB) of at least 64MB",
+      "pulumi config set maxWalSize 1GB",
+    );
+  }
+
   const verifyTimeoutSeconds = args.verifyTimeoutSeconds ?? DEFAULTS.verifyTimeoutSeconds;
   if (!failed.has("verifyTimeoutSeconds")) {
     checkInteger(
@@ -352,6 +376,7 @@ export function validateClusterArgs(
     replicationPassword: args.replicationPassword,
     synchronousReplicas,
     maxSlotWalKeepSize,
+    maxWalSize,
     verifyTimeoutSeconds,
     ...replicationCapacity(count),
   };

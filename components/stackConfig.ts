@@ -18,6 +18,7 @@ const STRING_KEYS = [
   "superuser",
   "replicationUser",
   "maxSlotWalKeepSize",
+  "maxWalSize",
 ] as const;
 
 /** Reads one raw config value; a function so tests can supply a plain map. */

@@ -11,6 +11,7 @@
  * containers and the post-step do is real.
  */
 import { spawn, spawnSync } from "node:child_process";
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as http from "node:http";
 import * as path from "node:path";
@@ -24,6 +25,8 @@ export interface PlannedResource {
   type: string;
   name: string;
   inputs: Record<string, unknown>;
+  /** Inputs the program marked secret: kept encrypted in the driver's state, like Pulumi does. */
+  secretInputs?: string[];
   dependsOn: string[];
 }
 
@@ -250,14 +253,60 @@ export class DockerDriverStack {
     this.stateFile = path.join(stateDir, `${stack}.json`);
   }
 
+  /**
+   * State on disk keeps secret inputs encrypted (AES-256-GCM, key from PULUMI_CONFIG_PASSPHRASE
+   * and a per-state salt, as Pulumi's passphrase provider does), never in plain text.
+   */
+  private key(salt: string): Buffer {
+    return crypto.scryptSync(
+      process.env.PULUMI_CONFIG_PASSPHRASE ?? "",
+      Buffer.from(salt, "base64"),
+      32,
+    );
+  }
+
   private load(): StateEntry[] {
-    return fs.existsSync(this.stateFile)
-      ? (JSON.parse(fs.readFileSync(this.stateFile, "utf8")) as StateEntry[])
-      : [];
+    if (!fs.existsSync(this.stateFile)) return [];
+    const file = JSON.parse(fs.readFileSync(this.stateFile, "utf8")) as {
+      salt: string;
+      resources: StateEntry[];
+    };
+    const key = this.key(file.salt);
+    return file.resources.map((r) => {
+      const inputs = { ...r.inputs };
+      for (const k of r.secretInputs ?? []) {
+        const [iv, tag, data] = String(inputs[k])
+          .split(":")
+          .map((x) => Buffer.from(x, "base64"));
+        const d = crypto.createDecipheriv("aes-256-gcm", key, iv);
+        d.setAuthTag(tag);
+        inputs[k] = JSON.parse(Buffer.concat([d.update(data), d.final()]).toString("utf8"));
+      }
+      return { ...r, inputs };
+    });
   }
 
   private save(state: StateEntry[]): void {
-    fs.writeFileSync(this.stateFile, JSON.stringify(state, null, 2), { mode: 0o600 });
+    const salt = fs.existsSync(this.stateFile)
+      ? (JSON.parse(fs.readFileSync(this.stateFile, "utf8")) as { salt: string }).salt
+      : crypto.randomBytes(16).toString("base64");
+    const key = this.key(salt);
+    const resources = state.map((r) => {
+      const inputs = { ...r.inputs };
+      for (const k of r.secretInputs ?? []) {
+        const iv = crypto.randomBytes(12);
+        const c = crypto.createCipheriv("aes-256-gcm", key, iv);
+        const data = Buffer.concat([c.update(JSON.stringify(inputs[k]), "utf8"), c.final()]);
+        inputs[k] = [iv, c.getAuthTag(), data].map((b) => b.toString("base64")).join(":");
+      }
+      return { ...r, inputs };
+    });
+    fs.writeFileSync(this.stateFile, JSON.stringify({ salt, resources }, null, 2), { mode: 0o600 });
+  }
+
+  /** Path of the state file (the fault layer checks that no password is in it). */
+  get statePath(): string {
+    return this.stateFile;
   }
 
   /** The state's entries, for assertions (resource names, container IDs). */

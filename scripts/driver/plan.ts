@@ -19,6 +19,8 @@ interface Planned {
   name: string;
   custom: boolean;
   inputs: Record<string, unknown>;
+  /** Top-level inputs the program passed as secrets: the driver keeps them encrypted in state. */
+  secretInputs: string[];
   parent?: string;
   dependsOn: string[];
 }
@@ -42,7 +44,12 @@ async function main(): Promise<void> {
     {
       newResource(args) {
         const p = planned.get(`${args.type}::${args.name}`);
-        if (p) p.inputs = unwrap(args.inputs) as Record<string, unknown>;
+        if (p) {
+          p.inputs = unwrap(args.inputs) as Record<string, unknown>;
+          p.secretInputs = Object.entries(args.inputs)
+            .filter(([, v]) => v !== null && typeof v === "object" && SECRET_SIG in v)
+            .map(([k]) => k);
+        }
         const state: Record<string, unknown> = {
           ...args.inputs,
           name: args.inputs.name ?? args.name,
@@ -71,6 +78,7 @@ async function main(): Promise<void> {
       name: t.name,
       custom: t.resource instanceof pulumi.CustomResource,
       inputs: {},
+      secretInputs: [],
       dependsOn: [],
     });
     return undefined;
@@ -118,6 +126,7 @@ async function main(): Promise<void> {
       type: r.type,
       name: r.name,
       inputs: r.inputs,
+      secretInputs: r.secretInputs,
       dependsOn: [
         ...new Set(
           r.dependsOn.flatMap((d) =>

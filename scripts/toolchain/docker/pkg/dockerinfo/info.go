@@ -24,9 +24,25 @@ func Provider() tfbridge.ProviderInfo {
 		License:     "Apache-2.0",
 		GitHubOrg:   "kreuzwerker",
 		Repository:  "https://github.com/pulumi/pulumi-docker",
+		Config: map[string]*tfbridge.SchemaInfo{
+			// DOCKER_HOST unset means the local daemon socket.
+			"host": {Default: &tfbridge.DefaultInfo{
+				EnvVars: []string{"DOCKER_HOST"},
+				Value:   "unix:///var/run/docker.sock",
+			}},
+			"registry_auth": {Name: "registryAuth"},
+		},
 		Resources: map[string]*tfbridge.ResourceInfo{
 			// Pulumi's own docker provider replaces containers delete-first (their names are unique).
-			"docker_container": {Tok: "docker:index/container:Container", DeleteBeforeReplace: true},
+			"docker_container": {
+				Tok:                 "docker:index/container:Container",
+				DeleteBeforeReplace: true,
+				// The SDK keeps these two names as they are (no automatic plural).
+				Fields: map[string]*tfbridge.SchemaInfo{
+					"command":           {Name: "command"},
+					"networks_advanced": {Name: "networksAdvanced"},
+				},
+			},
 			"docker_network":   {Tok: "docker:index/network:Network"},
 			"docker_volume":    {Tok: "docker:index/volume:Volume"},
 			// The SDK's Image is a native resource; the TF docker_image is the SDK's RemoteImage.
