@@ -10,7 +10,9 @@ import * as path from "node:path";
 import { DockerDriverStack } from "./dockerDriver";
 
 const [action, stack] = process.argv.slice(2);
-const STATE_DIR = path.resolve(__dirname, "..", "..", ".state", "docker-direct");
+const STATE_DIR =
+  process.env.PG_CLUSTER_DRIVER_STATE ??
+  path.resolve(__dirname, "..", "..", ".state", "docker-direct");
 
 function readConfig(): Record<string, string> {
   const raw = JSON.parse(fs.readFileSync(0, "utf8")) as Record<string, { value?: unknown }>;

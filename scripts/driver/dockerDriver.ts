@@ -115,7 +115,13 @@ export function dockerApi(
         });
       },
     );
-    req.on("error", reject);
+    req.on("error", (err: NodeJS.ErrnoException) =>
+      reject(
+        new Error(
+          `cannot reach the Docker engine at unix://${DOCKER_SOCKET} (${err.code ?? err.message}). Fix: start it (bash scripts/provision-docker.sh starts Debian's dockerd), then run up again.`,
+        ),
+      ),
+    );
     if (payload) req.write(payload);
     req.end();
   });
@@ -301,6 +307,7 @@ export class DockerDriverStack {
       }
       return { ...r, inputs };
     });
+    fs.mkdirSync(path.dirname(this.stateFile), { recursive: true, mode: 0o700 });
     fs.writeFileSync(this.stateFile, JSON.stringify({ salt, resources }, null, 2), { mode: 0o600 });
   }
 
@@ -453,6 +460,7 @@ export class DockerDriverStack {
 
   private async createContainer(r: PlannedResource): Promise<string> {
     const i = r.inputs;
+    await this.ensureImage(String(i.image));
     const ports = (i.ports as { internal: number; external: number; ip?: string }[]) ?? [];
     const nets = (i.networksAdvanced as { name: string; aliases?: string[] }[]) ?? [];
     const hc = i.healthcheck as
@@ -496,11 +504,56 @@ export class DockerDriverStack {
       },
     );
     const id = res.Id as string;
-    const uploads = (i.uploads as { file: string; content: string; executable?: boolean }[]) ?? [];
-    if (uploads.length > 0)
-      await docker("PUT", `/containers/${id}/archive?path=/`, undefined, tarOf(uploads));
-    await this.startAndWait(id, r);
-    return id;
+    try {
+      const uploads =
+        (i.uploads as { file: string; content: string; executable?: boolean }[]) ?? [];
+      if (uploads.length > 0)
+        await docker("PUT", `/containers/${id}/archive?path=/`, undefined, tarOf(uploads));
+      await this.startAndWait(id, r);
+      return id;
+    } catch (err) {
+      // Leave nothing behind: the next up must not need a manual cleanup.
+      await docker("DELETE", `/containers/${id}?force=true`, undefined, undefined, [204, 404]);
+      const message = (err as Error).message;
+      if (/port is already allocated|address already in use/.test(message)) {
+        const port = ((i.ports as { external: number; ip?: string }[]) ?? []).map(
+          (p) => `${p.ip ?? "0.0.0.0"}:${p.external}`,
+        );
+        throw new Error(
+          `container ${i.name}: host port ${port.join(", ")} is already in use. Fix: stop what uses it, or choose other ports with pulumi config set primaryPort / replicaBasePort, then run up again. (${message})`,
+        );
+      }
+      throw err;
+    }
+  }
+
+  /** Like the provider: use the local image, else try to pull it (bounded), else say what to do. */
+  private async ensureImage(image: string): Promise<void> {
+    if ((await dockerApi("GET", `/images/${encodeURIComponent(image)}/json`)).status === 200)
+      return;
+    const colon = image.lastIndexOf(":");
+    const [from, tag] =
+      colon > image.lastIndexOf("/")
+        ? [image.slice(0, colon), image.slice(colon + 1)]
+        : [image, "latest"];
+    const pull = await Promise.race([
+      dockerApi(
+        "POST",
+        `/images/create?fromImage=${encodeURIComponent(from)}&tag=${encodeURIComponent(tag)}`,
+      ),
+      new Promise<{ status: number; data: DockerJson }>((r) =>
+        setTimeout(() => r({ status: 504, data: "pull timed out" }), 30_000),
+      ),
+    ]);
+    if ((await dockerApi("GET", `/images/${encodeURIComponent(image)}/json`)).status === 200)
+      return;
+    const why =
+      typeof pull.data === "object" && pull.data !== null
+        ? pull.data.message
+        : String(pull.data).slice(0, 200);
+    throw new Error(
+      `image ${image} is not on the Docker host and cannot be pulled (${pull.status} ${why}). Fix: build a local one (bash scripts/provision-image.sh --local 15) and pulumi config set image pg-cluster-postgres:15, or make ${image} available, then run up again.`,
+    );
   }
 
   private async startAndWait(id: string, r: PlannedResource): Promise<void> {

@@ -7,7 +7,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import pg from "pg";
-import { ChangeSummary, DockerDriverStack, UpResult, dockerApi } from "../../scripts/driver/dockerDriver";
+import {
+  ChangeSummary,
+  DockerDriverStack,
+  UpResult,
+  dockerApi,
+} from "../../scripts/driver/dockerDriver";
 
 export const SUPERUSER_PASSWORD = "e2e-Su-pw-4f9b21c7";
 export const REPLICATION_PASSWORD = "e2e-Repl-pw-8a3d55e0";
@@ -23,6 +28,10 @@ export interface TestStack {
   up(extra?: Record<string, string>): Promise<UpResult>;
   preview(extra?: Record<string, string>): Promise<{ summary: ChangeSummary }>;
   destroy(): Promise<void>;
+  /** The driver's state file (secrets must be encrypted in it). */
+  readonly statePath: string;
+  /** The post-step's environment as deployed, to run assets/verify.mjs by hand. */
+  checkEnvironment(): Record<string, string>;
 }
 
 let announced = false;
@@ -60,7 +69,12 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     preview: async (extra) => ({ summary: (await driver.preview(config(extra))).summary }),
     destroy: async () => {
       await driver.destroy();
-      fs.rmSync(stateDir, { recursive: true, force: true });
+    },
+    statePath: driver.statePath,
+    checkEnvironment: () => {
+      const check = driver.resources().find((r) => r.name.endsWith("-check"));
+      if (!check) throw new Error(`stack ${name} has no post-step deployed`);
+      return check.inputs.environment as Record<string, string>;
     },
   };
 }

@@ -43,8 +43,8 @@ func Provider() tfbridge.ProviderInfo {
 					"networks_advanced": {Name: "networksAdvanced"},
 				},
 			},
-			"docker_network":   {Tok: "docker:index/network:Network"},
-			"docker_volume":    {Tok: "docker:index/volume:Volume"},
+			"docker_network": {Tok: "docker:index/network:Network"},
+			"docker_volume":  {Tok: "docker:index/volume:Volume"},
 			// The SDK's Image is a native resource; the TF docker_image is the SDK's RemoteImage.
 			"docker_image":          {Tok: "docker:index/remoteImage:RemoteImage"},
 			"docker_registry_image": {Tok: "docker:index/registryImage:RegistryImage"},
