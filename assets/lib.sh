@@ -45,6 +45,22 @@ pgc_become_postgres() {
   pgc_die "neither gosu nor setpriv is in the image; PostgreSQL refuses to run as root."
 }
 
+# pgc_clear_stale_pid — after a crash (SIGKILL, power loss) postmaster.pid stays behind. PostgreSQL
+# treats it as stale only if its PID is dead or its own; in a restarted container that PID is
+# usually 1, which is now this entrypoint, so the server would refuse to start forever. Remove it
+# when the PID it names is not a PostgreSQL server.
+pgc_clear_stale_pid() {
+  local f="$PGDATA/postmaster.pid" pid
+  [ -f "$f" ] || return 0
+  pid="$(head -n 1 "$f")"
+  if [ -n "$pid" ] && [ "$pid" != "$$" ] && [ -r "/proc/$pid/cmdline" ] &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE '(^|/)(postgres|postmaster)( |$)'; then
+    pgc_die "a PostgreSQL server (pid $pid) is already running on $PGDATA."
+  fi
+  pgc_log "removing stale postmaster.pid left by a server that did not shut down (pid $pid)"
+  rm -f "$f"
+}
+
 # pgc_hex_ip HEX — an IPv4 address as /proc/net/route prints it (little-endian hex) in dotted form.
 pgc_hex_ip() {
   local h="$1"

@@ -46,6 +46,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pgc_log "cluster initialised with database $PGC_DATABASE"
 else
   pgc_log "data directory already initialised; starting it as-is"
+  pgc_clear_stale_pid
 fi
 
 # Converge roles on every start, so a password changed in stack config takes effect.

@@ -93,14 +93,17 @@ clone() {
 }
 
 prepare() {
-  wait_for_primary
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
     if [ -e "$PGDATA" ] && [ -n "$(ls -A "$PGDATA")" ]; then
       pgc_die "$PGDATA is not empty but holds no PostgreSQL cluster; move its contents away, pg-cluster will not overwrite them."
     fi
+    wait_for_primary
     clone "initial clone"
     return 0
   fi
+  pgc_clear_stale_pid
+  # A populated replica serves reads even while the primary is away: it does not wait for it.
+  # The slot check runs now if the primary answers, and every few seconds once running.
   case "$(slot_state)" in
     lost) pgc_log "the primary invalidated slot $PGC_SLOT_NAME (this replica fell behind max_slot_wal_keep_size)"
       clone "slot lost" ;;

@@ -224,6 +224,16 @@ else
   fi
 fi
 
+# --- BEGIN scripts/toolchain section (pg-cluster's own provider builds) -------------------
+# The proxy refuses the pulumi-docker and pulumi-command provider modules, so
+# scripts/toolchain/build-providers.sh builds both plugins from served modules plus glue code
+# of ours, into $TC/plugins/pulumi-resource-<name>-v<version>, which provider_source (steps
+# 3 and 4) finds first. Idempotent (under a second when up to date); on failure steps 3 and 4
+# report the plugin missing as before.
+"$SCRIPTS/toolchain/build-providers.sh" \
+  || log "WARNING: scripts/toolchain/build-providers.sh failed; logs: $TC/logs/docker-provider.log, $TC/logs/command-provider.log"
+# --- END scripts/toolchain section --------------------------------------------------------
+
 # 3. The command provider: an existing binary of the pinned version, else a build.
 if src="$(provider_source command "$COMMAND_PROVIDER_VERSION")"; then
   STATE[command]="ok: v$COMMAND_PROVIDER_VERSION ($src)"

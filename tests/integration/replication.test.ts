@@ -205,6 +205,19 @@ describe("assets against real PostgreSQL on loopback", { timeout: 600_000 }, () 
     assert.match(cluster.primary.log(), /data directory already initialised; starting it as-is/);
   });
 
+  it("a populated replica restarts and serves reads while the primary is down", async () => {
+    const replica = cluster.replicas[0];
+    await cluster.primary.stop();
+    await replica.stop();
+    await replica.start(30_000);
+    const rows = await replica.query<{ n: string }>("SELECT count(*) AS n FROM wizards");
+    assert.equal(Number(rows[0].n), 3);
+    await cluster.primary.start();
+    const report = cluster.verify(60);
+    assert.equal(report.status, 0, report.stderr);
+    assert.equal(replica.nodeState().clones, 1);
+  });
+
   it("drops a removed replica's slot", async () => {
     const removed = cluster.replicas.pop();
     assert.ok(removed);

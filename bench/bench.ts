@@ -1,0 +1,479 @@
+/**
+ * `npm run bench`: time to a verified cluster, scale-out, no-op update, replay lag and memory,
+ * side by side with the seed tutorial's docker-compose setup and the physical floor, all measured
+ * in the same run on the same image. Prints a table; writes results.json, results.md and chart.svg
+ * to bench/results/. Not a pass/fail test.
+ *
+ * Env: BENCH_RUNS (default 3), BENCH_LOAD_SECONDS (pgbench duration, default 60),
+ * BENCH_SCALE_GB (data for the scale-out case, default 1), BENCH_IMAGE (default pg-cluster-postgres:15).
+ * BENCH_SMOKE=1 runs everything once with short loads.
+ */
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { DockerDriverStack, UpResult } from "../scripts/driver/dockerDriver";
+
+const ROOT = path.resolve(__dirname, "..");
+const OUT = path.join(ROOT, "bench", "results");
+const SMOKE = process.env.BENCH_SMOKE === "1";
+const RUNS = Number(process.env.BENCH_RUNS ?? (SMOKE ? 1 : 3));
+const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? (SMOKE ? 10 : 60));
+const SCALE_GB = Number(process.env.BENCH_SCALE_GB ?? (SMOKE ? 0.2 : 1));
+const IMAGE = process.env.BENCH_IMAGE ?? "pg-cluster-postgres:15";
+const PEER_IMAGE = "pg-cluster-peer:15";
+const PASSWORD = "bench-Password-1";
+const PORT = 41000;
+const PG_BIN = fs
+  .readdirSync("/usr/lib/postgresql")
+  .map((v) => `/usr/lib/postgresql/${v}/bin`)
+  .sort()
+  .reverse()[0];
+
+const results: Record<string, unknown> = {
+  date: new Date().toISOString(),
+  machine: {
+    cpus: os.cpus().length,
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+  },
+  image: IMAGE,
+  engine:
+    "docker-direct driver (the docker/command Pulumi plugins cannot be built here; see README)",
+  runs: RUNS,
+};
+
+const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const now = () => performance.now();
+const stats = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { min: s[0], median: q(0.5), p99: q(0.99), max: s[s.length - 1], n: s.length };
+};
+const r1 = (x: number) => Math.round(x * 10) / 10;
+
+function sh(cmd: string, args: string[], env: Record<string, string> = {}, cwd = ROOT): string {
+  return execFileSync(cmd, args, {
+    cwd,
+    env: { ...process.env, ...env },
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
+
+function psql(port: number, sql: string, password = PASSWORD, user = "postgres"): string | null {
+  const r = spawnSync(
+    `${PG_BIN}/psql`,
+    ["-XAt", "-h", "127.0.0.1", "-p", String(port), "-U", user, "-d", "mydb", "-c", sql],
+    {
+      encoding: "utf8",
+      env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "2" },
+    },
+  );
+  return r.status === 0 ? r.stdout.trim() : null;
+}
+
+function config(replicas: number, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    replicas: String(replicas),
+    image: IMAGE,
+    primaryPort: String(PORT),
+    replicaBasePort: String(PORT + 1),
+    superuserPassword: PASSWORD,
+    replicationPassword: PASSWORD + "r",
+    ...extra,
+  };
+}
+
+function newStack(tag: string): DockerDriverStack {
+  return new DockerDriverStack(`bench${tag}`, fs.mkdtempSync(path.join(os.tmpdir(), "pgc-bench-")));
+}
+
+/** 1. up → verified replication, fresh stack, for several replica counts. */
+async function timeToVerified(): Promise<Record<string, ReturnType<typeof stats>>> {
+  const out: Record<string, ReturnType<typeof stats>> = {};
+  for (const n of SMOKE ? [0, 2] : [0, 1, 2, 4]) {
+    const times: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const s = newStack(`v${n}${i}`);
+      const t0 = now();
+      await s.up(config(n));
+      times.push((now() - t0) / 1000);
+      await s.destroy();
+    }
+    out[`${n}`] = stats(times);
+    log(`ours, ${n} replica(s): median ${r1(out[`${n}`].median)} s`);
+  }
+  return out;
+}
+
+/** 2. The tutorial's compose setup: docker-compose up → the replica serves the 3 seeded rows. */
+async function tutorial(): Promise<ReturnType<typeof stats>> {
+  const times: number[] = [];
+  const env = {
+    PEER_IMAGE,
+    PEER_PRIMARY_PORT: String(PORT + 50),
+    PEER_REPLICA_PORT: String(PORT + 51),
+    PEER_PREFIX: "bench-peer",
+  };
+  const cwd = path.join(ROOT, "bench", "peer");
+  for (let i = 0; i < RUNS; i++) {
+    sh("docker-compose", ["-p", "benchpeer", "down", "-v"], env, cwd);
+    const t0 = now();
+    sh("docker-compose", ["-p", "benchpeer", "up", "-d"], env, cwd);
+    for (;;) {
+      if (psql(PORT + 51, "SELECT count(*) FROM wizards", "password") === "3") break;
+      if (now() - t0 > 120_000) throw new Error("the tutorial's replica never served the rows");
+      await sleep(50);
+    }
+    times.push((now() - t0) / 1000);
+    sh("docker-compose", ["-p", "benchpeer", "down", "-v"], env, cwd);
+  }
+  const s = stats(times);
+  log(`tutorial 1+1: median ${r1(s.median)} s`);
+  return s;
+}
+
+/** 3. The physical floor: the same work done directly, without orchestration. */
+function floor(): Record<string, number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-floor-"));
+  fs.chmodSync(dir, 0o777);
+  const as = (cmd: string) => {
+    const t0 = now();
+    execFileSync(
+      "setpriv",
+      ["--reuid=postgres", "--regid=postgres", "--init-groups", "bash", "-c", cmd],
+      { stdio: "ignore" },
+    );
+    return (now() - t0) / 1000;
+  };
+  const p = `${dir}/p`;
+  const r = `${dir}/r`;
+  const opts = `-c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir}`;
+  const f = {
+    initdb: as(`${PG_BIN}/initdb -D ${p} -A trust >/dev/null`),
+    primaryStart: as(`${PG_BIN}/pg_ctl -D ${p} -o '${opts} -p ${PORT + 90}' -w start >/dev/null`),
+    basebackup: as(
+      `${PG_BIN}/pg_basebackup -h 127.0.0.1 -p ${PORT + 90} -D ${r} -X stream -c fast -R`,
+    ),
+    replicaStart: as(`${PG_BIN}/pg_ctl -D ${r} -o '${opts} -p ${PORT + 91}' -w start >/dev/null`),
+    containerRun: 0,
+  };
+  const t0 = now();
+  execFileSync("docker", ["run", "--rm", IMAGE, "true"]);
+  f.containerRun = (now() - t0) / 1000;
+  spawnSync("setpriv", [
+    "--reuid=postgres",
+    "--regid=postgres",
+    "--init-groups",
+    "bash",
+    "-c",
+    `${PG_BIN}/pg_ctl -D ${r} -m immediate stop; ${PG_BIN}/pg_ctl -D ${p} -m immediate stop`,
+  ]);
+  fs.rmSync(dir, { recursive: true, force: true });
+  const total = f.initdb + f.primaryStart + f.basebackup + f.replicaStart + f.containerRun;
+  log(`floor: ${r1(total)} s`);
+  return { ...f, total };
+}
+
+/** Samples replay lag (bytes and ms) per replica every 200 ms while `work` runs. */
+async function sampleLag(primaryPort: number, work: Promise<unknown>, password = PASSWORD) {
+  const samples: Record<string, { bytes: number[]; ms: number[] }> = {};
+  let done = false;
+  work.finally(() => (done = true));
+  while (!done) {
+    const out = psql(
+      primaryPort,
+      "SELECT application_name, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), COALESCE(EXTRACT(epoch FROM replay_lag) * 1000, 0) FROM pg_stat_replication",
+      password,
+    );
+    for (const line of (out ?? "").split("\n").filter(Boolean)) {
+      const [name, bytes, ms] = line.split("|");
+      samples[name] ??= { bytes: [], ms: [] };
+      samples[name].bytes.push(Number(bytes));
+      samples[name].ms.push(Number(ms));
+    }
+    await sleep(200);
+  }
+  await work;
+  return Object.fromEntries(
+    Object.entries(samples).map(([k, v]) => [k, { bytes: stats(v.bytes), ms: stats(v.ms) }]),
+  );
+}
+
+function pgbench(port: number, password: string, seconds: number): Promise<string> {
+  const env = { ...process.env, PGPASSWORD: password };
+  execFileSync(
+    `${PG_BIN}/pgbench`,
+    ["-i", "-s", "10", "-q", "-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "mydb"],
+    { env, stdio: "ignore" },
+  );
+  return new Promise((resolve, reject) => {
+    const p = spawn(
+      `${PG_BIN}/pgbench`,
+      [
+        "-c",
+        "8",
+        "-j",
+        "2",
+        "-T",
+        String(seconds),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-U",
+        "postgres",
+        "mydb",
+      ],
+      { env },
+    );
+    let out = "";
+    p.stdout.on("data", (c) => (out += c));
+    p.on("close", (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`pgbench exited ${code}`)),
+    );
+  });
+}
+
+function memory(names: string[]): Record<string, number> {
+  const out = sh("docker", [
+    "stats",
+    "--no-stream",
+    "--format",
+    "{{.Name}} {{.MemUsage}}",
+    ...names,
+  ]);
+  return Object.fromEntries(
+    out
+      .trim()
+      .split("\n")
+      .map((l) => {
+        const [name, use] = l.split(" ");
+        const m = /([0-9.]+)([KMG]i?B)/.exec(use)!;
+        const mib =
+          Number(m[1]) *
+          (
+            { KiB: 1 / 1024, MiB: 1, GiB: 1024, kB: 1 / 1024, MB: 1, GB: 1024 } as Record<
+              string,
+              number
+            >
+          )[m[2]];
+        return [name, r1(mib)];
+      }),
+  );
+}
+
+async function main(): Promise<void> {
+  fs.mkdirSync(OUT, { recursive: true });
+  log(`image ${IMAGE}; building the tutorial's peer image`);
+  sh("docker", [
+    "build",
+    "-q",
+    "-t",
+    PEER_IMAGE,
+    "--build-arg",
+    `BASE=${IMAGE}`,
+    path.join(ROOT, "bench", "peer"),
+  ]);
+
+  results.floor = floor();
+  results.tutorial = await tutorial();
+  results.timeToVerified = await timeToVerified();
+
+  // 4 + 8: one stack kept for the no-op up, the phase breakdown, lag, memory and scale-out.
+  const s = newStack("main");
+  const first: UpResult = await s.up(config(2));
+  results.phases = first.timings;
+  const noop: number[] = [];
+  let noopChanges = 0;
+  for (let i = 0; i < RUNS; i++) {
+    const t0 = now();
+    const r = await s.up(config(2));
+    noop.push((now() - t0) / 1000);
+    noopChanges += r.summary.create + r.summary.update + r.summary.replace + r.summary.delete;
+  }
+  results.noopUp = { ...stats(noop), changes: noopChanges };
+  log(`no-op up: median ${r1(stats(noop).median)} s, ${noopChanges} changes`);
+
+  // 7. Memory idle.
+  const nodes = [
+    "pg-cluster-benchmain-primary",
+    "pg-cluster-benchmain-replica-1",
+    "pg-cluster-benchmain-replica-2",
+  ];
+  const memIdle = memory(nodes);
+
+  // 6. Lag under pgbench, ours.
+  let memLoad: Record<string, number> = {};
+  const work = pgbench(PORT, PASSWORD, LOAD_SECONDS);
+  const memProbe = (async () => {
+    await sleep((LOAD_SECONDS * 1000) / 2);
+    memLoad = memory(nodes);
+  })();
+  const lagOurs = await sampleLag(PORT, work);
+  await memProbe;
+  const tps = /tps = ([0-9.]+)/.exec(await work)?.[1];
+  results.memoryMiB = { idle: memIdle, underLoad: memLoad };
+  log(`lag ours: ${JSON.stringify(lagOurs)}`);
+
+  // 6. Lag under pgbench, the tutorial's configuration on the same image.
+  const env = {
+    PEER_IMAGE,
+    PEER_PRIMARY_PORT: String(PORT + 50),
+    PEER_REPLICA_PORT: String(PORT + 51),
+    PEER_PREFIX: "bench-peer",
+  };
+  const cwd = path.join(ROOT, "bench", "peer");
+  sh("docker-compose", ["-p", "benchpeer", "up", "-d"], env, cwd);
+  for (let i = 0; psql(PORT + 51, "SELECT count(*) FROM wizards", "password") !== "3"; i++) {
+    if (i > 1200) throw new Error("tutorial replica not ready");
+    await sleep(100);
+  }
+  const peerWork = pgbench(PORT + 50, "password", LOAD_SECONDS);
+  const lagPeer = await sampleLag(PORT + 50, peerWork, "password");
+  const peerTps = /tps = ([0-9.]+)/.exec(await peerWork)?.[1];
+  sh("docker-compose", ["-p", "benchpeer", "down", "-v"], env, cwd);
+  results.lag = {
+    ours: { tps: Number(tps), perReplica: lagOurs },
+    tutorial: { tps: Number(peerTps), perReplica: lagPeer },
+  };
+
+  // 5. Scale-out +1 on ~SCALE_GB of data, against a raw pg_basebackup of the same data.
+  log(`loading ~${SCALE_GB} GB for the scale-out case`);
+  const rows = Math.round((SCALE_GB * 1024 * 1024) / 1.2);
+  for (let done = 0; done < rows; done += 200_000) {
+    psql(
+      PORT,
+      `CREATE TABLE IF NOT EXISTS bulk (id bigserial, payload text); INSERT INTO bulk (payload) SELECT repeat(md5(g::text), 32) FROM generate_series(1, ${Math.min(200_000, rows - done)}) g`,
+    );
+  }
+  psql(PORT, "CHECKPOINT");
+  const dbSize = psql(PORT, "SELECT pg_database_size('mydb')");
+  const t0 = now();
+  await s.up(config(3));
+  const scaleOut = (now() - t0) / 1000;
+  const raw = sh("docker", [
+    "run",
+    "--rm",
+    "--network",
+    "pg-cluster-benchmain-net",
+    "-e",
+    `PGPASSWORD=${PASSWORD}r`,
+    "--entrypoint",
+    "bash",
+    IMAGE,
+    "-c",
+    "s=$(date +%s%N); pg_basebackup -h pg-cluster-benchmain-primary -U replicator -D /tmp/raw -X stream -c fast >/dev/null && echo $(( ($(date +%s%N) - s) / 1000000 ))",
+  ]).trim();
+  results.scaleOut = {
+    dataBytes: Number(dbSize),
+    oursSeconds: scaleOut,
+    rawBasebackupSeconds: Number(raw) / 1000,
+    ratio: scaleOut / (Number(raw) / 1000),
+  };
+  log(`scale-out: ${r1(scaleOut)} s vs raw pg_basebackup ${r1(Number(raw) / 1000)} s`);
+  await s.destroy();
+
+  const tv = results.timeToVerified as Record<string, ReturnType<typeof stats>>;
+  const tut = results.tutorial as ReturnType<typeof stats>;
+  const fl = results.floor as Record<string, number>;
+  results.ratios = {
+    ours2VsTutorial1: tv["2"].median / tut.median,
+    ours2VsFloor: tv["2"].median / fl.total,
+  };
+  fs.writeFileSync(path.join(OUT, "results.json"), JSON.stringify(results, null, 2) + "\n");
+  fs.writeFileSync(path.join(OUT, "results.md"), report());
+  fs.writeFileSync(path.join(OUT, "chart.svg"), chart());
+  process.stdout.write(report());
+}
+
+function report(): string {
+  const tv = results.timeToVerified as Record<string, ReturnType<typeof stats>>;
+  const tut = results.tutorial as ReturnType<typeof stats>;
+  const fl = results.floor as Record<string, number>;
+  const no = results.noopUp as ReturnType<typeof stats> & { changes: number };
+  const so = results.scaleOut as Record<string, number>;
+  const lag = results.lag as Record<
+    string,
+    {
+      tps: number;
+      perReplica: Record<string, { bytes: ReturnType<typeof stats>; ms: ReturnType<typeof stats> }>;
+    }
+  >;
+  const mem = results.memoryMiB as {
+    idle: Record<string, number>;
+    underLoad: Record<string, number>;
+  };
+  const lines = [
+    `# pg-cluster benchmark (${results.date}, ${RUNS} run(s) each, image ${IMAGE})`,
+    "",
+    `Engine: ${results.engine}.`,
+    "",
+    "| measure | min | median |",
+    "| --- | --- | --- |",
+    ...Object.entries(tv).map(
+      ([n, s]) => `| ours: up → verified, ${n} replica(s) | ${r1(s.min)} s | ${r1(s.median)} s |`,
+    ),
+    `| tutorial compose, 1 replica: up → replica serves rows | ${r1(tut.min)} s | ${r1(tut.median)} s |`,
+    `| physical floor (initdb ${r1(fl.initdb)} + start ${r1(fl.primaryStart)} + basebackup ${r1(fl.basebackup)} + replica start ${r1(fl.replicaStart)} + container run ${r1(fl.containerRun)}) | | ${r1(fl.total)} s |`,
+    `| no-op up (${no.changes} changes in all runs) | ${r1(no.min)} s | ${r1(no.median)} s |`,
+    `| scale-out +1 replica on ${r1(so.dataBytes / 2 ** 30)} GiB | | ${r1(so.oursSeconds)} s (raw pg_basebackup ${r1(so.rawBasebackupSeconds)} s, ×${r1(so.ratio)}) |`,
+    "",
+    `Ratios: ours (1+2) ÷ tutorial (1+1) = **${(tv["2"].median / tut.median).toFixed(2)}** (target ≤ 0.8); ours (1+2) ÷ floor = **${(tv["2"].median / fl.total).toFixed(2)}** (target ≤ 2.5).`,
+    "",
+    `Replay lag under pgbench TPC-B (8 clients, ${LOAD_SECONDS} s):`,
+    "",
+    "| setup | tps | replica | lag p50 | lag p99 | bytes p50 | bytes p99 |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+    ...Object.entries(lag).flatMap(([who, l]) =>
+      Object.entries(l.perReplica).map(
+        ([name, s]) =>
+          `| ${who} | ${Math.round(l.tps)} | ${name} | ${r1(s.ms.median)} ms | ${r1(s.ms.p99)} ms | ${Math.round(s.bytes.median)} | ${Math.round(s.bytes.p99)} |`,
+      ),
+    ),
+    "",
+    "Memory per node (container RSS+cache as docker stats reports it, MiB):",
+    "",
+    "| node | idle | under load |",
+    "| --- | --- | --- |",
+    ...Object.keys(mem.idle).map((n) => `| ${n} | ${mem.idle[n]} | ${mem.underLoad[n] ?? ""} |`),
+    "",
+    "Where the time of one up (1 primary + 2 replicas) goes:",
+    "",
+    "| resource | operation | ms |",
+    "| --- | --- | --- |",
+    ...(results.phases as { name: string; op: string; ms: number }[]).map(
+      (p) => `| ${p.name} | ${p.op} | ${p.ms} |`,
+    ),
+    "",
+  ];
+  return lines.join("\n");
+}
+
+function chart(): string {
+  const tv = results.timeToVerified as Record<string, ReturnType<typeof stats>>;
+  const tut = results.tutorial as ReturnType<typeof stats>;
+  const fl = results.floor as Record<string, number>;
+  const bars: [string, number][] = [
+    ["floor (1+1)", fl.total],
+    ["tutorial (1+1)", tut.median],
+    ...Object.entries(tv).map(([n, s]) => [`ours (1+${n})`, s.median] as [string, number]),
+  ];
+  const max = Math.max(...bars.map((b) => b[1]));
+  const w = 640;
+  const rows = bars
+    .map(([label, v], i) => {
+      const y = 40 + i * 34;
+      const len = (v / max) * (w - 220);
+      return `<text x="10" y="${y + 16}" font-size="13">${label}</text><rect x="150" y="${y}" width="${len}" height="22" fill="${label.startsWith("ours") ? "#3a7bd5" : "#999"}"/><text x="${155 + len}" y="${y + 16}" font-size="12">${v.toFixed(1)} s</text>`;
+    })
+    .join("");
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${60 + bars.length * 34}" font-family="sans-serif"><text x="10" y="22" font-size="15">Time to a verified cluster (median, same machine, same run)</text>${rows}</svg>\n`;
+}
+
+main().catch((err) => {
+  log(`FAILED: ${err instanceof Error ? err.stack : String(err)}`);
+  process.exit(1);
+});
