@@ -21,7 +21,7 @@ BIN="$TC/bin"
 STAMP="$TC/stamp"
 STATUS="$TC/status"
 # The stamp is valid while these scripts (which hold every pin) are unchanged.
-STAMP_KEY="$(cat "$SCRIPTS/provision-toolchain.sh" "$SCRIPTS/env.sh" | sha256sum | cut -c1-16)"
+STAMP_KEY="$( (cat "$SCRIPTS/provision-toolchain.sh" "$SCRIPTS/env.sh"; find "$SCRIPTS/toolchain" -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-16)"
 
 # --- Pins: the Go module and version behind each binary ---------------------------------
 # An existing CLI at least this new runs the npm SDK (package.json pins @pulumi/pulumi <= 3.270.0).

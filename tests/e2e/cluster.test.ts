@@ -8,7 +8,7 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
   const stack = newStack("e2e");
   const c = stack.clusterName;
   after(async () => {
-    await stack.destroy();
+    await stack.remove();
   });
 
   let endpoints: { primary: string; replicas: string[] };
@@ -74,6 +74,7 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const before = await Promise.all(
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );
+    await stack.expectNoChanges();
     const preview = await stack.preview();
     assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 10 });
     const { summary } = await stack.up();
@@ -154,7 +155,7 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const before = await dockerObjects(c);
     await assert.rejects(
       stack.up({ replicas: "-1" }),
-      /pg-cluster configuration is invalid \(1 problem\); nothing was created or changed:\n {2}- replicas = -1: must be between 0 and 16/,
+      /pg-cluster configuration is invalid \(1 problem\); nothing was created or changed:\s+- replicas = -1: must be between 0 and 16/,
     );
     assert.deepEqual(await dockerObjects(c), before);
     const fresh = newStack("e2ebad");
@@ -167,7 +168,7 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
       volumes: [],
       networks: [],
     });
-    await fresh.destroy();
+    await fresh.remove();
   });
 
   it("destroy leaves no container, volume or network of the stack", async () => {

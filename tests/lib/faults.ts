@@ -54,7 +54,10 @@ export class CountingWriter {
       try {
         client ??= await connectTo(this.endpoint);
         const id = this.idBase + ++this.next;
-        await client.query(`INSERT INTO ${this.table} (id, v) VALUES ($1, md5($1::text))`, [id]);
+        await client.query(`INSERT INTO ${this.table} (id, v) VALUES ($1, md5($2))`, [
+          id,
+          String(id),
+        ]);
         this.acked.push(id);
       } catch {
         // The primary is restarting: the commit in flight was not acknowledged; reconnect.

@@ -5,8 +5,10 @@
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
+import { spawnSync } from "node:child_process";
 import * as path from "node:path";
 import pg from "pg";
+import { PulumiStack, pulumiPluginsInstalled } from "./pulumiStack";
 import {
   ChangeSummary,
   DockerDriverStack,
@@ -18,38 +20,59 @@ export const SUPERUSER_PASSWORD = "e2e-Su-pw-4f9b21c7";
 export const REPLICATION_PASSWORD = "e2e-Repl-pw-8a3d55e0";
 
 /** The image the e2e layers run (PG_CLUSTER_E2E_IMAGE, default the local PostgreSQL 15 image). */
+const ROOT = path.resolve(__dirname, "..", "..");
+
 export const IMAGE = process.env.PG_CLUSTER_E2E_IMAGE ?? "pg-cluster-postgres:15";
 
 export interface TestStack {
+  /** Which engine applies the program: real Pulumi, or the docker-direct driver. */
+  readonly engine: "pulumi" | "driver";
   readonly name: string;
   readonly clusterName: string;
   readonly basePort: number;
   config(extra?: Record<string, string>): Record<string, string>;
-  up(extra?: Record<string, string>): Promise<UpResult>;
+  /** `up`; `refresh` reads live state first (`pulumi up --refresh`), as `npm run up` does. */
+  up(extra?: Record<string, string>, opts?: { refresh?: boolean }): Promise<UpResult>;
   preview(extra?: Record<string, string>): Promise<{ summary: ChangeSummary }>;
   destroy(): Promise<void>;
-  /** The driver's state file (secrets must be encrypted in it). */
+  /** Destroys and forgets the stack (state, config file). */
+  remove(): Promise<void>;
+  /** The stack's state file (secrets must be encrypted in it). */
   readonly statePath: string;
-  /** The post-step's environment as deployed, to run assets/verify.mjs by hand. */
+  /** The post-step's environment, to run assets/verify.mjs by hand. */
   checkEnvironment(): Record<string, string>;
+  /** `pulumi preview --expect-no-changes`: rejects if the program would change anything. */
+  expectNoChanges(): Promise<void>;
+  /** The stack's outputs as a user sees them, without --show-secrets. */
+  shownOutputs(): string;
+  /** What the engine printed during the last up. */
+  lastLog(): string;
 }
 
 let announced = false;
 
+/** The engine the e2e and fault layers use: real Pulumi when its plugins are installed. */
+export function engine(): "pulumi" | "driver" {
+  const wanted = process.env.PG_CLUSTER_ENGINE;
+  if (wanted === "pulumi" || wanted === "driver") return wanted;
+  return pulumiPluginsInstalled() ? "pulumi" : "driver";
+}
+
 /** A throwaway stack with its own name and host ports. */
 export function newStack(prefix: string, base: Record<string, string> = {}): TestStack {
+  const which = engine();
   if (!announced) {
     announced = true;
     process.stderr.write(
-      "NOTE: end-to-end resources are applied by the docker-direct driver (scripts/driver/dockerDriver.ts): " +
-        "the docker and command provider plugins cannot be built from the Go module proxy here. " +
-        "The program, its inputs, the containers and the post-step are real; the Pulumi engine is not.\n",
+      which === "pulumi"
+        ? "NOTE: end-to-end stacks run with the real Pulumi engine (Automation API, file backend).\n"
+        : "NOTE: end-to-end resources are applied by the docker-direct driver (scripts/driver/dockerDriver.ts): " +
+            "the docker and command provider plugins are not installed. The program, its inputs, the containers " +
+            "and the post-step are real; the Pulumi engine is not.\n",
     );
   }
   const name = `${prefix}${process.pid % 10000}${Math.floor(Math.random() * 100)}`;
   const basePort = 30000 + Math.floor(Math.random() * 300) * 100;
-  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-e2e-state-"));
-  const driver = new DockerDriverStack(name, stateDir);
   const config = (extra: Record<string, string> = {}) => ({
     image: IMAGE,
     replicas: "2",
@@ -60,7 +83,53 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     ...base,
     ...extra,
   });
+  const checkEnvironment = () => {
+    const c = config();
+    const cluster = `pg-cluster-${name}`;
+    return {
+      PGC_PRIMARY: JSON.stringify({
+        name: `${cluster}-primary`,
+        host: "localhost",
+        port: basePort,
+      }),
+      PGC_REPLICAS: JSON.stringify(
+        Array.from({ length: Number(c.replicas) }, (_, i) => ({
+          name: `${cluster}-replica-${i + 1}`,
+          host: "localhost",
+          port: basePort + 1 + i,
+          slot: `replica_${i + 1}`,
+        })),
+      ),
+      PGC_SUPERUSER: "postgres",
+      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
+      PGC_DATABASE: "mydb",
+      PGC_SYNC_STANDBY_NAMES: "",
+      PGC_TIMEOUT_SECONDS: "60",
+    };
+  };
+  if (which === "pulumi") {
+    const p = new PulumiStack(name);
+    return {
+      engine: which,
+      name,
+      clusterName: `pg-cluster-${name}`,
+      basePort,
+      config,
+      up: (extra, opts) => p.up(config(extra), opts),
+      preview: async (extra) => ({ summary: (await p.preview(config(extra))).summary }),
+      destroy: () => p.destroy(),
+      remove: () => p.remove(),
+      statePath: p.statePath,
+      checkEnvironment,
+      shownOutputs: () => p.shownOutputs(),
+      expectNoChanges: () => p.expectNoChanges(config()),
+      lastLog: () => p.lastOutput,
+    };
+  }
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-e2e-state-"));
+  const driver = new DockerDriverStack(name, stateDir);
   return {
+    engine: which,
     name,
     clusterName: `pg-cluster-${name}`,
     basePort,
@@ -70,11 +139,36 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     destroy: async () => {
       await driver.destroy();
     },
+    remove: async () => {
+      await driver.destroy();
+      fs.rmSync(stateDir, { recursive: true, force: true });
+    },
     statePath: driver.statePath,
-    checkEnvironment: () => {
-      const check = driver.resources().find((r) => r.name.endsWith("-check"));
-      if (!check) throw new Error(`stack ${name} has no post-step deployed`);
-      return check.inputs.environment as Record<string, string>;
+    checkEnvironment,
+    shownOutputs: () => {
+      const r = spawnSync(
+        process.execPath,
+        ["--import", "tsx", path.join(ROOT, "scripts/driver/apply.ts"), "preview", name],
+        {
+          cwd: ROOT,
+          encoding: "utf8",
+          input: JSON.stringify(
+            Object.fromEntries(
+              Object.entries(config()).map(([k, v]) => [`pg-cluster:${k}`, { value: v }]),
+            ),
+          ),
+          env: { ...process.env, PG_CLUSTER_DRIVER_STATE: stateDir },
+        },
+      );
+      if (r.status !== 0) throw new Error(`apply.ts preview: ${r.stderr}`);
+      return r.stdout;
+    },
+    lastLog: () => "",
+    expectNoChanges: async () => {
+      const { summary } = await driver.preview(config());
+      if (summary.create + summary.update + summary.replace + summary.delete > 0) {
+        throw new Error(`changes expected to be none: ${JSON.stringify(summary)}`);
+      }
     },
   };
 }
