@@ -30,8 +30,23 @@ elif [ "$status" != 0 ]; then
   die "cannot provide image $image (above)."
 fi
 
+# Preflight the host ports: Docker's own error for a taken port does not say what to do.
+command -v ss >/dev/null || apt_install iproute2
+cfg() { pulumi config get "$1" --stack "$STACK" 2>/dev/null || echo "$2"; }
+replicas="$(cfg replicas 1)" primary_port="$(cfg primaryPort 5432)" base_port="$(cfg replicaBasePort 5433)"
+ports=("$primary_port")
+for ((n = 0; n < replicas; n++)); do ports+=($((base_port + n))); done
+for port in "${ports[@]}"; do
+  owner="$(docker ps --filter "publish=$port" --format '{{.Names}}' | head -n 1)"
+  case "$owner" in pg-cluster-"$STACK"-*) continue ;; esac
+  if [ -n "$owner" ] || ss -ltnH "sport = :$port" | grep -q .; then
+    die "host port $port is already in use${owner:+ by container $owner}. Fix: stop what uses it, or move the cluster: pulumi config set primaryPort/replicaBasePort <port> --stack $STACK"
+  fi
+done
+
 if has_plugins; then
-  pulumi up --yes --skip-preview --non-interactive --stack "$STACK"
+  # --refresh: a container stopped by hand is noticed and started again, data untouched.
+  pulumi up --yes --skip-preview --non-interactive --refresh --stack "$STACK"
   report="$(pulumi stack output replicationReport --json --stack "$STACK")"
   primary="$(pulumi stack output primaryEndpoint --stack "$STACK")"
 else

@@ -195,6 +195,7 @@ describe("faults on a primary and 2 replicas", { timeout: 20 * 60_000 }, () => {
     const acked: number[] = [];
     const { connectTo } = await import("../lib/stack");
     const client = await connectTo(primary);
+    client.on("error", () => {});
     for (let id = 1; id <= 300; id++) {
       await client.query("INSERT INTO load_sync VALUES ($1, md5($2))", [id, String(id)]);
       acked.push(id);

@@ -52,7 +52,11 @@ export class CountingWriter {
     let client: pg.Client | undefined;
     while (!this.stopped) {
       try {
-        client ??= await connectTo(this.endpoint);
+        if (!client) {
+          client = await connectTo(this.endpoint);
+          // A server that goes away also emits an error on the idle client; the loop handles it.
+          client.on("error", () => {});
+        }
         const id = this.idBase + ++this.next;
         await client.query(`INSERT INTO ${this.table} (id, v) VALUES ($1, md5($2))`, [
           id,
