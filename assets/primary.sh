@@ -16,8 +16,11 @@ sql_literal() { printf "'%s'" "${1//\'/\'\'}"; }
 # the statements themselves carry passwords.
 single_user() {
   local out
+  # synchronous_standby_names (from ALTER SYSTEM) would make every commit here wait for standbys
+  # that cannot connect to a single-user server: switch it off for this session.
   out="$(printf '%s\n' "$1" | postgres --single -j -D "$PGDATA" -c log_min_error_statement=panic \
-    -c "config_file=$PGDATA/postgresql.conf" -c exit_on_error=on postgres 2>&1)" || {
+    -c "config_file=$PGDATA/postgresql.conf" -c exit_on_error=on -c synchronous_standby_names= \
+    postgres 2>&1)" || {
     printf '%s\n' "$out" | grep -E 'ERROR|FATAL|PANIC' >&2 || true
     pgc_die "single-user setup of roles failed (above)."
   }

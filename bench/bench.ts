@@ -1,7 +1,9 @@
 /**
  * `npm run bench`: time to a verified cluster, scale-out, no-op update, replay lag and memory,
  * side by side with the seed tutorial's docker-compose setup and the physical floor, all measured
- * in the same run on the same image. Prints a table; writes results.json, results.md and chart.svg
+ * in the same run on the same image. Uses the real Pulumi engine when the
+ * toolchain has the plugins, else the docker-direct driver, and says which. Prints a table; writes
+ * results.json, results.md and chart.svg
  * to bench/results/. Not a pass/fail test.
  *
  * Env: BENCH_RUNS (default 3), BENCH_LOAD_SECONDS (pgbench duration, default 60),
@@ -13,6 +15,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { DockerDriverStack, UpResult } from "../scripts/driver/dockerDriver";
+import { PulumiStack, pulumiPluginsInstalled } from "../tests/lib/pulumiStack";
 
 const ROOT = path.resolve(__dirname, "..");
 const OUT = path.join(ROOT, "bench", "results");
@@ -86,8 +89,20 @@ function config(replicas: number, extra: Record<string, string> = {}): Record<st
   };
 }
 
-function newStack(tag: string): DockerDriverStack {
-  return new DockerDriverStack(`bench${tag}`, fs.mkdtempSync(path.join(os.tmpdir(), "pgc-bench-")));
+/** One stack, on the real Pulumi engine when its plugins are installed, else the driver. */
+function newStack(tag: string): {
+  up(c: Record<string, string>): Promise<UpResult>;
+  destroy(): Promise<void>;
+} {
+  if (pulumiPluginsInstalled()) {
+    const p = new PulumiStack(`bench${tag}`);
+    return { up: (c) => p.up(c), destroy: () => p.remove() };
+  }
+  const d = new DockerDriverStack(
+    `bench${tag}`,
+    fs.mkdtempSync(path.join(os.tmpdir(), "pgc-bench-")),
+  );
+  return { up: (c) => d.up(c), destroy: async () => void (await d.destroy()) };
 }
 
 /** 1. up → verified replication, fresh stack, for several replica counts. */

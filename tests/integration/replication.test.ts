@@ -205,6 +205,15 @@ describe("assets against real PostgreSQL on loopback", { timeout: 600_000 }, () 
     assert.match(cluster.primary.log(), /data directory already initialised; starting it as-is/);
   });
 
+  it("the primary restarts while synchronous replication is on and no standby can connect", async () => {
+    await cluster.primary.query(`ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ("nobody")'`);
+    await cluster.primary.stop();
+    // Its start-up role setup commits in single-user mode; it must not wait for a standby.
+    await cluster.primary.start(30_000);
+    await cluster.primary.query("ALTER SYSTEM RESET synchronous_standby_names");
+    await cluster.primary.query("SELECT pg_reload_conf()");
+  });
+
   it("a populated replica restarts and serves reads while the primary is down", async () => {
     const replica = cluster.replicas[0];
     await cluster.primary.stop();
