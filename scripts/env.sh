@@ -21,6 +21,9 @@ export PG_CLUSTER_TOOLCHAIN="$PG_CLUSTER_CACHE/toolchain"
 export PULUMI_HOME="$PG_CLUSTER_CACHE/pulumi-home"
 # The update check would call Pulumi Cloud; a missing plugin must be an error, not a download.
 export PULUMI_SKIP_UPDATE_CHECK=true
+# Run the TypeScript program without type-checking it on every up: `npm test` type-checks it
+# (tsc --noEmit) and this saves seconds per up.
+export PULUMI_NODEJS_TRANSPILE_ONLY=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 
 case "$PATH" in

@@ -73,6 +73,7 @@ export class PulumiStack {
           PULUMI_CONFIG_PASSPHRASE: process.env.PULUMI_CONFIG_PASSPHRASE ?? "e2e-passphrase",
           PULUMI_SKIP_UPDATE_CHECK: "true",
           PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+          PULUMI_NODEJS_TRANSPILE_ONLY: "true",
         },
       },
     );
