@@ -114,7 +114,7 @@ export class PulumiStack {
       const s = done && started.get(done.urn);
       if (done && s)
         timings.push({
-          name: done.urn.split("::").pop() ?? done.urn,
+          name: `${done.urn.split("::").slice(-1)[0]} (${done.urn.split("::").slice(-2)[0].split("$").pop()})`,
           op: s.op,
           ms: Date.now() - s.at,
         });
