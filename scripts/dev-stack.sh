@@ -19,6 +19,14 @@ export PULUMI_BACKEND_URL="${PULUMI_BACKEND_URL:-file://$REPO/.state}"
 export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-}"
 cd "$REPO"
 pulumi stack select --create "$STACK" --non-interactive >/dev/null
+# The stack's working config (with its generated, encrypted passwords) lives beside the state,
+# not in the tracked Pulumi.<stack>.yaml, which stays the template it is copied from.
+CONFIG_FILE="$REPO/.state/Pulumi.$STACK.yaml"
+if [ ! -f "$CONFIG_FILE" ]; then
+  if [ -f "$REPO/Pulumi.$STACK.yaml" ]; then cp "$REPO/Pulumi.$STACK.yaml" "$CONFIG_FILE"; else : >"$CONFIG_FILE"; fi
+fi
+# pulumi_stack ARGS... — pulumi on this stack with its working config.
+pulumi_stack() { pulumi "$@" --stack "$STACK" --config-file "$CONFIG_FILE"; }
 
 # has_plugins — true when the CLI has the docker and command provider plugins this program needs.
 has_plugins() {
@@ -29,6 +37,6 @@ has_plugins() {
 # apply_direct ACTION — the docker-direct driver (see README) with the stack's config on stdin.
 apply_direct() {
   log "NOTE: the docker and command provider plugins are not installed (they cannot be built from the Go module proxy here); applying the program's resources with the docker-direct driver instead of the Pulumi engine. See README, 'What runs where'."
-  pulumi config --show-secrets --json --stack "$STACK" |
+  pulumi_stack config --show-secrets --json |
     node --import tsx "$REPO/scripts/driver/apply.ts" "$1" "$STACK"
 }

@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/dev-stack.sh"
 bash scripts/provision-docker.sh
 if has_plugins; then
-  pulumi destroy --yes --skip-preview --non-interactive --stack "$STACK"
+  pulumi_stack destroy --yes --skip-preview --non-interactive
 else
   apply_direct destroy
 fi
