@@ -125,26 +125,35 @@ async function timeToVerified(): Promise<Record<string, ReturnType<typeof stats>
 }
 
 /** 2. The tutorial's compose setup: docker-compose up → the replica serves the 3 seeded rows. */
-async function tutorial(): Promise<ReturnType<typeof stats>> {
-  const times: number[] = [];
+/** Runs docker-compose on the tutorial's setup (bench/peer), on the benchmark's ports. */
+function peerCompose(...args: string[]): void {
   const env = {
     PEER_IMAGE,
     PEER_PRIMARY_PORT: String(PORT + 50),
     PEER_REPLICA_PORT: String(PORT + 51),
     PEER_PREFIX: "bench-peer",
   };
-  const cwd = path.join(ROOT, "bench", "peer");
+  sh("docker-compose", ["-p", "benchpeer", ...args], env, path.join(ROOT, "bench", "peer"));
+}
+
+/** Starts the tutorial's setup; resolves when its replica serves the 3 seeded rows. */
+async function peerUp(): Promise<void> {
+  const t0 = now();
+  peerCompose("up", "-d");
+  while (psql(PORT + 51, "SELECT count(*) FROM wizards", "password") !== "3") {
+    if (now() - t0 > 120_000) throw new Error("the tutorial's replica never served the rows");
+    await sleep(50);
+  }
+}
+
+async function tutorial(): Promise<ReturnType<typeof stats>> {
+  const times: number[] = [];
   for (let i = 0; i < RUNS; i++) {
-    sh("docker-compose", ["-p", "benchpeer", "down", "-v"], env, cwd);
+    peerCompose("down", "-v");
     const t0 = now();
-    sh("docker-compose", ["-p", "benchpeer", "up", "-d"], env, cwd);
-    for (;;) {
-      if (psql(PORT + 51, "SELECT count(*) FROM wizards", "password") === "3") break;
-      if (now() - t0 > 120_000) throw new Error("the tutorial's replica never served the rows");
-      await sleep(50);
-    }
+    await peerUp();
     times.push((now() - t0) / 1000);
-    sh("docker-compose", ["-p", "benchpeer", "down", "-v"], env, cwd);
+    peerCompose("down", "-v");
   }
   const s = stats(times);
   log(`tutorial 1+1: median ${r1(s.median)} s`);
@@ -345,22 +354,11 @@ async function main(): Promise<void> {
   log(`lag ours: ${JSON.stringify(lagOurs)}`);
 
   // 6. Lag under pgbench, the tutorial's configuration on the same image.
-  const env = {
-    PEER_IMAGE,
-    PEER_PRIMARY_PORT: String(PORT + 50),
-    PEER_REPLICA_PORT: String(PORT + 51),
-    PEER_PREFIX: "bench-peer",
-  };
-  const cwd = path.join(ROOT, "bench", "peer");
-  sh("docker-compose", ["-p", "benchpeer", "up", "-d"], env, cwd);
-  for (let i = 0; psql(PORT + 51, "SELECT count(*) FROM wizards", "password") !== "3"; i++) {
-    if (i > 1200) throw new Error("tutorial replica not ready");
-    await sleep(100);
-  }
+  await peerUp();
   const peerWork = pgbench(PORT + 50, "password", LOAD_SECONDS);
   const lagPeer = await sampleLag(PORT + 50, peerWork, "password");
   const peerTps = /tps = ([0-9.]+)/.exec(await peerWork)?.[1];
-  sh("docker-compose", ["-p", "benchpeer", "down", "-v"], env, cwd);
+  peerCompose("down", "-v");
   results.lag = {
     ours: { tps: Number(tps), perReplica: lagOurs },
     tutorial: { tps: Number(peerTps), perReplica: lagPeer },
