@@ -24,7 +24,7 @@ STATUS="$TC/status"
 STAMP_KEY="$( (cat "$SCRIPTS/provision-toolchain.sh" "$SCRIPTS/env.sh"; find "$SCRIPTS/toolchain" -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-16)"
 
 # --- Pins: the Go module and version behind each binary ---------------------------------
-# An existing CLI at least this new runs the npm SDK (package.json pins @pulumi/pulumi <= 3.270.0).
+# An existing CLI at least this new runs the npm SDK (package.json pins @pulumi/pulumi 3.248.0).
 MIN_PULUMI_VERSION=3.270.0
 CLI_MODULE=github.com/pulumi/pulumi/pkg/v3
 SDK_MODULE=github.com/pulumi/pulumi/sdk/v3
@@ -37,6 +37,9 @@ VERSION_X=github.com/pulumi/pulumi/sdk/v3/go/common/version.Version
 # included. Automation API inline programs (the e2e tests) need no language host at all.
 LANGHOST_MODULE=$SDK_MODULE@v3.68.0
 LANGHOST_PACKAGE=$SDK_MODULE/nodejs/cmd/pulumi-language-nodejs
+# The official providers below are asked for first, so a machine whose proxy serves them builds
+# them. Here the proxy refuses both, and scripts/toolchain/build-providers.sh (called below)
+# builds our own stand-ins from served modules instead: see scripts/toolchain and README.
 # pulumi-command v1.2.1 = commit 7f3eb6f3; the module sat in provider/ and has no tags.
 COMMAND_MODULE=github.com/pulumi/pulumi-command/provider@v0.0.0-20260303235922-7f3eb6f3b77c
 COMMAND_PACKAGE=github.com/pulumi/pulumi-command/provider/cmd/pulumi-resource-command
@@ -45,7 +48,7 @@ COMMAND_VERSION_X=github.com/pulumi/pulumi-command/provider/pkg/version.Version
 # Terraform provider it wraps, kreuzwerker 5074970c (a git submodule, not in the module zip).
 # Building it also takes a patched copy of the upstream module and a generated
 # schema-embed.json, which this script has no recipe for: the proxy refuses both modules,
-# so the script only asks for them and reports the answer.
+# so the script only asks for them and reports the answer (the stand-in is built instead).
 DOCKER_MODULES="github.com/pulumi/pulumi-docker/provider/v5@v5.0.0-20260626165050-e944612c4c97 github.com/kreuzwerker/terraform-provider-docker@v0.0.0-20260618190003-5074970c71ce"
 
 # --- Helpers ----------------------------------------------------------------------------
