@@ -9,6 +9,7 @@ import {
   ClusterSettings,
   PostgresClusterArgs,
   ProblemList,
+  checkPassword,
   validateClusterArgs,
 } from "./settings";
 
@@ -223,17 +224,7 @@ function resolvedPassword(field: string, value: pulumi.Input<string>): pulumi.Ou
   return pulumi.secret(
     pulumi.output(value).apply((pw) => {
       const problems = new ProblemList();
-      // Reuse the one validation path on the resolved value.
-      try {
-        validateClusterArgs({
-          superuserPassword: "placeholder",
-          replicationPassword: "placeholder",
-          [field]: pw,
-        });
-      } catch (err) {
-        if (err instanceof ClusterConfigError) problems.problems.push(...err.problems);
-        else throw err;
-      }
+      checkPassword(problems, field, pw);
       if (problems.problems.length > 0) throw new ClusterConfigError(problems.problems);
       return pw;
     }),

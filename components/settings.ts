@@ -183,7 +183,8 @@ function checkInteger(
   return true;
 }
 
-function checkPassword(
+/** Checks one password; an Output is skipped (checked again by the component once resolved). */
+export function checkPassword(
   problems: ProblemList,
   field: string,
   value: pulumi.Input<string> | undefined,
