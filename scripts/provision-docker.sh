@@ -50,13 +50,28 @@ command -v dockerd >/dev/null || die "dockerd not found after installing docker.
 mkdir -p "$PG_CLUSTER_CACHE"
 dockerd_log="$PG_CLUSTER_CACHE/dockerd.log"
 
-if pgrep -x dockerd >/dev/null; then
-  # Someone (perhaps a concurrent run of this script) started it already: just wait for it.
-  log "dockerd is already running (pid $(pgrep -x dockerd | tr '\n' ' ' | sed 's/ $//')); waiting for it to answer"
-else
+# live_dockerd — a dockerd process that is alive (a killed one can linger as a zombie).
+live_dockerd() {
+  local pid
+  for pid in $(pgrep -x dockerd); do
+    case "$(ps -o stat= -p "$pid" 2>/dev/null)" in Z* | "") ;; *) return 0 ;; esac
+  done
+  return 1
+}
+
+started=""
+start_dockerd() {
   log "starting dockerd in the background (log: $dockerd_log)"
   # setsid: own session, so the daemon outlives the caller's process group and terminal.
   setsid nohup dockerd >>"$dockerd_log" 2>&1 </dev/null &
+  started=1
+}
+
+if live_dockerd; then
+  # Someone (perhaps a concurrent run of this script) started it already: just wait for it.
+  log "dockerd is already running; waiting for it to answer"
+else
+  start_dockerd
 fi
 
 # Poll every 0.2 s for up to 30 s; dockerd is normally ready in about 3 s.
@@ -66,7 +81,9 @@ for _ in $(seq 150); do
     ensure_compose
     exit 0
   fi
-  if ! pgrep -x dockerd >/dev/null; then
+  if ! live_dockerd; then
+    # The one we waited for was shutting down (or was killed): start our own, once.
+    if [ -z "$started" ]; then start_dockerd; continue; fi
     tail -n 20 "$dockerd_log" >&2 2>/dev/null || true
     die "dockerd exited during start-up (log above, full log: $dockerd_log); fix the cause and re-run."
   fi
