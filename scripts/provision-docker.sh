@@ -50,10 +50,10 @@ command -v dockerd >/dev/null || die "dockerd not found after installing docker.
 mkdir -p "$PG_CLUSTER_CACHE"
 dockerd_log="$PG_CLUSTER_CACHE/dockerd.log"
 
-# live_dockerd — a dockerd process that is alive (a killed one can linger as a zombie).
-live_dockerd() {
+# live NAME — a process of that name that is alive (a killed one can linger as a zombie).
+live() {
   local pid
-  for pid in $(pgrep -x dockerd); do
+  for pid in $(pgrep -x "$1"); do
     case "$(ps -o stat= -p "$pid" 2>/dev/null)" in Z* | "") ;; *) return 0 ;; esac
   done
   return 1
@@ -61,13 +61,17 @@ live_dockerd() {
 
 started=""
 start_dockerd() {
+  # Only called with no live dockerd: a pid file left by a killed one would stop the new one
+  # ("pid file found"), and so would its containerd's if that died with it.
+  rm -f /var/run/docker.pid
+  live containerd || rm -f /var/run/docker/containerd/containerd.pid /var/run/docker/containerd/containerd.sock
   log "starting dockerd in the background (log: $dockerd_log)"
   # setsid: own session, so the daemon outlives the caller's process group and terminal.
   setsid nohup dockerd >>"$dockerd_log" 2>&1 </dev/null &
   started=1
 }
 
-if live_dockerd; then
+if live dockerd; then
   # Someone (perhaps a concurrent run of this script) started it already: just wait for it.
   log "dockerd is already running; waiting for it to answer"
 else
@@ -81,7 +85,7 @@ for _ in $(seq 150); do
     ensure_compose
     exit 0
   fi
-  if ! live_dockerd; then
+  if ! live dockerd; then
     # The one we waited for was shutting down (or was killed): start our own, once.
     if [ -z "$started" ]; then start_dockerd; continue; fi
     tail -n 20 "$dockerd_log" >&2 2>/dev/null || true
