@@ -6,9 +6,9 @@
  * a command's `delete` at removal, health waits, uploads before start, restart of a stopped
  * container on the next up, and deletes of removed resources in reverse dependency order.
  *
- * It stands in for the Pulumi engine only because the docker and command provider plugins cannot be
- * built from the Go module proxy here (see README, "What CI does not exercise"). Everything the
- * containers and the post-step do is real.
+ * It stands in for the Pulumi engine only where the docker and command provider plugins are not
+ * installed (the official ones cannot be built from the Go module proxy; see README, "What runs
+ * where"). Everything the containers and the post-step do is real.
  */
 import { spawn, spawnSync } from "node:child_process";
 import * as crypto from "node:crypto";

@@ -4,7 +4,7 @@
  * driver must apply them) and the custom resources it depends on — plus the stack outputs.
  *
  * Used by the docker-direct driver (dockerDriver.ts), which applies these exact inputs to a real
- * Docker engine when the docker/command provider plugins cannot be built here.
+ * Docker engine when the docker/command provider plugins are not installed.
  *
  * Usage: node --import tsx scripts/driver/plan.ts STACK '{"pg-cluster:replicas":"2",...}'
  */

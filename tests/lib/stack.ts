@@ -1,7 +1,7 @@
 /**
- * The deployment the end-to-end and fault layers drive: one throwaway stack of the real program.
- * Today it is the docker-direct driver (see dockerDriver.ts for why); every test goes through
- * this interface so the real Pulumi engine can take its place without touching the tests.
+ * The deployment the end-to-end and fault layers drive: one throwaway stack of the real program,
+ * on the real Pulumi engine (pulumiStack.ts) when the toolchain has the docker and command plugins,
+ * else on the docker-direct driver (scripts/driver/dockerDriver.ts). Tests see one interface.
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
