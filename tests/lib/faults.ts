@@ -1,7 +1,7 @@
 /** Helpers of the fault layer: Docker actions, a counting writer, table checksums. */
 import { spawnSync } from "node:child_process";
 import pg from "pg";
-import { SUPERUSER_PASSWORD, connectTo, queryAt, waitUntil } from "./stack";
+import { connectTo, queryAt, waitUntil } from "./stack";
 
 /** Runs the docker CLI; throws with its stderr on failure. */
 export function dockerCli(...args: string[]): string {
@@ -170,5 +170,3 @@ export async function writeWal(endpoint: string, table: string, mb: number): Pro
   }
   return (await tableDigest(endpoint, table, "payload")).rows;
 }
-
-export { SUPERUSER_PASSWORD };

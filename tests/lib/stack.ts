@@ -107,20 +107,23 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
       PGC_TIMEOUT_SECONDS: "60",
     };
   };
+  const common = {
+    engine: which,
+    name,
+    clusterName: `pg-cluster-${name}`,
+    basePort,
+    config,
+    checkEnvironment,
+  };
   if (which === "pulumi") {
     const p = new PulumiStack(name);
     return {
-      engine: which,
-      name,
-      clusterName: `pg-cluster-${name}`,
-      basePort,
-      config,
+      ...common,
       up: (extra, opts) => p.up(config(extra), opts),
       preview: async (extra) => ({ summary: (await p.preview(config(extra))).summary }),
       destroy: () => p.destroy(),
       remove: () => p.remove(),
       statePath: p.statePath,
-      checkEnvironment,
       shownOutputs: () => p.shownOutputs(),
       expectNoChanges: () => p.expectNoChanges(config()),
       lastLog: () => p.lastOutput,
@@ -129,11 +132,7 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-e2e-state-"));
   const driver = new DockerDriverStack(name, stateDir);
   return {
-    engine: which,
-    name,
-    clusterName: `pg-cluster-${name}`,
-    basePort,
-    config,
+    ...common,
     up: (extra) => driver.up(config(extra)),
     preview: async (extra) => ({ summary: (await driver.preview(config(extra))).summary }),
     destroy: async () => {
@@ -144,7 +143,6 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
       fs.rmSync(stateDir, { recursive: true, force: true });
     },
     statePath: driver.statePath,
-    checkEnvironment,
     shownOutputs: () => {
       const r = spawnSync(
         process.execPath,
