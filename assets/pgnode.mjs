@@ -38,13 +38,15 @@ export function log(message) {
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Connects to a node as the superuser, retrying until the deadline: a node that is still starting
- * refuses connections for a moment, which is not an error yet.
+ * Connects to a node as the superuser, retrying every 50 ms until the deadline: a node that is
+ * still starting refuses connections for a moment, which is not an error yet.
  * @param {NodeAddress} node
- * @param {number} deadline epoch milliseconds
+ * @param {number | (() => Promise<number>)} deadline epoch milliseconds, or a function giving the
+ *   current deadline (one that moves while the node shows progress)
  * @returns {Promise<pg.Client>}
  */
 export async function connect(node, deadline) {
+  const currentDeadline = typeof deadline === "number" ? async () => deadline : deadline;
   let lastError = "";
   for (;;) {
     const client = new pg.Client({
@@ -64,9 +66,11 @@ export async function connect(node, deadline) {
       lastError = err instanceof Error ? err.message : String(err);
       // Wrong credentials will not fix themselves: fail at once.
       if (/password authentication failed|no pg_hba.conf entry/.test(lastError)) break;
-      if (Date.now() >= deadline) break;
-      await sleep(100);
+      if (Date.now() >= (await currentDeadline())) break;
+      await sleep(50);
     }
   }
-  throw new Error(`cannot connect to ${node.name} at ${node.host}:${node.port}: ${lastError}`);
+  throw new Error(
+    `cannot connect to ${node.name} at ${node.host}:${node.port}: ${lastError} (its container's log: docker logs ${node.name})`,
+  );
 }

@@ -12,6 +12,9 @@ pgc_require PGC_PRIMARY_HOST PGC_PRIMARY_PORT PGC_REPLICATION_USER PGC_REPLICATI
 
 PGC_PRIMARY_WAIT_SECONDS="${PGC_PRIMARY_WAIT_SECONDS:-600}"
 PGC_SLOT_CHECK_SECONDS="${PGC_SLOT_CHECK_SECONDS:-5}"
+# Optional cap on the clone's transfer rate (pg_basebackup --max-rate, e.g. 50M), so cloning a
+# large primary does not starve its other work of disk bandwidth. Unset: as fast as it goes.
+PGC_CLONE_MAX_RATE="${PGC_CLONE_MAX_RATE:-}"
 NODE_STATE="$PGDATA/pg-cluster-node.json"
 
 # The password reaches libpq through a passfile (0600), never a command line or the conninfo.
@@ -26,14 +29,18 @@ unset PGC_REPLICATION_PASSWORD PGC_SUPERUSER_PASSWORD
 export PGPASSFILE="$passfile"
 replication_conn="host=$PGC_PRIMARY_HOST port=$PGC_PRIMARY_PORT user=$PGC_REPLICATION_USER dbname=replication replication=true connect_timeout=5 application_name=$PGC_NODE_NAME-control"
 
+# wait_for_primary — polls every 0.1 s (a refused connection costs about a millisecond), so the
+# clone starts as soon as the primary accepts connections; bounded by PGC_PRIMARY_WAIT_SECONDS.
 wait_for_primary() {
-  local waited=0
+  local started=$SECONDS logged=-1
   until pg_isready -q -h "$PGC_PRIMARY_HOST" -p "$PGC_PRIMARY_PORT" -t 1; do
-    if [ $((waited % 50)) = 0 ]; then pgc_log "waiting for the primary at $PGC_PRIMARY_HOST:$PGC_PRIMARY_PORT"; fi
-    waited=$((waited + 1))
-    [ "$waited" -lt $((PGC_PRIMARY_WAIT_SECONDS * 5)) ] ||
+    if [ $(((SECONDS - started) / 5)) != "$logged" ]; then
+      logged=$(((SECONDS - started) / 5))
+      pgc_log "waiting for the primary at $PGC_PRIMARY_HOST:$PGC_PRIMARY_PORT"
+    fi
+    [ $((SECONDS - started)) -lt "$PGC_PRIMARY_WAIT_SECONDS" ] ||
       pgc_die "the primary at $PGC_PRIMARY_HOST:$PGC_PRIMARY_PORT did not accept connections within ${PGC_PRIMARY_WAIT_SECONDS}s; check its logs (docker logs)."
-    sleep 0.2
+    sleep 0.1
   done
 }
 
@@ -82,8 +89,11 @@ clone() {
   started="$(date +%s%N)"
   pgc_log "cloning the primary with pg_basebackup through slot $PGC_SLOT_NAME ($reason)"
   rm -rf "$PGDATA.new"
-  pg_basebackup -h "$PGC_PRIMARY_HOST" -p "$PGC_PRIMARY_PORT" -U "$PGC_REPLICATION_USER" -w \
-    -D "$PGDATA.new" -X stream -S "$PGC_SLOT_NAME" --checkpoint=fast --no-manifest
+  # The application name lets the post-step see this clone's progress on the primary
+  # (pg_stat_progress_basebackup), so it waits as long as the clone advances.
+  PGAPPNAME="$PGC_NODE_NAME-clone" pg_basebackup -h "$PGC_PRIMARY_HOST" -p "$PGC_PRIMARY_PORT" -U "$PGC_REPLICATION_USER" -w \
+    -D "$PGDATA.new" -X stream -S "$PGC_SLOT_NAME" --checkpoint=fast --no-manifest \
+    ${PGC_CLONE_MAX_RATE:+"--max-rate=$PGC_CLONE_MAX_RATE"}
   printf '{"node": "%s", "clones": %d, "lastCloneReason": "%s", "lastClonedAt": "%s", "lastCloneMs": %d}\n' \
     "$PGC_NODE_NAME" "$((${clones:-0} + 1))" "$reason" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     "$((($(date +%s%N) - started) / 1000000))" >"$PGDATA.new/pg-cluster-node.json"

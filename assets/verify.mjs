@@ -9,7 +9,9 @@
  *   PGC_REPLICAS       [{"name","host","port","slot"}, ...]
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE
  *   PGC_SYNC_STANDBY_NAMES   value for synchronous_standby_names ("" = asynchronous)
- *   PGC_TIMEOUT_SECONDS      bound for the whole step (default 120)
+ *   PGC_TIMEOUT_SECONDS      how long a node may show no progress before the step fails
+ *                            (default 120); a replica is waited for as long as its clone or its
+ *                            replay advances, however large the primary
  */
 import { randomUUID } from "node:crypto";
 import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
@@ -84,13 +86,78 @@ async function writeMarker(client, runId) {
 }
 
 /**
+ * A deadline that moves: it is PGC_TIMEOUT_SECONDS after the last sign of progress, so the step
+ * fails fast on a node that is stuck, yet waits out a long clone of a large primary.
+ */
+class Patience {
+  /** @param {number} timeoutMs */
+  constructor(timeoutMs) {
+    this.timeoutMs = timeoutMs;
+    this.deadline = Date.now() + timeoutMs;
+    /** @type {string | undefined} */
+    this.last = undefined;
+  }
+
+  /** Records what was seen; a value other than the last one is progress. @param {unknown} value */
+  observe(value) {
+    const key = JSON.stringify(value);
+    if (value != null && key !== this.last) {
+      this.last = key;
+      this.deadline = Date.now() + this.timeoutMs;
+    }
+  }
+
+  expired() {
+    return Date.now() >= this.deadline;
+  }
+}
+
+/**
+ * Where the replica's clone (pg_basebackup, application name `<node>-clone`) stands on the
+ * primary, or null when none runs (or before PostgreSQL 13, which has no progress view).
+ * @param {import("pg").Client} primary @param {import("./pgnode.mjs").NodeAddress} replica
+ */
+async function cloneProgress(primary, replica) {
+  try {
+    const { rows } = await primary.query(
+      `SELECT p.phase, p.backup_streamed::text AS streamed
+         FROM pg_stat_progress_basebackup p JOIN pg_stat_activity a USING (pid)
+        WHERE a.application_name = $1`,
+      [`${replica.name}-clone`],
+    );
+    return rows[0] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Waits until the replica accepts connections and has replayed past `lsn`. Gives up after
+ * `timeoutMs` without progress: no advance of its clone on the primary, nor of its replay.
+ * @param {import("pg").Client} primary
  * @param {import("./pgnode.mjs").NodeAddress} replica
  * @param {string} lsn
  * @param {string} runId
- * @param {number} deadline
+ * @param {number} timeoutMs
  */
-async function waitForReplay(replica, lsn, runId, deadline) {
-  const client = await connect(replica, deadline);
+async function waitForReplay(primary, replica, lsn, runId, timeoutMs) {
+  const patience = new Patience(timeoutMs);
+  const idle = () => `${Math.round(timeoutMs / 1000)} s without progress`;
+  let probed = 0;
+  let client;
+  try {
+    client = await connect(replica, async () => {
+      if (Date.now() - probed >= 250) {
+        probed = Date.now();
+        patience.observe(await cloneProgress(primary, replica));
+      }
+      return patience.deadline;
+    });
+  } catch (err) {
+    throw new Error(
+      `replica ${replica.name}: ${idle()}; ${err instanceof Error ? err.message : err}`,
+    );
+  }
   try {
     let last = { replayed: null, inRecovery: null };
     for (;;) {
@@ -118,9 +185,10 @@ async function waitForReplay(replica, lsn, runId, deadline) {
           wizards: state.rows[0].wizards,
         };
       }
-      if (Date.now() >= deadline) {
+      patience.observe(last.replayed);
+      if (patience.expired()) {
         throw new Error(
-          `replica ${replica.name} did not replay past the primary's LSN ${lsn} in time (last replayed: ${last.replayed ?? "nothing"})`,
+          `replica ${replica.name} did not replay past the primary's LSN ${lsn} (${idle()}; last replayed: ${last.replayed ?? "nothing"})`,
         );
       }
       await sleep(50);
@@ -164,7 +232,7 @@ async function main() {
     log(`marker ${runId} written at LSN ${lsn}; waiting for ${replicas.length} replica(s)`);
 
     const results = await Promise.allSettled(
-      replicas.map((r) => waitForReplay(r, lsn, runId, deadline)),
+      replicas.map((r) => waitForReplay(primary, r, lsn, runId, timeoutSeconds * 1000)),
     );
     const status = await replicationStatus(primary);
     const primaryRows = (await primary.query("SELECT count(*)::int AS n FROM wizards")).rows[0].n;

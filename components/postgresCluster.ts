@@ -18,8 +18,10 @@ import {
  * volume and container per node, one physical replication slot per replica, and a post-step that
  * seeds the `Wizards` table and proves every replica has replayed it.
  *
- * Replicas are created only once the primary is healthy, clone it through their own slot, and are
- * added or removed without touching the primary or the other replicas.
+ * Replica containers are created as soon as the primary's container runs; each waits for the
+ * primary to accept connections (no crash loop), clones it through its own slot, and is added or
+ * removed without touching the primary or the other replicas. The post-step is what `pulumi up`
+ * waits on: it finishes only when every replica has replayed a write made after the seed.
  */
 export class PostgresCluster extends pulumi.ComponentResource {
   /** The cluster's Docker network. */
@@ -133,7 +135,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
               { PGC_REPLICATION_PASSWORD: replicationPassword },
             ),
           },
-          // Only once the primary is healthy (its container waits for the health check).
+          // After the primary's container (and so its host name on the network) exists.
           { parent: this, dependsOn: [this.primary, slot] },
         ),
       );

@@ -10,9 +10,6 @@ import {
 } from "./assets";
 import { inheritedDependsOn } from "./options";
 
-/** How long `pulumi up` waits for a node's health check before failing. */
-const HEALTH_WAIT_SECONDS = { primary: 120, replica: 900 } as const;
-
 /** Arguments of a {@link PostgresNode}. */
 export interface PostgresNodeArgs {
   /** `primary` or `replica`: which entrypoint runs. */
@@ -35,8 +32,10 @@ export interface PostgresNodeArgs {
 
 /**
  * One PostgreSQL server: a named volume and a container that runs the role's entrypoint from
- * `assets/`, with a fast health check so `pulumi up` (and anything that depends on the node)
- * waits until the server accepts TCP connections.
+ * `assets/`. The container resource is done once the container runs, not once the server is
+ * ready: the provider polls health only once a second, which made every stage of an up wait for
+ * the next tick. Readiness is awaited by what needs it: a replica's entrypoint waits for the
+ * primary, and the cluster's post-step waits for every node (and fails if one never gets there).
  */
 export class PostgresNode extends pulumi.ComponentResource {
   /** The node's data volume. Kept when the container is replaced. */
@@ -76,15 +75,13 @@ export class PostgresNode extends pulumi.ComponentResource {
         networksAdvanced: [{ name: args.networkName, aliases: [args.nodeName] }],
         ports: [{ internal: CONTAINER_PORT, external: args.hostPort, ip: args.bindAddress }],
         volumes: [{ volumeName: this.volume.name, containerPath: CONTAINER_VOLUME_DIR }],
+        // For `docker ps` and monitoring; nothing in `pulumi up` waits on it (see the class comment).
         healthcheck: {
           tests: ["CMD", "bash", `${CONTAINER_ASSETS_DIR}/healthcheck.sh`],
-          // Docker's default is 30 s; dependants (replicas, the post-step) wait on this.
-          interval: "1s",
+          interval: "2s",
           timeout: "3s",
           retries: 3,
         },
-        wait: true,
-        waitTimeout: HEALTH_WAIT_SECONDS[args.role],
         // Comes back after a crash or a Docker restart; `docker stop` by hand is respected
         // until the next `pulumi up`, which starts it again (mustRun).
         restart: "unless-stopped",

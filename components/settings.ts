@@ -66,7 +66,10 @@ export interface PostgresClusterArgs {
   readonly maxSlotWalKeepSize?: string;
   /** WAL volume between checkpoints (`max_wal_size`) on every node. @default "1GB" */
   readonly maxWalSize?: string;
-  /** Bound on the post-step's wait for every replica to catch up. @default 120 */
+  /**
+   * The post-step fails once a node has shown no progress for this long (a replica's clone or
+   * replay advancing is progress, so a long clone of a large primary is waited out). @default 120
+   */
   readonly verifyTimeoutSeconds?: number;
 }
 

@@ -85,13 +85,18 @@ export class LocalNode {
 
   /** Starts the node's real entrypoint from assets/ and waits until it accepts connections. */
   async start(timeoutMs = 60_000): Promise<void> {
+    this.launch();
+    await this.waitReady(timeoutMs);
+  }
+
+  /** Starts the node's real entrypoint from assets/, without waiting for it. */
+  launch(): void {
     const log = fs.openSync(this.logFile, "a");
     this.process = spawn("bash", [path.join(ASSETS_DIR, `${this.role}.sh`)], {
       env: this.env(),
       stdio: ["ignore", log, log],
     });
     fs.closeSync(log);
-    await this.waitReady(timeoutMs);
   }
 
   async waitReady(timeoutMs = 60_000): Promise<void> {
@@ -199,8 +204,14 @@ export class LocalCluster {
     await Promise.all(this.replicas.map((r) => r.start()));
   }
 
-  /** Runs the post-step program (assets/verify.mjs) as the component's local.Command does. */
-  verify(timeoutSeconds = 60): {
+  /**
+   * Runs the post-step program (assets/verify.mjs) as the component's local.Command does, over
+   * this cluster's replicas unless others are given.
+   */
+  verify(
+    timeoutSeconds = 60,
+    replicas: { name: string; port: number; slot: string }[] = this.replicas,
+  ): {
     status: number;
     stdout: string;
     stderr: string;
@@ -209,7 +220,7 @@ export class LocalCluster {
     return runAsset("verify.mjs", [], {
       PGC_PRIMARY: JSON.stringify({ name: "primary", host: "127.0.0.1", port: this.primary.port }),
       PGC_REPLICAS: JSON.stringify(
-        this.replicas.map((r) => ({ name: r.name, host: "127.0.0.1", port: r.port, slot: r.slot })),
+        replicas.map((r) => ({ name: r.name, host: "127.0.0.1", port: r.port, slot: r.slot })),
       ),
       PGC_SUPERUSER: "postgres",
       PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
@@ -255,6 +266,7 @@ export interface VerifyReport {
     lastCloneReason: string | null;
   }[];
   seededRows: number;
+  elapsedMs: number;
 }
 
 function runAsset(file: string, args: string[], env: Record<string, string>) {

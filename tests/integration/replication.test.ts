@@ -278,3 +278,40 @@ describe("a replica that fell behind max_slot_wal_keep_size", { timeout: 600_000
     assert.equal(Number(n), rows);
   });
 });
+
+describe("the post-step's patience", { timeout: 600_000 }, () => {
+  const cluster = new LocalCluster({ replicas: 1 });
+  before(async () => {
+    await cluster.primary.start();
+  });
+  after(async () => {
+    await cluster.destroy();
+  });
+
+  it("waits out a clone longer than its timeout while the clone advances, and fails fast on a replica that never comes", async () => {
+    await writeRows(cluster.primary, "bulk", 40_000);
+    const replica = cluster.replicas[0];
+    // About 40 MB at 8 MB/s: the clone takes several seconds, longer than the 2 s of no
+    // progress the step tolerates. The step must see the clone advance and keep waiting.
+    replica.extraEnv.PGC_CLONE_MAX_RATE = "8M";
+    replica.launch();
+    const slow = cluster.verify(2);
+    assert.equal(slow.status, 0, slow.stderr);
+    assert.ok(
+      (slow.report?.elapsedMs ?? 0) > 2_000,
+      `the clone outlasted the timeout (${slow.report?.elapsedMs} ms)`,
+    );
+    assert.equal(slow.report?.replicas[0].caughtUp, true);
+    assert.match(replica.log(), /cloning the primary/);
+
+    const t0 = Date.now();
+    const ghost = { name: "replica-9", port: cluster.basePort + 9, slot: "replica_9" };
+    const missing = cluster.verify(2, [...cluster.replicas, ghost]);
+    assert.notEqual(missing.status, 0);
+    assert.match(
+      missing.stderr,
+      /replica replica-9: 2 s without progress; cannot connect to replica-9 at 127\.0\.0\.1:\d+: .*docker logs replica-9/,
+    );
+    assert.ok(Date.now() - t0 < 15_000, `failed within the bound (${Date.now() - t0} ms)`);
+  });
+});

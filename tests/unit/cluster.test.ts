@@ -147,7 +147,8 @@ describe("PostgresCluster resources", () => {
         assert.equal(u.executable, u.file.endsWith(".sh"));
       }
       assert.deepEqual(c.inputs.entrypoints, ["bash", `/opt/pg-cluster/${role}.sh`]);
-      assert.equal(c.inputs.wait, true);
+      // Nothing waits on the provider's once-a-second health poll: the post-step waits instead.
+      assert.notEqual(c.inputs.wait, true);
       assert.deepEqual((c.inputs.healthcheck as { tests: string[] }).tests, [
         "CMD",
         "bash",
