@@ -72,8 +72,8 @@ pgc_hex_ip() {
 # the kernel's routing table so it needs no tool in the image and no input from the host.
 pgc_network() {
   PGC_NET_CIDR="" PGC_NET_GATEWAY=""
-  local iface dest gw flags refcnt use metric mask rest bits
-  while read -r iface dest gw flags refcnt use metric mask rest; do
+  local iface dest gw mask bits
+  while read -r iface dest gw _ _ _ _ mask _; do
     [ "$iface" = Iface ] || [ "$iface" = lo ] && continue
     if [ "$dest" = 00000000 ]; then
       PGC_NET_GATEWAY="$(pgc_hex_ip "$gw")"
