@@ -53,8 +53,12 @@ export interface ChangeSummary {
 export interface UpResult {
   summary: ChangeSummary;
   outputs: Record<string, unknown>;
-  /** Wall-clock milliseconds per resource operation, for the benchmark's breakdown. */
-  timings: { name: string; op: string; ms: number }[];
+  /** Each resource operation's start and end, in ms from the start of the up (the benchmark's breakdown). */
+  timings: { name: string; type: string; op: string; startMs: number; endMs: number }[];
+  /** Ms from the start of the up until the post-step finished; absent if it did not run. */
+  verifiedMs?: number;
+  /** Ms from the start of the up until the engine finished (before outputs are read back). */
+  engineMs: number;
 }
 
 /** Runs index.ts under mocks for `config` and returns what it registers. */
@@ -337,12 +341,17 @@ export class DockerDriverStack {
     const current = new Map(state.map((s) => [s.name, s]));
     const summary: ChangeSummary = { create: 0, update: 0, replace: 0, delete: 0, same: 0 };
     const timings: UpResult["timings"] = [];
-    const timed = async <T>(name: string, op: string, f: () => Promise<T>): Promise<T> => {
-      const t0 = Date.now();
+    const upStarted = Date.now();
+    const timed = async <T>(
+      r: { name: string; type: string },
+      op: string,
+      f: () => Promise<T>,
+    ): Promise<T> => {
+      const startMs = Date.now() - upStarted;
       try {
         return await f();
       } finally {
-        timings.push({ name, op, ms: Date.now() - t0 });
+        timings.push({ name: r.name, type: r.type, op, startMs, endMs: Date.now() - upStarted });
       }
     };
     const commit = (entry: StateEntry) => {
@@ -356,7 +365,7 @@ export class DockerDriverStack {
           const cur = current.get(r.name);
           if (!cur) {
             summary.create++;
-            if (!dryRun) commit(await timed(r.name, "create", () => this.create(r)));
+            if (!dryRun) commit(await timed(r, "create", () => this.create(r)));
             return;
           }
           const same = isDeepStrictEqual(cur.inputs, r.inputs);
@@ -364,26 +373,26 @@ export class DockerDriverStack {
             if (!isDeepStrictEqual(cur.inputs.triggers, r.inputs.triggers)) {
               summary.replace++;
               if (dryRun) return;
-              const created = await timed(r.name, "replace", () => this.create(r));
+              const created = await timed(r, "replace", () => this.create(r));
               await this.remove(cur);
               commit(created);
             } else if (!same) {
               summary.update++;
-              if (!dryRun) commit(await timed(r.name, "update", () => this.create(r)));
+              if (!dryRun) commit(await timed(r, "update", () => this.create(r)));
             } else summary.same++;
             return;
           }
           if (!same) {
             summary.replace++;
             if (dryRun) return;
-            await timed(r.name, "delete-replaced", () => this.remove(cur));
-            commit(await timed(r.name, "replace", () => this.create(r)));
+            await timed(r, "delete-replaced", () => this.remove(cur));
+            commit(await timed(r, "replace", () => this.create(r)));
             return;
           }
           if (r.type === "docker:index/container:Container" && !(await this.running(cur.id))) {
             // mustRun: a container found stopped is started again.
             summary.update++;
-            if (!dryRun) await timed(r.name, "start", () => this.startAndWait(cur.id, r));
+            if (!dryRun) await timed(r, "start", () => this.startAndWait(cur.id, r));
             return;
           }
           summary.same++;
@@ -398,7 +407,7 @@ export class DockerDriverStack {
       if (dryRun) continue;
       await Promise.all(
         level.map(async (r) => {
-          await timed(r.name, "delete", () => this.remove(r as StateEntry));
+          await timed(r, "delete", () => this.remove(r as StateEntry));
           current.delete(r.name);
           this.save([...current.values()]);
         }),
@@ -412,7 +421,16 @@ export class DockerDriverStack {
       ...p.outputs,
       replicationReport: check?.stdout ? JSON.parse(check.stdout) : undefined,
     };
-    return { summary, outputs, timings };
+    const verified = timings.find(
+      (t) => t.type === "command:local:Command" && t.name.endsWith("-check"),
+    );
+    return {
+      summary,
+      outputs,
+      timings,
+      verifiedMs: verified?.endMs,
+      engineMs: Date.now() - upStarted,
+    };
   }
 
   async destroy(): Promise<ChangeSummary> {

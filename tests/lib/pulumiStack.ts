@@ -103,21 +103,27 @@ export class PulumiStack {
     const stack = await this.configure(config);
     const { summary, onEvent: count } = counter();
     const t0 = Date.now();
-    // Per-resource step durations, from the engine's event stream (for the benchmark).
+    // Per-resource step start and end, from the engine's event stream (for the benchmark).
     const started = new Map<string, { op: string; at: number }>();
     const timings: UpResult["timings"] = [];
+    let verifiedMs: number | undefined;
+    let engineMs = 0;
     const onEvent = (e: EngineEvent) => {
       count(e);
       const pre = e.resourcePreEvent?.metadata;
-      if (pre && pre.op !== "same") started.set(pre.urn, { op: pre.op, at: Date.now() });
+      if (pre && pre.op !== "same") started.set(pre.urn, { op: pre.op, at: Date.now() - t0 });
       const done = e.resOutputsEvent?.metadata;
       const s = done && started.get(done.urn);
-      if (done && s)
-        timings.push({
-          name: `${done.urn.split("::").slice(-1)[0]} (${done.urn.split("::").slice(-2)[0].split("$").pop()})`,
-          op: s.op,
-          ms: Date.now() - s.at,
-        });
+      if (done && s) {
+        const type = done.type;
+        const name = done.urn.split("::").slice(-1)[0];
+        timings.push({ name, type, op: s.op, startMs: s.at, endMs: Date.now() - t0 });
+        // The post-step's command finishing is the cluster being verified.
+        if (type === "command:local:Command" && name.endsWith("-check")) {
+          verifiedMs = Date.now() - t0;
+        }
+      }
+      if (e.summaryEvent) engineMs = Date.now() - t0;
     };
     this.lastOutput = "";
     const res = await stack.up({
@@ -127,15 +133,14 @@ export class PulumiStack {
       color: "never",
     });
     const outputs = Object.fromEntries(Object.entries(res.outputs).map(([k, v]) => [k, v.value]));
-    timings.push({ name: "(whole pulumi up)", op: "up", ms: Date.now() - t0 });
-    return { summary, outputs, timings };
+    return { summary, outputs, timings, verifiedMs, engineMs: engineMs || Date.now() - t0 };
   }
 
   async preview(config: Record<string, string>): Promise<UpResult> {
     const stack = await this.configure(config);
     const { summary, onEvent } = counter();
     await stack.preview({ onEvent, color: "never" });
-    return { summary, outputs: {}, timings: [] };
+    return { summary, outputs: {}, timings: [], engineMs: 0 };
   }
 
   /** `pulumi preview --expect-no-changes`: throws if the program would change anything. */
