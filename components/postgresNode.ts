@@ -68,7 +68,7 @@ export class PostgresNode extends pulumi.ComponentResource {
         name: args.nodeName,
         hostname: args.nodeName,
         image: args.image,
-        entrypoints: entrypoint(args.role),
+        entrypoints: entrypoint(),
         envs: pulumi.secret(args.envs),
         uploads: containerUploads(args.role),
         labels,

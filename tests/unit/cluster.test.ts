@@ -1,5 +1,7 @@
 import * as assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { describe, it } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
@@ -120,33 +122,50 @@ describe("PostgresCluster resources", () => {
     }
   });
 
-  it("uploads the real asset files, each role its own entrypoint", async () => {
+  it("uploads one bundle per role that unpacks the real asset files byte for byte", async () => {
     const { recorded: rs } = await build("uploads", {
       replicas: 1,
       primaryPort: 8432,
       replicaBasePort: 8433,
     });
     const containers = byType(rs, "docker:index/container:Container");
+    assert.equal(containers.length, 2);
     for (const c of containers) {
       const role = c.name.endsWith("primary") ? "primary" : "replica";
       const uploads = c.inputs.uploads as { file: string; content: string; executable: boolean }[];
-      const files = uploads.map((u) => u.file).sort();
-      assert.deepEqual(files, [
-        "/opt/pg-cluster/healthcheck.sh",
-        "/opt/pg-cluster/lib.sh",
-        "/opt/pg-cluster/pg_hba.conf",
-        "/opt/pg-cluster/pg_ident.conf",
-        "/opt/pg-cluster/postgresql.conf",
-        `/opt/pg-cluster/${role}.sh`,
-      ]);
-      for (const u of uploads) {
-        assert.equal(
-          u.content,
-          fs.readFileSync(path.join(ASSETS_DIR, path.basename(u.file)), "utf8"),
-        );
-        assert.equal(u.executable, u.file.endsWith(".sh"));
+      assert.deepEqual(
+        uploads.map((u) => [u.file, u.executable]),
+        [["/opt/pg-cluster/node.sh", true]],
+      );
+      assert.deepEqual(c.inputs.entrypoints, ["bash", "/opt/pg-cluster/node.sh"]);
+      // Unpack it as the container does (without running the entrypoint) and compare.
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-bundle-"));
+      try {
+        const r = spawnSync("bash", ["-c", uploads[0].content], {
+          env: { ...process.env, PGC_HOME: dir, PGC_UNPACK_ONLY: "1" },
+          encoding: "utf8",
+        });
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(fs.readdirSync(dir).sort(), [
+          "healthcheck.sh",
+          "lib.sh",
+          "pg_hba.conf",
+          "pg_ident.conf",
+          "postgresql.conf",
+          `${role}.sh`,
+        ]);
+        for (const f of fs.readdirSync(dir)) {
+          assert.equal(
+            fs.readFileSync(path.join(dir, f), "utf8"),
+            fs.readFileSync(path.join(ASSETS_DIR, f), "utf8"),
+            `${role}: ${f} unpacked verbatim`,
+          );
+          const executable = (fs.statSync(path.join(dir, f)).mode & 0o111) !== 0;
+          assert.equal(executable, f.endsWith(".sh"), `${role}: ${f} executable only if a script`);
+        }
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
       }
-      assert.deepEqual(c.inputs.entrypoints, ["bash", `/opt/pg-cluster/${role}.sh`]);
       // Nothing waits on the provider's once-a-second health poll: the post-step waits instead.
       assert.notEqual(c.inputs.wait, true);
       assert.deepEqual((c.inputs.healthcheck as { tests: string[] }).tests, [
