@@ -59,7 +59,9 @@ export class PostgresNode extends pulumi.ComponentResource {
     this.volume = new docker.Volume(
       `${name}-data`,
       { name: `${args.nodeName}-data`, labels },
-      { parent: this, dependsOn: inheritedDependsOn(opts) },
+      // Needs nothing but Docker: made at the start of an up, in parallel with everything else,
+      // rather than after what the node's container must wait for.
+      { parent: this },
     );
 
     this.container = new docker.Container(

@@ -119,6 +119,21 @@ describe("PostgresCluster resources", () => {
     const check = find("pg-cluster:index:ReplicationCheck", "order-check");
     for (const node of [cluster.primary, ...cluster.replicas]) {
       assert.ok(check.dependsOn.includes(node), `post-step depends on ${node.nodeName}`);
+      // A volume waits for nothing, so every volume is made at the very start of an up.
+      const volume = find("docker:index/volume:Volume", `${node.nodeName}-data`);
+      assert.deepEqual(volume.dependsOn, [], `${node.nodeName}'s volume depends on nothing`);
+    }
+    // The endpoints and URIs resolve only after the post-step: consumers start on a ready cluster.
+    for (const [name, out] of Object.entries({
+      primaryEndpoint: cluster.primaryEndpoint,
+      replicaEndpoints: cluster.replicaEndpoints,
+      connectionString: cluster.connectionString,
+      readOnlyConnectionString: cluster.readOnlyConnectionString,
+    })) {
+      const deps = await (
+        out as unknown as { allResources(): Promise<Set<pulumi.Resource>> }
+      ).allResources();
+      assert.ok(deps.has(cluster.check.step), `${name} depends on the post-step`);
     }
   });
 
