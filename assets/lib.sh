@@ -61,6 +61,14 @@ pgc_clear_stale_pid() {
   rm -f "$f"
 }
 
+# pgc_syncfs DIR — flushes the file system holding DIR to disk (syncfs(2)). A data directory
+# written with --no-sync must be on disk before the rename that makes it the real one (or a crash
+# could leave a PG_VERSION over truncated files), and the rename before the server starts.
+pgc_syncfs() {
+  sync -f "$1" ||
+    pgc_die "could not flush $1 to disk (sync -f): check the volume's disk; the image needs GNU coreutils' sync (8.24+)."
+}
+
 # pgc_hex_ip HEX — an IPv4 address as /proc/net/route prints it (little-endian hex) in dotted form.
 pgc_hex_ip() {
   local h="$1"

@@ -43,9 +43,10 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * @param {NodeAddress} node
  * @param {number | (() => Promise<number>)} deadline epoch milliseconds, or a function giving the
  *   current deadline (one that moves while the node shows progress)
+ * @param {Partial<pg.ClientConfig>} [options] more client settings (a query timeout, say)
  * @returns {Promise<pg.Client>}
  */
-export async function connect(node, deadline) {
+export async function connect(node, deadline, options = {}) {
   const currentDeadline = typeof deadline === "number" ? async () => deadline : deadline;
   let lastError = "";
   for (;;) {
@@ -57,6 +58,9 @@ export async function connect(node, deadline) {
       database: requireEnv("PGC_DATABASE"),
       connectionTimeoutMillis: 3000,
       application_name: "pg-cluster-post-step",
+      // Notices a peer that vanished (a killed container) instead of waiting on it forever.
+      keepAlive: true,
+      ...options,
     });
     try {
       await client.connect();

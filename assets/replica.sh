@@ -12,8 +12,8 @@ pgc_require PGC_PRIMARY_HOST PGC_PRIMARY_PORT PGC_REPLICATION_USER PGC_REPLICATI
 
 PGC_PRIMARY_WAIT_SECONDS="${PGC_PRIMARY_WAIT_SECONDS:-600}"
 PGC_SLOT_CHECK_SECONDS="${PGC_SLOT_CHECK_SECONDS:-5}"
-# Optional cap on the clone's transfer rate (pg_basebackup --max-rate, e.g. 50M), so cloning a
-# large primary does not starve its other work of disk bandwidth. Unset: as fast as it goes.
+# Cap on the clone's transfer rate (pg_basebackup --max-rate, e.g. 8M). Not a component setting:
+# the integration tests set it to make a clone slower than the post-step's patience.
 PGC_CLONE_MAX_RATE="${PGC_CLONE_MAX_RATE:-}"
 NODE_STATE="$PGDATA/pg-cluster-node.json"
 
@@ -90,18 +90,21 @@ clone() {
   pgc_log "cloning the primary with pg_basebackup through slot $PGC_SLOT_NAME ($reason)"
   rm -rf "$PGDATA.new"
   # The application name lets the post-step see this clone's progress on the primary
-  # (pg_stat_progress_basebackup), so it waits as long as the clone advances.
-  PGAPPNAME="$PGC_NODE_NAME-clone" pg_basebackup -h "$PGC_PRIMARY_HOST" -p "$PGC_PRIMARY_PORT" -U "$PGC_REPLICATION_USER" -w \
+  # (pg_stat_progress_basebackup), so it waits as long as the clone advances. Named after the
+  # slot, not the node: PostgreSQL cuts application_name at 63 bytes, and node names can be long.
+  PGAPPNAME="pgc-clone-$PGC_SLOT_NAME" pg_basebackup -h "$PGC_PRIMARY_HOST" -p "$PGC_PRIMARY_PORT" -U "$PGC_REPLICATION_USER" -w \
     -D "$PGDATA.new" -X stream -S "$PGC_SLOT_NAME" --checkpoint=fast --no-manifest --no-sync \
     ${PGC_CLONE_MAX_RATE:+"--max-rate=$PGC_CLONE_MAX_RATE"}
   printf '{"node": "%s", "clones": %d, "lastCloneReason": "%s", "lastClonedAt": "%s", "lastCloneMs": %d}\n' \
     "$PGC_NODE_NAME" "$((${clones:-0} + 1))" "$reason" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     "$((($(date +%s%N) - started) / 1000000))" >"$PGDATA.new/pg-cluster-node.json"
+  # --no-sync above, then one syncfs before the rename and one after: as durable as
+  # pg_basebackup's file-by-file fsync, and cheaper.
+  pgc_log "flushing the clone to disk"
+  pgc_syncfs "$PGDATA.new"
   rm -rf "$PGDATA"
   mv "$PGDATA.new" "$PGDATA"
-  # --no-sync above, then one syncfs of the volume before the server starts: as durable as
-  # pg_basebackup's file-by-file fsync, and cheaper.
-  sync -f "$PGDATA" 2>/dev/null || sync
+  pgc_syncfs "$PGDATA"
   pgc_log "clone complete"
 }
 

@@ -1,7 +1,7 @@
 // @ts-check
 /**
  * The cluster's post-step. Seeds the tutorial's Wizards table idempotently, writes a marker on the
- * primary and waits (bounded) until every replica has replayed past the primary's LSN after that
+ * primary and waits (bounded, see PGC_TIMEOUT_SECONDS) until every replica has replayed past the primary's LSN after that
  * write. Prints one JSON report on stdout; exits non-zero naming any replica that did not catch up.
  *
  * Environment (set by the PostgresCluster component):
@@ -9,9 +9,10 @@
  *   PGC_REPLICAS       [{"name","host","port","slot"}, ...]
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE
  *   PGC_SYNC_STANDBY_NAMES   value for synchronous_standby_names ("" = asynchronous)
- *   PGC_TIMEOUT_SECONDS      how long a node may show no progress before the step fails
- *                            (default 120); a replica is waited for as long as its clone or its
- *                            replay advances, however large the primary
+ *   PGC_TIMEOUT_SECONDS      (default 120) the primary must accept connections within this long
+ *                            of the step's start; a replica may go this long without progress
+ *                            (its clone or its replay advancing), so a clone of a large primary
+ *                            is waited out as long as it advances
  */
 import { randomUUID } from "node:crypto";
 import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
@@ -94,15 +95,19 @@ class Patience {
   constructor(timeoutMs) {
     this.timeoutMs = timeoutMs;
     this.deadline = Date.now() + timeoutMs;
-    /** @type {string | undefined} */
-    this.last = undefined;
+    /** @type {Map<string, number>} */
+    this.best = new Map();
   }
 
-  /** Records what was seen; a value other than the last one is progress. @param {unknown} value */
-  observe(value) {
-    const key = JSON.stringify(value);
-    if (value != null && key !== this.last) {
-      this.last = key;
+  /**
+   * Records a measure that only grows while work gets done (bytes cloned, WAL replayed). Only a
+   * new high is progress: a clone that failed and starts over from 0 does not move the deadline.
+   * @param {string} measure @param {number | null | undefined} value
+   */
+  advance(measure, value) {
+    if (value == null || !Number.isFinite(value)) return;
+    if (value > (this.best.get(measure) ?? -1)) {
+      this.best.set(measure, value);
       this.deadline = Date.now() + this.timeoutMs;
     }
   }
@@ -113,19 +118,19 @@ class Patience {
 }
 
 /**
- * Where the replica's clone (pg_basebackup, application name `<node>-clone`) stands on the
- * primary, or null when none runs (or before PostgreSQL 13, which has no progress view).
+ * Bytes the replica's clone (pg_basebackup, application name `pgc-clone-<slot>`) has streamed so
+ * far on the primary, or null when none runs (or before PostgreSQL 13: no progress view).
  * @param {import("pg").Client} primary @param {import("./pgnode.mjs").NodeAddress} replica
  */
 async function cloneProgress(primary, replica) {
   try {
     const { rows } = await primary.query(
-      `SELECT p.phase, p.backup_streamed::text AS streamed
+      `SELECT max(p.backup_streamed)::float8 AS streamed
          FROM pg_stat_progress_basebackup p JOIN pg_stat_activity a USING (pid)
         WHERE a.application_name = $1`,
-      [`${replica.name}-clone`],
+      [`pgc-clone-${replica.slot}`],
     );
-    return rows[0] ?? null;
+    return rows[0]?.streamed ?? null;
   } catch {
     return null;
   }
@@ -146,23 +151,29 @@ async function waitForReplay(primary, replica, lsn, runId, timeoutMs) {
   let probed = 0;
   let client;
   try {
-    client = await connect(replica, async () => {
-      if (Date.now() - probed >= 250) {
-        probed = Date.now();
-        patience.observe(await cloneProgress(primary, replica));
-      }
-      return patience.deadline;
-    });
-  } catch (err) {
-    throw new Error(
-      `replica ${replica.name}: ${idle()}; ${err instanceof Error ? err.message : err}`,
+    client = await connect(
+      replica,
+      async () => {
+        if (Date.now() - probed >= 250) {
+          probed = Date.now();
+          patience.advance("clone", await cloneProgress(primary, replica));
+        }
+        return patience.deadline;
+      },
+      // A standby that does not answer a trivial query for this long is broken, not slow.
+      { query_timeout: 30_000 },
     );
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    // Only blame the clock when it ran out (wrong credentials fail at once).
+    throw new Error(`replica ${replica.name}: ${patience.expired() ? `${idle()}; ` : ""}${why}`);
   }
   try {
     let last = { replayed: null, inRecovery: null };
     for (;;) {
       const { rows } = await client.query(
         `SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replayed,
+                pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::float8 AS replayed_bytes,
                 COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS caught_up`,
         [lsn],
       );
@@ -185,7 +196,7 @@ async function waitForReplay(primary, replica, lsn, runId, timeoutMs) {
           wizards: state.rows[0].wizards,
         };
       }
-      patience.observe(last.replayed);
+      patience.advance("replay", rows[0].replayed_bytes);
       if (patience.expired()) {
         throw new Error(
           `replica ${replica.name} did not replay past the primary's LSN ${lsn} (${idle()}; last replayed: ${last.replayed ?? "nothing"})`,

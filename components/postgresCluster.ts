@@ -9,6 +9,7 @@ import {
   ClusterSettings,
   PostgresClusterArgs,
   ProblemList,
+  checkClusterName,
   checkPassword,
   validateClusterArgs,
 } from "./settings";
@@ -53,7 +54,9 @@ export class PostgresCluster extends pulumi.ComponentResource {
 
   constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:PostgresCluster", name, {}, opts);
-    const s = validateClusterArgs(args);
+    const problems = new ProblemList();
+    checkClusterName(problems, name);
+    const s = validateClusterArgs(args, problems);
     const superuserPassword = resolvedPassword("superuserPassword", s.superuserPassword);
     const replicationPassword = resolvedPassword("replicationPassword", s.replicationPassword);
     const labels = [{ label: "pg-cluster.cluster", value: name }];

@@ -67,8 +67,9 @@ export interface PostgresClusterArgs {
   /** WAL volume between checkpoints (`max_wal_size`) on every node. @default "1GB" */
   readonly maxWalSize?: string;
   /**
-   * The post-step fails once a node has shown no progress for this long (a replica's clone or
-   * replay advancing is progress, so a long clone of a large primary is waited out). @default 120
+   * Seconds within which the primary must accept connections once the post-step starts, and that
+   * a replica may go without progress (its clone or replay reaching a new high, so a long clone
+   * of a large primary is waited out). @default 120
    */
   readonly verifyTimeoutSeconds?: number;
 }
@@ -160,6 +161,34 @@ function walSizeMB(size: string): number {
 }
 
 /** Collects problems so that one error can report all of them. */
+/**
+ * Longest component name. Node names (`<name>-replica-16`) are the replicas' PostgreSQL
+ * application names, which PostgreSQL cuts at 63 bytes, and `synchronous_standby_names` must
+ * match them whole.
+ */
+export const MAX_CLUSTER_NAME_LENGTH = 63 - `-replica-${MAX_REPLICAS}`.length;
+
+/** Checks the component's name, which names every Docker object and PostgreSQL node. */
+export function checkClusterName(problems: ProblemList, name: string): void {
+  const fix =
+    "use a shorter stack name (index.ts names the cluster <project>-<stack>), or a shorter component name when embedding";
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name)) {
+    problems.add(
+      "name",
+      name,
+      "must be a Docker name: letters, digits, '_', '.', '-', starting with a letter or digit",
+      fix,
+    );
+  } else if (Buffer.byteLength(name) > MAX_CLUSTER_NAME_LENGTH) {
+    problems.add(
+      "name",
+      name,
+      `is ${Buffer.byteLength(name)} characters; at most ${MAX_CLUSTER_NAME_LENGTH} fit, because node names (<name>-replica-${MAX_REPLICAS}) are PostgreSQL application names, which are cut at 63 bytes`,
+      fix,
+    );
+  }
+}
+
 export class ProblemList {
   readonly problems: ConfigProblem[] = [];
   add(field: string, value: unknown, problem: string, fix: string): void {

@@ -1,6 +1,12 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ClusterConfigError, clusterArgsFromConfig, validateClusterArgs } from "../../components";
+import {
+  ClusterConfigError,
+  MAX_CLUSTER_NAME_LENGTH,
+  clusterArgsFromConfig,
+  validateClusterArgs,
+} from "../../components";
+import { build } from "./harness";
 
 const PASSWORDS = {
   superuserPassword: "su-Secret-9f1c2a",
@@ -125,6 +131,21 @@ describe("config validation", () => {
       configError({ replicationUser: "postgres" }),
       /replicationUser = "postgres": must differ from the superuser/,
     );
+  });
+
+  it("rejects a cluster name too long for PostgreSQL's application names, before creating anything", async () => {
+    const name = "x".repeat(MAX_CLUSTER_NAME_LENGTH + 1);
+    await assert.rejects(build(name, { replicas: 1 }), (err: Error) => {
+      assert.equal(
+        err.message,
+        HEADER(1) +
+          `  - name = "${name}": is ${name.length} characters; at most ${MAX_CLUSTER_NAME_LENGTH} fit, because node names (<name>-replica-16) are PostgreSQL application names, which are cut at 63 bytes. Fix: use a shorter stack name (index.ts names the cluster <project>-<stack>), or a shorter component name when embedding`,
+      );
+      return true;
+    });
+    assert.equal(MAX_CLUSTER_NAME_LENGTH, 52);
+    const { recorded } = await build("y".repeat(MAX_CLUSTER_NAME_LENGTH), { replicas: 1 });
+    assert.ok(recorded.length > 0, "the longest allowed name builds");
   });
 
   it("applies the defaults, including 0 replicas", () => {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one file uploaded into a node's container. components/assets.ts fills in the role's asset
+# files where the FILES line is (quoted here-documents, verbatim) and the role's name; on every
+# start this writes them to $PGC_HOME (default /opt/pg-cluster) and runs the role's entrypoint.
+# One upload instead of six: Docker copies each upload into the created container with its own API
+# call before the container can start. With PGC_UNPACK_ONLY set it only writes the files.
+set -euo pipefail
+dir="${PGC_HOME:-/opt/pg-cluster}"
+mkdir -p "$dir"
+# @FILES@
+# The entrypoints re-execute themselves as the postgres user, so they must be executable.
+chmod 755 "$dir"/*.sh
+[ -z "${PGC_UNPACK_ONLY:-}" ] || exit 0
+exec bash "$dir/@ROLE@.sh" "$@"
