@@ -188,7 +188,9 @@ export class LocalCluster {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-it-"));
     fs.chmodSync(this.dir, 0o755);
     this.socketDir = path.join(this.dir, "sockets");
-    this.basePort = 20000 + Math.floor(Math.random() * 20000);
+    // Below Linux's ephemeral range (32768-60999), where a listener can collide with the local
+    // end of an outgoing connection.
+    this.basePort = 20000 + Math.floor(Math.random() * 12000);
     this.primary = new LocalNode(this, "primary", "primary", this.basePort);
     for (let i = 1; i <= options.replicas; i++) {
       this.replicas.push(new LocalNode(this, "replica", `replica-${i}`, this.basePort + i));

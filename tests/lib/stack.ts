@@ -72,7 +72,9 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     );
   }
   const name = `${prefix}${process.pid % 10000}${Math.floor(Math.random() * 100)}`;
-  const basePort = 30000 + Math.floor(Math.random() * 300) * 100;
+  // Below Linux's ephemeral range (32768-60999): a published port in it can collide with the
+  // local end of any outgoing connection and fail with "address already in use".
+  const basePort = 20000 + Math.floor(Math.random() * 120) * 100;
   const config = (extra: Record<string, string> = {}) => ({
     image: IMAGE,
     replicas: "2",
