@@ -146,12 +146,17 @@ while :; do
   reclone=0
   while kill -0 "$pg_pid" 2>/dev/null; do
     sleep "$PGC_SLOT_CHECK_SECONDS" &
-    wait $! || true
-    [ "$stopping" = 0 ] || continue
+    sleeper=$!
+    wait "$sleeper" || true
+    kill "$sleeper" 2>/dev/null || true
+    # Once the server has been told to stop, wait for it, not for the next tick: looping on the
+    # timer made every `docker stop` of a replica take PGC_SLOT_CHECK_SECONDS.
+    [ "$stopping" = 0 ] || break
     if [ "$(slot_state)" = lost ]; then
       pgc_log "the primary invalidated slot $PGC_SLOT_NAME while running; stopping to re-clone"
       reclone=1
       stop_server
+      break
     fi
   done
   status=0
