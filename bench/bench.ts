@@ -139,17 +139,21 @@ function verifiedSeconds(r: UpResult): number {
 /** 1. up → verified replication, fresh stack, for several replica counts. */
 async function timeToVerified(): Promise<Record<string, ReturnType<typeof stats>>> {
   const out: Record<string, ReturnType<typeof stats>> = {};
+  const destroys: number[] = [];
   for (const n of SMOKE ? [0, 2] : [0, 1, 2, 4]) {
     const times: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const s = newStack(`v${n}${i}`);
       const r = await s.up(config(n));
       times.push(verifiedSeconds(r));
+      const t0 = now();
       await s.destroy();
+      if (n === 2) destroys.push((now() - t0) / 1000);
     }
     out[`${n}`] = stats(times);
     log(`ours, ${n} replica(s): median ${r1(out[`${n}`].median)} s`);
   }
+  results.destroy = stats(destroys);
   return out;
 }
 
@@ -510,6 +514,7 @@ function report(): string {
   };
   const ph = results.phases as Phases;
   const ef = results.engineFloor as ReturnType<typeof stats> | null | undefined;
+  const dn = results.destroy as ReturnType<typeof stats> | undefined;
   const lines = [
     `# pg-cluster benchmark (${results.date}, ${RUNS} run(s) each, image ${IMAGE})`,
     "",
@@ -525,6 +530,11 @@ function report(): string {
     ...(ef
       ? [
           `| engine floor: pulumi up of a program with one Docker network only | ${r1(ef.min)} s | ${r1(ef.median)} s |`,
+        ]
+      : []),
+    ...(dn
+      ? [
+          `| destroy of 1 + 2 (pulumi destroy, then the stack removed) | ${r1(dn.min)} s | ${r1(dn.median)} s |`,
         ]
       : []),
     `| no-op up (${no.changes} changes in all runs) | ${r1(no.min)} s | ${r1(no.median)} s |`,
