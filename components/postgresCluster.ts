@@ -137,9 +137,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
               },
               { PGC_REPLICATION_PASSWORD: replicationPassword },
             ),
+            // After the primary's container (and so its host name on the network) exists.
+            startAfter: [this.primary, slot],
           },
-          // After the primary's container (and so its host name on the network) exists.
-          { parent: this, dependsOn: [this.primary, slot] },
+          { parent: this },
         ),
       );
     }

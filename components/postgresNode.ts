@@ -28,6 +28,12 @@ export interface PostgresNodeArgs {
   readonly bindAddress: string;
   /** Environment for the entrypoint (`KEY=value`); secret, since it carries passwords. */
   readonly envs: pulumi.Input<string[]>;
+  /**
+   * What the container must come after (a replica: the primary and its slot). On the container
+   * only, not the component: the SDK registers a component's children after the component's own
+   * dependencies, which would hold back the volume too. @default []
+   */
+  readonly startAfter?: pulumi.Input<pulumi.Resource>[];
 }
 
 /**
@@ -92,7 +98,10 @@ export class PostgresNode extends pulumi.ComponentResource {
         destroyGraceSeconds: 60,
         shmSize: 256,
       },
-      { parent: this, dependsOn: [...inheritedDependsOn(opts), this.volume] },
+      {
+        parent: this,
+        dependsOn: [...inheritedDependsOn(opts), ...(args.startAfter ?? []), this.volume],
+      },
     );
 
     this.registerOutputs({ volume: this.volume, container: this.container });
