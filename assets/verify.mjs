@@ -1,8 +1,8 @@
 // @ts-check
 /**
  * The cluster's post-step. Seeds the tutorial's Wizards table idempotently, writes a marker on the
- * primary and waits (bounded, see PGC_TIMEOUT_SECONDS) until every replica has replayed past the primary's LSN after that
- * write. Prints one JSON report on stdout; exits non-zero naming any replica that did not catch up.
+ * primary and waits (bounded, see PGC_TIMEOUT_SECONDS) until every replica has replayed past the
+ * primary's LSN after that write. Prints one JSON report on stdout; exits non-zero naming any replica that did not catch up.
  *
  * Environment (set by the PostgresCluster component):
  *   PGC_PRIMARY        {"name","host","port"}

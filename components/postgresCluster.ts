@@ -173,26 +173,23 @@ export class PostgresCluster extends pulumi.ComponentResource {
     // Endpoints and URIs resolve only once the post-step has verified the cluster: whatever is
     // built from them (an app container's environment, say) then starts against a ready cluster.
     const verified = this.check.step.id;
+    const verifiedPassword = pulumi.all([verified, superuserPassword]).apply(([, pw]) => pw);
     this.primaryEndpoint = verified.apply(() => hostPort(s.host, s.primaryPort));
     this.replicaEndpoints = verified.apply(() => replicas.map((r) => hostPort(s.host, r.hostPort)));
     this.connectionString = pulumi.secret(
-      pulumi
-        .all([verified, superuserPassword])
-        .apply(([, pw]) => libpqUri(s, pw, [s.primaryPort], "")),
+      verifiedPassword.apply((pw) => libpqUri(s, pw, [s.primaryPort], "")),
     );
     this.readOnlyConnectionString = pulumi.secret(
-      pulumi
-        .all([verified, superuserPassword])
-        .apply(([, pw]) =>
-          s.replicas === 0
-            ? libpqUri(s, pw, [s.primaryPort], "")
-            : libpqUri(
-                s,
-                pw,
-                s.replicaPorts,
-                "?target_session_attrs=standby&load_balance_hosts=random",
-              ),
-        ),
+      verifiedPassword.apply((pw) =>
+        s.replicas === 0
+          ? libpqUri(s, pw, [s.primaryPort], "")
+          : libpqUri(
+              s,
+              pw,
+              s.replicaPorts,
+              "?target_session_attrs=standby&load_balance_hosts=random",
+            ),
+      ),
     );
     this.replicationReport = this.check.report;
 

@@ -160,7 +160,6 @@ function walSizeMB(size: string): number {
   );
 }
 
-/** Collects problems so that one error can report all of them. */
 /**
  * Longest component name. Node names (`<name>-replica-16`) are the replicas' PostgreSQL
  * application names, which PostgreSQL cuts at 63 bytes, and `synchronous_standby_names` must
@@ -189,6 +188,7 @@ export function checkClusterName(problems: ProblemList, name: string): void {
   }
 }
 
+/** Collects problems so that one error can report all of them. */
 export class ProblemList {
   readonly problems: ConfigProblem[] = [];
   add(field: string, value: unknown, problem: string, fix: string): void {
