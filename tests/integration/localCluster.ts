@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import pg from "pg";
-import { ASSETS_DIR } from "../../components/assets";
+import { ASSETS_DIR, nodeBundle } from "../../components/assets";
 
 /** PostgreSQL server binaries on the host (Debian's postgresql-15, installed by .ci/run). */
 export function postgresBinDir(): string {
@@ -89,10 +89,23 @@ export class LocalNode {
     await this.waitReady(timeoutMs);
   }
 
-  /** Starts the node's real entrypoint from assets/, without waiting for it. */
+  /**
+   * Starts the node's real entrypoint without waiting for it. The role's files reach the node as
+   * they reach a container: the bundle (assets/node.sh with the files inside) unpacks them into
+   * the node's own directory. Not run from assets/ in the checkout: the entrypoint re-executes
+   * itself as the postgres user, who cannot enter a checkout under a 0700 parent (/root, mktemp -d).
+   */
   launch(): void {
+    const home = path.join(this.cluster.dir, `${this.name}-assets`);
+    const unpacked = spawnSync("bash", ["-c", nodeBundle(this.role)], {
+      env: { PATH: process.env.PATH ?? "", PGC_HOME: home, PGC_UNPACK_ONLY: "1" },
+      encoding: "utf8",
+    });
+    if (unpacked.status !== 0) {
+      throw new Error(`unpacking ${this.role}'s assets into ${home} failed: ${unpacked.stderr}`);
+    }
     const log = fs.openSync(this.logFile, "a");
-    this.process = spawn("bash", [path.join(ASSETS_DIR, `${this.role}.sh`)], {
+    this.process = spawn("bash", [path.join(home, `${this.role}.sh`)], {
       env: this.env(),
       stdio: ["ignore", log, log],
     });
