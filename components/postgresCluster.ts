@@ -1,6 +1,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT } from "./assets";
+import { inheritedDependsOn } from "./options";
 import { PostgresNode } from "./postgresNode";
 import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
@@ -60,11 +61,18 @@ export class PostgresCluster extends pulumi.ComponentResource {
     const superuserPassword = resolvedPassword("superuserPassword", s.superuserPassword);
     const replicationPassword = resolvedPassword("replicationPassword", s.replicationPassword);
     const labels = [{ label: "pg-cluster.cluster", value: name }];
+    // What the user said the cluster must follow: Pulumi records a component's dependsOn on the
+    // component only, so every child records it too (and so is deleted before it).
+    const userDeps = inheritedDependsOn(opts);
+    const child = (...deps: pulumi.Input<pulumi.Resource>[]): pulumi.ComponentResourceOptions => ({
+      parent: this,
+      dependsOn: [...userDeps, ...deps],
+    });
 
     this.network = new docker.Network(
       `${name}-net`,
       { name: `${name}-net`, driver: "bridge", labels },
-      { parent: this },
+      child(),
     );
 
     const nodeEnv = (
@@ -96,7 +104,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
           },
         ),
       },
-      { parent: this },
+      child(),
     );
 
     const superuserEnv = {
@@ -114,7 +122,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
         `${replicaName}-slot`,
         { slotName: slotName(n), environment: superuserEnv },
         // After the primary, before the replica: so on removal the replica goes first, then the slot.
-        { parent: this, dependsOn: [this.primary] },
+        child(this.primary),
       );
       slots.push(slot);
       replicas.push(
@@ -140,7 +148,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
             // After the primary's container (and so its host name on the network) exists.
             startAfter: [this.primary, slot],
           },
-          { parent: this },
+          child(),
         ),
       );
     }
@@ -166,7 +174,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
         },
         triggers: [this.primary.container.id, ...replicas.map((r) => r.container.id)],
       },
-      { parent: this, dependsOn: [this.primary, ...replicas, ...slots] },
+      child(this.primary, ...replicas, ...slots),
     );
 
     this.networkName = this.network.name;

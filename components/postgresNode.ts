@@ -65,9 +65,9 @@ export class PostgresNode extends pulumi.ComponentResource {
     this.volume = new docker.Volume(
       `${name}-data`,
       { name: `${args.nodeName}-data`, labels },
-      // Needs nothing but Docker: made at the start of an up, in parallel with everything else,
-      // rather than after what the node's container must wait for.
-      { parent: this },
+      // Needs nothing but Docker (and what the user's dependsOn names): made at the start of an
+      // up, in parallel with everything else, rather than after what the container must wait for.
+      { parent: this, dependsOn: inheritedDependsOn(opts) },
     );
 
     this.container = new docker.Container(

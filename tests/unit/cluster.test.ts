@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, it } from "node:test";
+import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { PASSWORDS, build, inputIsSecret, isSecret, plain, recorded, valueOf } from "./harness";
 import { ASSETS_DIR, PostgresCluster, replicationCapacity } from "../../components";
@@ -132,6 +133,31 @@ describe("PostgresCluster resources", () => {
       ).allResources();
       assert.ok(deps.has(cluster.check.step), `${name} depends on the post-step`);
     }
+  });
+
+  it("records a dependsOn given to the cluster on every child, so creates and deletes follow it", async () => {
+    const before = new docker.Network("user-thing", { name: "user-thing" });
+    const { cluster, registered: rs } = await build(
+      "deps",
+      { replicas: 2, primaryPort: 7532, replicaBasePort: 7533 },
+      { dependsOn: [before] },
+    );
+    const children = rs.filter((r) => r.name !== "deps");
+    // network, 3 nodes with volume and container each, 2 slots and the post-step with a command each
+    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2);
+    for (const r of children) {
+      assert.ok(r.dependsOn.includes(before), `${r.type} ${r.name} depends on the user's resource`);
+    }
+    // The cluster's own orderings are kept beside it.
+    const check = children.find(
+      (r) => r.type === "command:local:Command" && r.name === "deps-check",
+    );
+    assert.ok(check?.dependsOn.includes(before));
+    assert.ok(
+      rs
+        .find((r) => r.name === "deps-check" && r.type === "pg-cluster:index:ReplicationCheck")
+        ?.dependsOn.includes(cluster.primary),
+    );
   });
 
   it("uploads one bundle per role that unpacks the real asset files byte for byte", async () => {

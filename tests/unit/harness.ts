@@ -78,6 +78,7 @@ export function isSecret(output: pulumi.Output<unknown>): Promise<boolean> {
 export async function build(
   name: string,
   args: Partial<PostgresClusterArgs>,
+  opts: pulumi.ComponentResourceOptions = {},
 ): Promise<{ cluster: PostgresCluster; recorded: Recorded[]; registered: Registered[] }> {
   const firstRecorded = recorded.length;
   const firstRegistered = registered.length;
@@ -85,6 +86,7 @@ export async function build(
     name,
     { ...PASSWORDS, ...args },
     {
+      ...opts,
       transformations: [
         (t) => {
           const deps = t.opts.dependsOn;
