@@ -224,6 +224,15 @@ async function replicationStatus(primary) {
   return rows;
 }
 
+/**
+ * The report leaves out what it could not learn (null or undefined) rather than printing null:
+ * its fields are optional in the component's types.
+ * @template {Record<string, unknown>} T @param {T} line @returns {any}
+ */
+function withoutUnknowns(line) {
+  return Object.fromEntries(Object.entries(line).filter(([, v]) => v !== null && v !== undefined));
+}
+
 async function main() {
   const started = Date.now();
   const primaryNode = jsonEnv("PGC_PRIMARY");
@@ -247,6 +256,7 @@ async function main() {
     );
     const status = await replicationStatus(primary);
     const primaryRows = (await primary.query("SELECT count(*)::int AS n FROM wizards")).rows[0].n;
+    /** @type {import("../components/replicationCheck").ReplicationReport} */
     const report = {
       primary: { name: primaryNode.name, lsn, wizards: primaryRows },
       replicas: replicas.map((r, i) => {
@@ -254,21 +264,21 @@ async function main() {
           status.find((s) => s.slot_name === r.slot) ??
           status.find((s) => s.application_name === r.name);
         const result = results[i];
-        return {
+        const caughtUp = result.status === "fulfilled" ? result.value : null;
+        return withoutUnknowns({
           name: r.name,
-          caughtUp: result.status === "fulfilled",
+          caughtUp: caughtUp !== null,
           state: stat?.state ?? "disconnected",
-          syncState: stat?.sync_state ?? null,
+          syncState: stat?.sync_state,
           slot: r.slot,
           slotActive: stat?.active ?? false,
           slotWalStatus: stat?.wal_status ?? "missing",
           replayLagBytes: stat?.replay_lag_bytes == null ? null : Number(stat.replay_lag_bytes),
-          replayLagMs: stat?.replay_lag_ms ?? null,
-          wizards: result.status === "fulfilled" ? result.value.wizards : null,
-          clones: result.status === "fulfilled" ? (result.value.node?.clones ?? null) : null,
-          lastCloneReason:
-            result.status === "fulfilled" ? (result.value.node?.lastCloneReason ?? null) : null,
-        };
+          replayLagMs: stat?.replay_lag_ms,
+          wizards: caughtUp?.wizards,
+          clones: caughtUp?.node?.clones,
+          lastCloneReason: caughtUp?.node?.lastCloneReason,
+        });
       }),
       seededRows: inserted,
       elapsedMs: Date.now() - started,

@@ -2,8 +2,21 @@ import * as fs from "fs";
 import * as path from "path";
 import * as docker from "@pulumi/docker";
 
-/** Where the assets live on the machine running Pulumi. */
-export const ASSETS_DIR = path.resolve(__dirname, "..", "assets");
+/**
+ * Where the assets live on the machine running Pulumi: the package's `assets/`, found from this
+ * file both as source (`components/`) and as the package's build (`bin/components/`).
+ */
+export const ASSETS_DIR = findAssets(__dirname);
+
+function findAssets(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, "assets");
+    if (fs.existsSync(path.join(candidate, "node.sh"))) return candidate;
+    if (path.dirname(dir) === dir) {
+      throw new Error(`pg-cluster: no assets/node.sh above ${from}; the package is incomplete`);
+    }
+  }
+}
 
 /** Where the node's assets are uploaded inside its container. */
 export const CONTAINER_ASSETS_DIR = "/opt/pg-cluster";

@@ -1,7 +1,22 @@
-export * from "./settings";
-export * from "./stackConfig";
-export * from "./postgresCluster";
-export * from "./postgresNode";
-export * from "./replicationSlot";
-export * from "./replicationCheck";
-export * from "./assets";
+/**
+ * The pg-cluster package: `import { PostgresCluster } from "pg-cluster"`. Only PostgresCluster is
+ * exported as a class among the components: a Pulumi component package offers every exported
+ * ComponentResource, and the nodes, slots and post-step are its parts, not products of their own
+ * (their types are exported for the cluster's escape hatches).
+ */
+export { PostgresCluster, slotName, synchronousStandbyNames } from "./postgresCluster";
+export {
+  ClusterConfigError,
+  DEFAULTS,
+  MAX_CLUSTER_NAME_LENGTH,
+  MAX_REPLICAS,
+  replicationCapacity,
+  validateClusterArgs,
+} from "./settings";
+export type { ClusterSettings, ConfigProblem, PostgresClusterArgs } from "./settings";
+export { clusterArgsFromConfig, stackConfigReader } from "./stackConfig";
+export type { ConfigReader } from "./stackConfig";
+export type { PrimaryReport, ReplicaReport, ReplicationReport } from "./replicationCheck";
+export type { ReplicationCheck } from "./replicationCheck";
+export type { PostgresNode } from "./postgresNode";
+export type { ReplicationSlot } from "./replicationSlot";

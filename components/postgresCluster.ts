@@ -28,21 +28,20 @@ import {
 export class PostgresCluster extends pulumi.ComponentResource {
   /** The cluster's Docker network. */
   public readonly network: docker.Network;
-  /** The primary node. */
-  public readonly primary: PostgresNode;
-  /** The replica nodes, in order (`replica-1` first). */
-  public readonly replicas: readonly PostgresNode[];
-  /** The slot lifetimes on the primary, one per replica. */
-  public readonly slots: readonly ReplicationSlot[];
-  /** The post-step. */
-  public readonly check: ReplicationCheck;
 
   /** Name of the Docker network. */
   public readonly networkName: pulumi.Output<string>;
-  /** `host:port` of the primary. */
+  /** `host:port` of the primary, as published on the Docker host. */
   public readonly primaryEndpoint: pulumi.Output<string>;
-  /** `host:port` of each replica. */
+  /** `host:port` of each replica, as published on the Docker host. */
   public readonly replicaEndpoints: pulumi.Output<string[]>;
+  /**
+   * `host:port` of the primary on the cluster's network (its container name and port 5432), for
+   * containers attached to `networkName`.
+   */
+  public readonly internalPrimaryEndpoint: pulumi.Output<string>;
+  /** `host:port` of each replica on the cluster's network, for containers attached to it. */
+  public readonly internalReplicaEndpoints: pulumi.Output<string[]>;
   /** Read-write libpq URI (superuser, primary). Secret. */
   public readonly connectionString: pulumi.Output<string>;
   /**
@@ -52,6 +51,23 @@ export class PostgresCluster extends pulumi.ComponentResource {
   public readonly readOnlyConnectionString: pulumi.Output<string>;
   /** Per-replica state, slot and replay lag from the latest post-step. */
   public readonly replicationReport: pulumi.Output<ReplicationReport>;
+
+  /** The primary node. */
+  get primary(): PostgresNode {
+    return partsOf(this).primary;
+  }
+  /** The replica nodes, in order (`replica-1` first). */
+  get replicas(): readonly PostgresNode[] {
+    return partsOf(this).replicas;
+  }
+  /** The slot lifetimes on the primary, one per replica. */
+  get slots(): readonly ReplicationSlot[] {
+    return partsOf(this).slots;
+  }
+  /** The post-step. */
+  get check(): ReplicationCheck {
+    return partsOf(this).check;
+  }
 
   constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:PostgresCluster", name, {}, opts);
@@ -86,7 +102,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
         );
 
     const primaryName = `${name}-primary`;
-    this.primary = new PostgresNode(
+    const primary = new PostgresNode(
       primaryName,
       {
         role: "primary",
@@ -122,7 +138,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
         `${replicaName}-slot`,
         { slotName: slotName(n), environment: superuserEnv },
         // After the primary, before the replica: so on removal the replica goes first, then the slot.
-        child(this.primary),
+        child(primary),
       );
       slots.push(slot);
       replicas.push(
@@ -146,17 +162,15 @@ export class PostgresCluster extends pulumi.ComponentResource {
               { PGC_REPLICATION_PASSWORD: replicationPassword },
             ),
             // After the primary's container (and so its host name on the network) exists.
-            startAfter: [this.primary, slot],
+            startAfter: [primary, slot],
           },
           child(),
         ),
       );
     }
-    this.slots = slots;
-    this.replicas = replicas;
 
     const replicaNames = replicas.map((r) => r.nodeName);
-    this.check = new ReplicationCheck(
+    const check = new ReplicationCheck(
       `${name}-check`,
       {
         environment: {
@@ -172,18 +186,23 @@ export class PostgresCluster extends pulumi.ComponentResource {
           PGC_SYNC_STANDBY_NAMES: synchronousStandbyNames(s.synchronousReplicas, replicaNames),
           PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
         },
-        triggers: [this.primary.container.id, ...replicas.map((r) => r.container.id)],
+        triggers: [primary.container.id, ...replicas.map((r) => r.container.id)],
       },
-      child(this.primary, ...replicas, ...slots),
+      child(primary, ...replicas, ...slots),
     );
 
     this.networkName = this.network.name;
     // Endpoints and URIs resolve only once the post-step has verified the cluster: whatever is
     // built from them (an app container's environment, say) then starts against a ready cluster.
-    const verified = this.check.step.id;
+    PARTS.set(this, { primary, replicas, slots, check });
+    const verified = check.step.id;
     const verifiedPassword = pulumi.all([verified, superuserPassword]).apply(([, pw]) => pw);
     this.primaryEndpoint = verified.apply(() => hostPort(s.host, s.primaryPort));
     this.replicaEndpoints = verified.apply(() => replicas.map((r) => hostPort(s.host, r.hostPort)));
+    this.internalPrimaryEndpoint = verified.apply(() => hostPort(primaryName, CONTAINER_PORT));
+    this.internalReplicaEndpoints = verified.apply(() =>
+      replicas.map((r) => hostPort(r.nodeName, CONTAINER_PORT)),
+    );
     this.connectionString = pulumi.secret(
       verifiedPassword.apply((pw) => libpqUri(s, pw, [s.primaryPort], "")),
     );
@@ -199,17 +218,40 @@ export class PostgresCluster extends pulumi.ComponentResource {
             ),
       ),
     );
-    this.replicationReport = this.check.report;
+    this.replicationReport = check.report;
 
     this.registerOutputs({
       networkName: this.networkName,
       primaryEndpoint: this.primaryEndpoint,
       replicaEndpoints: this.replicaEndpoints,
+      internalPrimaryEndpoint: this.internalPrimaryEndpoint,
+      internalReplicaEndpoints: this.internalReplicaEndpoints,
       connectionString: this.connectionString,
       readOnlyConnectionString: this.readOnlyConnectionString,
       replicationReport: this.replicationReport,
     });
   }
+}
+
+/** A cluster's sub-components. */
+interface Parts {
+  readonly primary: PostgresNode;
+  readonly replicas: readonly PostgresNode[];
+  readonly slots: readonly ReplicationSlot[];
+  readonly check: ReplicationCheck;
+}
+
+/**
+ * The sub-components of each cluster, kept beside the class rather than in fields: Pulumi's
+ * schema inference (component packages) turns every field of a component into an output, and it
+ * can describe only Pulumi's own resource types. The getters above read them from here.
+ */
+const PARTS = new WeakMap<PostgresCluster, Parts>();
+
+function partsOf(cluster: PostgresCluster): Parts {
+  const parts = PARTS.get(cluster);
+  if (parts === undefined) throw new Error("PostgresCluster: parts read before construction");
+  return parts;
 }
 
 /** The physical slot of replica `n` on the primary. */

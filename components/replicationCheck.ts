@@ -3,28 +3,58 @@ import * as pulumi from "@pulumi/pulumi";
 import { ASSETS_DIR } from "./assets";
 import { inheritedDependsOn } from "./options";
 
-/** One replica's line in the {@link ReplicationReport}. */
+/**
+ * One replica's line in the {@link ReplicationReport}. A field the post-step could not learn (the
+ * replica did not catch up, or is not connected) is absent rather than null, so the type can be
+ * read by Pulumi's schema inference (which accepts optional fields, not `T | null`).
+ */
 export interface ReplicaReport {
-  readonly name: string;
-  readonly caughtUp: boolean;
-  readonly state: string;
-  readonly syncState: string | null;
-  readonly slot: string;
-  readonly slotActive: boolean;
-  readonly slotWalStatus: string;
-  readonly replayLagBytes: number | null;
-  readonly replayLagMs: number | null;
-  readonly wizards: number | null;
-  readonly clones: number | null;
-  readonly lastCloneReason: string | null;
+  /** Node name (its container's name and its `application_name`). */
+  name: string;
+  /** Whether it replayed the post-step's marker in time. */
+  caughtUp: boolean;
+  /** `pg_stat_replication.state` (`streaming`, ...), or `disconnected`. */
+  state: string;
+  /** `pg_stat_replication.sync_state` (`async`, `quorum`, ...). */
+  syncState?: string;
+  /** Its physical slot on the primary. */
+  slot: string;
+  /** Whether a walsender is using the slot. */
+  slotActive: boolean;
+  /** `pg_replication_slots.wal_status` (`reserved`, `extended`, `unreserved`, `lost`), or `missing`. */
+  slotWalStatus: string;
+  /** WAL bytes between the primary's current position and the replica's replay. */
+  replayLagBytes?: number;
+  /** `pg_stat_replication.replay_lag` in milliseconds. */
+  replayLagMs?: number;
+  /** Rows in `wizards` on the replica. */
+  wizards?: number;
+  /** How many times the node has cloned the primary. */
+  clones?: number;
+  /** Why it last cloned (`initial clone`, `slot lost`). */
+  lastCloneReason?: string;
+}
+
+/** The primary's line in the {@link ReplicationReport}. */
+export interface PrimaryReport {
+  /** Node name. */
+  name: string;
+  /** The primary's WAL position right after the post-step's marker. */
+  lsn: string;
+  /** Rows in `wizards` on the primary. */
+  wizards: number;
 }
 
 /** What `assets/verify.mjs` prints: the state of replication right after a verified write. */
 export interface ReplicationReport {
-  readonly primary: { readonly name: string; readonly lsn: string; readonly wizards: number };
-  readonly replicas: readonly ReplicaReport[];
-  readonly seededRows: number;
-  readonly elapsedMs: number;
+  /** The primary. */
+  primary: PrimaryReport;
+  /** Every replica, in order. */
+  replicas: ReplicaReport[];
+  /** Wizards rows the post-step inserted (0 once seeded). */
+  seededRows: number;
+  /** How long the post-step took. */
+  elapsedMs: number;
 }
 
 /** Arguments of a {@link ReplicationCheck}. */

@@ -7,7 +7,8 @@ import { describe, it } from "node:test";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { PASSWORDS, build, inputIsSecret, isSecret, plain, recorded, valueOf } from "./harness";
-import { ASSETS_DIR, PostgresCluster, replicationCapacity } from "../../components";
+import { PostgresCluster, replicationCapacity } from "../../components";
+import { ASSETS_DIR } from "../../components/assets";
 
 const CUSTOM = (r: { custom: boolean }) => r.custom;
 const byType = <T extends { type: string }>(rs: T[], type: string): T[] =>
@@ -125,6 +126,8 @@ describe("PostgresCluster resources", () => {
     for (const [name, out] of Object.entries({
       primaryEndpoint: cluster.primaryEndpoint,
       replicaEndpoints: cluster.replicaEndpoints,
+      internalPrimaryEndpoint: cluster.internalPrimaryEndpoint,
+      internalReplicaEndpoints: cluster.internalReplicaEndpoints,
       connectionString: cluster.connectionString,
       readOnlyConnectionString: cluster.readOnlyConnectionString,
     })) {
@@ -229,6 +232,20 @@ describe("PostgresCluster resources", () => {
       "ports-replica-2": [{ internal: 5432, external: 9434, ip: "127.0.0.1" }],
       "ports-replica-3": [{ internal: 5432, external: 9435, ip: "127.0.0.1" }],
     });
+  });
+
+  it("gives in-network endpoints: each node's container name (its network alias) and port 5432", async () => {
+    const { cluster, recorded: rs } = await build("innet", { replicas: 2 });
+    assert.equal(await valueOf(cluster.internalPrimaryEndpoint), "innet-primary:5432");
+    assert.deepEqual(await valueOf(cluster.internalReplicaEndpoints), [
+      "innet-replica-1:5432",
+      "innet-replica-2:5432",
+    ]);
+    // Each name is the alias the container answers to on the cluster's network.
+    for (const c of byType(rs, "docker:index/container:Container")) {
+      const aliases = (c.inputs.networksAdvanced as { aliases: string[] }[])[0].aliases;
+      assert.deepEqual(aliases, [c.inputs.name]);
+    }
   });
 
   it("keeps every password-derived value secret", async () => {
