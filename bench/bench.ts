@@ -1,10 +1,9 @@
 /**
  * `npm run bench`: time to a verified cluster, scale-out, no-op update, replay lag and memory,
  * side by side with the seed tutorial's docker-compose setup and the physical floor, all measured
- * in the same run on the same image. Uses the real Pulumi engine when the
- * toolchain has the plugins, else the docker-direct driver, and says which. Prints a table; writes
- * results.json, results.md and chart.svg
- * to bench/results/. Not a pass/fail test.
+ * in the same run on the same image, on the real Pulumi engine (the toolchain's CLI and plugins; it
+ * stops at once, naming what is missing, if a plugin is not installed). Prints a table; writes
+ * results.json, results.md and chart.svg to bench/results/. Not a pass/fail test.
  *
  * Env: BENCH_RUNS (default 3), BENCH_LOAD_SECONDS (pgbench duration, default 60),
  * BENCH_SCALE_GB (data for the scale-out case, default 1), BENCH_IMAGE (default pg-cluster-postgres:15).
@@ -15,8 +14,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { LocalWorkspace } from "@pulumi/pulumi/automation";
-import { DockerDriverStack, UpResult } from "../scripts/driver/dockerDriver";
-import { PulumiStack, pulumiPluginsInstalled } from "../tests/lib/pulumiStack";
+import { PulumiStack, UpResult, requirePulumiPlugins } from "../tests/lib/pulumiStack";
 
 const ROOT = path.resolve(__dirname, "..");
 const OUT = path.join(ROOT, "bench", "results");
@@ -44,9 +42,7 @@ const results: Record<string, unknown> = {
     kernel: os.release(),
   },
   image: IMAGE,
-  engine: pulumiPluginsInstalled()
-    ? "real pulumi up (CLI v3.274.1 with the toolchain's docker/command plugins; see README)"
-    : "docker-direct driver (the docker/command Pulumi plugins are not installed; see README)",
+  engine: `real pulumi up (CLI v${process.env.PULUMI_VERSION} with the toolchain's docker/command plugins; see README)`,
   runs: RUNS,
 };
 
@@ -110,20 +106,13 @@ function config(replicas: number, extra: Record<string, string> = {}): Record<st
   };
 }
 
-/** One stack, on the real Pulumi engine when its plugins are installed, else the driver. */
+/** One throwaway stack of the program on the real Pulumi engine. */
 function newStack(tag: string): {
   up(c: Record<string, string>): Promise<UpResult>;
   destroy(): Promise<void>;
 } {
-  if (pulumiPluginsInstalled()) {
-    const p = new PulumiStack(`bench${tag}`);
-    return { up: (c) => p.up(c), destroy: () => p.remove() };
-  }
-  const d = new DockerDriverStack(
-    `bench${tag}`,
-    fs.mkdtempSync(path.join(os.tmpdir(), "pgc-bench-")),
-  );
-  return { up: (c) => d.up(c), destroy: async () => void (await d.destroy()) };
+  const p = new PulumiStack(`bench${tag}`);
+  return { up: (c) => p.up(c), destroy: () => p.remove() };
 }
 
 /**
@@ -239,8 +228,7 @@ function floor(): Record<string, number> {
  * 3b. The engine floor: `pulumi up` of bench/engine-floor, a program that creates one Docker
  * network and nothing else, with the same CLI and plugins. Any cluster needs at least that.
  */
-async function engineFloor(): Promise<ReturnType<typeof stats> | null> {
-  if (!pulumiPluginsInstalled()) return null;
+async function engineFloor(): Promise<ReturnType<typeof stats>> {
   const backend = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-bench-floor-"));
   const stack = await LocalWorkspace.createOrSelectStack(
     { stackName: "floor", workDir: path.join(ROOT, "bench", "engine-floor") },
@@ -372,6 +360,8 @@ async function main(): Promise<void> {
     process.stdout.write(report());
     return;
   }
+  // Before anything is built or started: a missing plugin is named with its fix, not met halfway.
+  requirePulumiPlugins();
   log(`image ${IMAGE}; building the tutorial's peer image`);
   sh("docker", [
     "build",

@@ -7,6 +7,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK="${PG_CLUSTER_STACK:-dev}"
 
 bash "$REPO/scripts/provision-node-deps.sh"
+# Stops, naming what is missing and its log, unless the CLI and both provider plugins are there.
 bash "$REPO/scripts/provision-toolchain.sh"
 # shellcheck source=env.sh
 source "$REPO/scripts/env.sh"
@@ -28,15 +29,3 @@ fi
 # pulumi_stack ARGS... — pulumi on this stack with its working config.
 pulumi_stack() { pulumi "$@" --stack "$STACK" --config-file "$CONFIG_FILE"; }
 
-# has_plugins — true when the CLI has the docker and command provider plugins this program needs.
-has_plugins() {
-  [ -x "$PULUMI_HOME/plugins/resource-docker-v$DOCKER_PROVIDER_VERSION/pulumi-resource-docker" ] &&
-    [ -x "$PULUMI_HOME/plugins/resource-command-v$COMMAND_PROVIDER_VERSION/pulumi-resource-command" ]
-}
-
-# apply_direct ACTION — the docker-direct driver (see README) with the stack's config on stdin.
-apply_direct() {
-  log "NOTE: the docker and command provider plugins are not installed (they cannot be built from the Go module proxy here); applying the program's resources with the docker-direct driver instead of the Pulumi engine. See README, 'What runs where'."
-  pulumi_stack config --show-secrets --json |
-    node --import tsx "$REPO/scripts/driver/apply.ts" "$1" "$STACK"
-}

@@ -4,9 +4,5 @@ set -euo pipefail
 # shellcheck source=dev-stack.sh
 source "$(dirname "$0")/dev-stack.sh"
 bash scripts/provision-docker.sh
-if has_plugins; then
-  pulumi_stack destroy --yes --skip-preview --non-interactive
-else
-  apply_direct destroy
-fi
+pulumi_stack destroy --yes --skip-preview --non-interactive
 log "stack $STACK destroyed"

@@ -3,9 +3,11 @@
 # place this project's machines can get them), caches them under
 # $PG_CLUSTER_CACHE/toolchain, and installs the provider plugins into $PULUMI_HOME.
 # Idempotent: a stamp makes a repeated run a no-op. Use the result with `. scripts/env.sh`.
+# Every component is required (`npm run up`, the end-to-end and fault layers and the benchmark run
+# the real engine, and nothing stands in for it): if one is missing the script exits non-zero,
+# naming it, why it is missing and its log.
 #
-#   scripts/provision-toolchain.sh               build what is missing, warn about what cannot be built
-#   PG_CLUSTER_TOOLCHAIN_STRICT=1 scripts/...    exit non-zero when a provider plugin is missing
+#   scripts/provision-toolchain.sh               build what is missing
 #   PG_CLUSTER_TOOLCHAIN_FORCE=1 scripts/...     ignore the stamp and check every step again
 #                                                (e.g. after putting a plugin into ~/.pulumi/plugins)
 set -euo pipefail
@@ -21,7 +23,8 @@ BIN="$TC/bin"
 STAMP="$TC/stamp"
 STATUS="$TC/status"
 # The stamp is valid while these scripts (which hold every pin) are unchanged.
-STAMP_KEY="$( (cat "$SCRIPTS/provision-toolchain.sh" "$SCRIPTS/env.sh"; find "$SCRIPTS/toolchain" -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -c1-16)"
+# (NUL-separated: the checkout's path may contain spaces.)
+STAMP_KEY="$( (cat "$SCRIPTS/provision-toolchain.sh" "$SCRIPTS/env.sh"; find "$SCRIPTS/toolchain" -type f -print0 | LC_ALL=C sort -z | xargs -0 cat) | sha256sum | cut -c1-16)"
 
 # --- Pins: the Go module and version behind each binary ---------------------------------
 # An existing CLI at least this new runs the npm SDK (package.json pins @pulumi/pulumi 3.248.0).
@@ -137,20 +140,35 @@ install_plugin() {
     || { cat "$TC/logs/plugin-$1.log" >&2; die "installing the $1 plugin from $3 failed (output above)."; }
 }
 
-print_summary() {
-  local name lacking=0
+# logs_of NAME: the logs that say why a component is missing.
+logs_of() {
+  case "$1" in
+    command | docker) printf '%s' "$TC/logs/$1.log, $TC/logs/$1-provider.log" ;;
+    *) printf '%s' "$TC/logs/$1.log" ;;
+  esac
+}
+
+# require_all [verbose]: stop, naming each missing component, why and its log; with verbose (a
+# cold run) also list what is there. The language host runs `npm run up`'s TypeScript program
+# and the tests' local-program stacks, so it is required like the CLI and the two plugins.
+require_all() {
+  local name what missing=()
   for name in pulumi language-nodejs command docker; do
     case "${STATE[$name]:-missing}" in
-      ok:*) log "toolchain: $name ${STATE[$name]#ok: }" ;;
+      ok:*) [ -z "${1:-}" ] || log "toolchain: $name ${STATE[$name]#ok: }" ;;
       *)
-        log "WARNING toolchain: $name ${STATE[$name]:-missing}"
-        [ "$name" = language-nodejs ] || lacking=1
+        missing+=("$name")
+        case "$name" in
+          pulumi) what="Pulumi CLI" ;;
+          language-nodejs) what="Node.js language host" ;;
+          *) what="$name provider plugin" ;;
+        esac
+        log "toolchain: the $what is not installed: ${STATE[$name]#missing: } (log: $(logs_of "$name"))"
         ;;
     esac
   done
-  if [ "$lacking" = 1 ] && [ "${PG_CLUSTER_TOOLCHAIN_STRICT:-}" = 1 ]; then
-    die "a provider plugin is missing (warnings above) and PG_CLUSTER_TOOLCHAIN_STRICT=1: supply it in ~/.pulumi/plugins and rerun with PG_CLUSTER_TOOLCHAIN_FORCE=1."
-  fi
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  die "the Pulumi toolchain in $TC lacks ${missing[*]} (reasons and logs above); npm run up, the e2e and fault layers and the benchmark all need it. Fix the cause named in the log, or put a plugin of exactly that version into ~/.pulumi/plugins, then run: PG_CLUSTER_TOOLCHAIN_FORCE=1 bash scripts/provision-toolchain.sh"
 }
 
 # stamp_valid: the stamp has this script's key and every path it lists still exists
@@ -167,8 +185,8 @@ load_status() { local k v; while IFS='=' read -r k v; do STATE[$k]="$v"; done <"
 # --- Warm run ---------------------------------------------------------------------------
 if stamp_valid; then
   load_status
+  require_all
   log "toolchain up to date in $TC"
-  print_summary
   exit 0
 fi
 
@@ -176,7 +194,7 @@ fi
 mkdir -p "$BIN" "$TC/logs" "$TC/plugins" "$PULUMI_HOME"
 exec 9>"$TC/.lock"
 flock 9 # one provisioning at a time; whoever waited finds the work done
-if stamp_valid; then load_status; log "toolchain up to date in $TC"; print_summary; exit 0; fi
+if stamp_valid; then load_status; require_all; log "toolchain up to date in $TC"; exit 0; fi
 rm -f "$STAMP"
 command -v go >/dev/null || die "Go is not installed: install Go >= 1.26 (Debian 12's golang is too old)."
 export CGO_ENABLED=0
@@ -285,4 +303,4 @@ done
 # --- Stamp: the key, then every path the warm run expects to find -----------------------
 for k in "${!STATE[@]}"; do printf '%s=%s\n' "$k" "${STATE[$k]}"; done >"$STATUS"
 printf '%s\n' "$STAMP_KEY" "${stamp_paths[@]}" >"$STAMP"
-print_summary
+require_all verbose

@@ -54,11 +54,12 @@ for layer in "${layers[@]}"; do
       ;;
     e2e | faults)
       bash scripts/provision-docker.sh
+      # Stops, naming what is missing and its log, unless the CLI and both provider plugins are there.
       bash scripts/provision-toolchain.sh
       # shellcheck source=env.sh
       source scripts/env.sh
       # e2e runs on every PostgreSQL major we build images for; the fault layer on the first.
-      majors=(${PG_CLUSTER_E2E_MAJORS:-15 17})
+      read -ra majors <<<"${PG_CLUSTER_E2E_MAJORS:-15 17}"
       [ "$layer" = e2e ] || majors=("${majors[0]}")
       for major in "${majors[@]}"; do
         bash scripts/provision-image.sh --local "$major" >/dev/null

@@ -44,17 +44,10 @@ for port in "${ports[@]}"; do
   fi
 done
 
-if has_plugins; then
-  # --refresh: a container stopped by hand is noticed and started again, data untouched.
-  pulumi_stack up --yes --skip-preview --non-interactive --refresh
-  report="$(pulumi stack output replicationReport --json --stack "$STACK")"
-  primary="$(pulumi stack output primaryEndpoint --stack "$STACK")"
-else
-  result="$(apply_direct up)"
-  printf '%s\n' "$result"
-  report="$(printf '%s' "$result" | node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(JSON.stringify(r.outputs.replicationReport, null, 2))')"
-  primary="$(printf '%s' "$result" | node -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8")); console.log(r.outputs.primaryEndpoint)')"
-fi
+# --refresh: a container stopped by hand is noticed and started again, data untouched.
+pulumi_stack up --yes --skip-preview --non-interactive --refresh
+report="$(pulumi stack output replicationReport --json --stack "$STACK")"
+primary="$(pulumi stack output primaryEndpoint --stack "$STACK")"
 
 cluster="pg-cluster-$STACK"
 cat <<EOT

@@ -9,28 +9,63 @@ import * as os from "node:os";
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
 import { EngineEvent, LocalWorkspace, Stack } from "@pulumi/pulumi/automation";
-import type { ChangeSummary, UpResult } from "../../scripts/driver/dockerDriver";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const SECRET_KEYS = new Set(["superuserPassword", "replicationPassword"]);
 
-/** True when the toolchain's PULUMI_HOME has the docker and command plugins the program needs. */
-export function pulumiPluginsInstalled(): boolean {
-  const home = process.env.PULUMI_HOME;
-  const docker = process.env.DOCKER_PROVIDER_VERSION;
-  const command = process.env.COMMAND_PROVIDER_VERSION;
-  if (!home || !docker || !command) return false;
-  return (
-    fs.existsSync(
-      path.join(home, "plugins", `resource-docker-v${docker}`, "pulumi-resource-docker"),
-    ) &&
-    fs.existsSync(
-      path.join(home, "plugins", `resource-command-v${command}`, "pulumi-resource-command"),
-    )
-  );
+/** What an `up` or `preview` did or would do: steps on custom resources, by operation. */
+export interface ChangeSummary {
+  create: number;
+  update: number;
+  replace: number;
+  delete: number;
+  same: number;
 }
 
-/** Counts the steps on custom resources (not components, the stack or providers), as the driver does. */
+/** The result of one `up` (or `preview`) of a throwaway stack. */
+export interface UpResult {
+  summary: ChangeSummary;
+  outputs: Record<string, unknown>;
+  /** Each resource operation's start and end, in ms from the start of the up (the benchmark's breakdown). */
+  timings: { name: string; type: string; op: string; startMs: number; endMs: number }[];
+  /** Ms from the start of the up until the post-step finished; absent if it did not run. */
+  verifiedMs?: number;
+  /** Ms from the start of the up until the engine finished (before outputs are read back). */
+  engineMs: number;
+}
+
+/**
+ * Throws, naming what is missing and the fix, unless the toolchain's PULUMI_HOME has the docker
+ * and command plugins the program needs. Without them `pulumi up` would fail later with the
+ * engine's less direct "no resource plugin" error, or try a download these machines cannot make.
+ */
+export function requirePulumiPlugins(): void {
+  const home = process.env.PULUMI_HOME;
+  const versions = {
+    docker: process.env.DOCKER_PROVIDER_VERSION,
+    command: process.env.COMMAND_PROVIDER_VERSION,
+  };
+  if (!home || !versions.docker || !versions.command) {
+    throw new Error(
+      "PULUMI_HOME, DOCKER_PROVIDER_VERSION or COMMAND_PROVIDER_VERSION is not set: the Pulumi toolchain is not in the environment. Fix: run through npm (npm run test:e2e, npm run bench), or `source scripts/env.sh` first.",
+    );
+  }
+  for (const [name, version] of Object.entries(versions)) {
+    const plugin = path.join(
+      home,
+      "plugins",
+      `resource-${name}-v${version}`,
+      `pulumi-resource-${name}`,
+    );
+    if (!fs.existsSync(plugin)) {
+      throw new Error(
+        `the ${name} provider plugin v${version} is not installed (${plugin} is missing). Fix: run bash scripts/provision-toolchain.sh and read its log (${process.env.PG_CLUSTER_TOOLCHAIN ?? "$PG_CLUSTER_CACHE/toolchain"}/logs/).`,
+      );
+    }
+  }
+}
+
+/** Counts the steps on custom resources (not components, the stack or providers). */
 function counter(): { summary: ChangeSummary; onEvent: (e: EngineEvent) => void } {
   const summary: ChangeSummary = { create: 0, update: 0, replace: 0, delete: 0, same: 0 };
   const onEvent = (e: EngineEvent) => {
@@ -57,6 +92,7 @@ export class PulumiStack {
   lastOutput = "";
 
   constructor(readonly name: string) {
+    requirePulumiPlugins();
     this.backend = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-pulumi-state-"));
   }
 

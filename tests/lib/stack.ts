@@ -1,37 +1,27 @@
 /**
- * The deployment the end-to-end and fault layers drive: one throwaway stack of the real program,
- * on the real Pulumi engine (pulumiStack.ts) when the toolchain has the docker and command plugins,
- * else on the docker-direct driver (scripts/driver/dockerDriver.ts). Tests see one interface.
+ * The deployment the end-to-end and fault layers drive: one throwaway stack of the real program on
+ * the real Pulumi engine (pulumiStack.ts), and the probes the tests use on it.
  */
-import * as fs from "node:fs";
-import * as os from "node:os";
-import { spawnSync } from "node:child_process";
-import * as path from "node:path";
 import pg from "pg";
-import { PulumiStack, pulumiPluginsInstalled } from "./pulumiStack";
-import {
-  ChangeSummary,
-  DockerDriverStack,
-  UpResult,
-  dockerApi,
-} from "../../scripts/driver/dockerDriver";
+import { dockerApi } from "./docker";
+import { ChangeSummary, PulumiStack, UpResult } from "./pulumiStack";
 
 export const SUPERUSER_PASSWORD = "e2e-Su-pw-4f9b21c7";
 export const REPLICATION_PASSWORD = "e2e-Repl-pw-8a3d55e0";
 
 /** The image the e2e layers run (PG_CLUSTER_E2E_IMAGE, default the local PostgreSQL 15 image). */
-const ROOT = path.resolve(__dirname, "..", "..");
-
 export const IMAGE = process.env.PG_CLUSTER_E2E_IMAGE ?? "pg-cluster-postgres:15";
 
+/** One throwaway stack of the real program, as the end-to-end and fault layers drive it. */
 export interface TestStack {
-  /** Which engine applies the program: real Pulumi, or the docker-direct driver. */
-  readonly engine: "pulumi" | "driver";
   readonly name: string;
   readonly clusterName: string;
   readonly basePort: number;
   config(extra?: Record<string, string>): Record<string, string>;
-  /** `up`; `refresh` reads live state first (`pulumi up --refresh`), as `npm run up` does. */
+  /**
+   * `up`; `refresh` reads live state first (`pulumi up --refresh`), as `npm run up` does when
+   * Docker's view differs from the state.
+   */
   up(extra?: Record<string, string>, opts?: { refresh?: boolean }): Promise<UpResult>;
   preview(extra?: Record<string, string>): Promise<{ summary: ChangeSummary }>;
   destroy(): Promise<void>;
@@ -49,28 +39,8 @@ export interface TestStack {
   lastLog(): string;
 }
 
-let announced = false;
-
-/** The engine the e2e and fault layers use: real Pulumi when its plugins are installed. */
-export function engine(): "pulumi" | "driver" {
-  const wanted = process.env.PG_CLUSTER_ENGINE;
-  if (wanted === "pulumi" || wanted === "driver") return wanted;
-  return pulumiPluginsInstalled() ? "pulumi" : "driver";
-}
-
-/** A throwaway stack with its own name and host ports. */
+/** A throwaway stack with its own name and host ports; throws if the toolchain lacks a plugin. */
 export function newStack(prefix: string, base: Record<string, string> = {}): TestStack {
-  const which = engine();
-  if (!announced) {
-    announced = true;
-    process.stderr.write(
-      which === "pulumi"
-        ? "NOTE: end-to-end stacks run with the real Pulumi engine (Automation API, file backend).\n"
-        : "NOTE: end-to-end resources are applied by the docker-direct driver (scripts/driver/dockerDriver.ts): " +
-            "the docker and command provider plugins are not installed. The program, its inputs, the containers " +
-            "and the post-step are real; the Pulumi engine is not.\n",
-    );
-  }
   const name = `${prefix}${process.pid % 10000}${Math.floor(Math.random() * 100)}`;
   // Below Linux's ephemeral range (32768-60999): a published port in it can collide with the
   // local end of any outgoing connection and fail with "address already in use".
@@ -109,67 +79,21 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
       PGC_TIMEOUT_SECONDS: "60",
     };
   };
-  const common = {
-    engine: which,
+  const p = new PulumiStack(name);
+  return {
     name,
     clusterName: `pg-cluster-${name}`,
     basePort,
     config,
     checkEnvironment,
-  };
-  if (which === "pulumi") {
-    const p = new PulumiStack(name);
-    return {
-      ...common,
-      up: (extra, opts) => p.up(config(extra), opts),
-      preview: async (extra) => ({ summary: (await p.preview(config(extra))).summary }),
-      destroy: () => p.destroy(),
-      remove: () => p.remove(),
-      statePath: p.statePath,
-      shownOutputs: () => p.shownOutputs(),
-      expectNoChanges: () => p.expectNoChanges(config()),
-      lastLog: () => p.lastOutput,
-    };
-  }
-  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-e2e-state-"));
-  const driver = new DockerDriverStack(name, stateDir);
-  return {
-    ...common,
-    up: (extra) => driver.up(config(extra)),
-    preview: async (extra) => ({ summary: (await driver.preview(config(extra))).summary }),
-    destroy: async () => {
-      await driver.destroy();
-    },
-    remove: async () => {
-      await driver.destroy();
-      fs.rmSync(stateDir, { recursive: true, force: true });
-    },
-    statePath: driver.statePath,
-    shownOutputs: () => {
-      const r = spawnSync(
-        process.execPath,
-        ["--import", "tsx", path.join(ROOT, "scripts/driver/apply.ts"), "preview", name],
-        {
-          cwd: ROOT,
-          encoding: "utf8",
-          input: JSON.stringify(
-            Object.fromEntries(
-              Object.entries(config()).map(([k, v]) => [`pg-cluster:${k}`, { value: v }]),
-            ),
-          ),
-          env: { ...process.env, PG_CLUSTER_DRIVER_STATE: stateDir },
-        },
-      );
-      if (r.status !== 0) throw new Error(`apply.ts preview: ${r.stderr}`);
-      return r.stdout;
-    },
-    lastLog: () => "",
-    expectNoChanges: async () => {
-      const { summary } = await driver.preview(config());
-      if (summary.create + summary.update + summary.replace + summary.delete > 0) {
-        throw new Error(`changes expected to be none: ${JSON.stringify(summary)}`);
-      }
-    },
+    up: (extra, opts) => p.up(config(extra), opts),
+    preview: async (extra) => ({ summary: (await p.preview(config(extra))).summary }),
+    destroy: () => p.destroy(),
+    remove: () => p.remove(),
+    statePath: p.statePath,
+    shownOutputs: () => p.shownOutputs(),
+    expectNoChanges: () => p.expectNoChanges(config()),
+    lastLog: () => p.lastOutput,
   };
 }
 
