@@ -1,0 +1,166 @@
+/**
+ * Existing stacks upgrade in place: a stack made by the previous release (the git tag in
+ * UPGRADE_FROM) is brought up, written to, and then brought up by this checkout's code. No
+ * container or volume may be replaced or deleted, every row must still be on every node, and no
+ * replica may have cloned again. (A release that changes what a container runs will replace
+ * containers, never volumes; then this test must say how it rolls them, see issue 10.)
+ * Proven to fail when an asset changes: the primary's container is then planned for replacement.
+ */
+import * as assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { after, describe, it } from "node:test";
+import { EngineEvent, LocalWorkspace, Stack } from "@pulumi/pulumi/automation";
+import pg from "pg";
+import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
+
+const ROOT = path.resolve(__dirname, "..", "..");
+/** The previous release: the last state of main that passed CI before this one's changes. */
+const UPGRADE_FROM = process.env.PG_CLUSTER_UPGRADE_FROM ?? "v0.1.0";
+const IMAGE = process.env.PG_CLUSTER_E2E_IMAGE ?? "pg-cluster-postgres:15";
+const PASSWORD = "upgrade-Su-pw-51d0";
+
+function git(...args: string[]): string {
+  return execFileSync("git", ["-C", ROOT, ...args], { encoding: "utf8" });
+}
+
+/** The previous release's files in `dir`, with this checkout's node_modules when the lockfile is the same. */
+function checkoutPrevious(dir: string): void {
+  let commit = "";
+  try {
+    commit = git("rev-parse", "--verify", "--quiet", `${UPGRADE_FROM}^{commit}`).trim();
+  } catch {
+    // A clone made without tags: ask its origin once.
+    spawnSync("git", ["-C", ROOT, "fetch", "--quiet", "origin", "tag", UPGRADE_FROM]);
+    commit = git("rev-parse", "--verify", `${UPGRADE_FROM}^{commit}`).trim();
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  const archive = spawnSync("git", ["-C", ROOT, "archive", commit], { maxBuffer: 1 << 30 });
+  assert.equal(archive.status, 0, `git archive ${UPGRADE_FROM}: ${archive.stderr}`);
+  execFileSync("tar", ["-x", "-C", dir], { input: archive.stdout });
+  const sameLock =
+    fs.readFileSync(path.join(dir, "package-lock.json"), "utf8") ===
+    fs.readFileSync(path.join(ROOT, "package-lock.json"), "utf8");
+  if (sameLock) {
+    fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
+  } else {
+    execFileSync("npm", ["ci", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: dir });
+  }
+}
+
+/** Steps on Docker containers and volumes, by operation. */
+function dockerSteps(): { steps: string[]; onEvent: (e: EngineEvent) => void } {
+  const steps: string[] = [];
+  return {
+    steps,
+    onEvent: (e) => {
+      const m = e.resourcePreEvent?.metadata;
+      if (!m || !/^docker:index\/(container|volume):/.test(m.type)) return;
+      if (m.op !== "same") steps.push(`${m.op} ${m.urn.split("::").pop()}`);
+    },
+  };
+}
+
+async function countOn(port: number): Promise<number> {
+  const c = new pg.Client({
+    host: "localhost",
+    port,
+    user: "postgres",
+    password: PASSWORD,
+    database: "mydb",
+  });
+  await c.connect();
+  try {
+    return Number((await c.query("SELECT count(*) AS n FROM upgrade_rows")).rows[0].n);
+  } finally {
+    await c.end();
+  }
+}
+
+if (!isFirstMajorPass()) announceOncePerLayer("the upgrade-in-place test");
+else
+  describe(`upgrade in place from ${UPGRADE_FROM}`, { timeout: 600_000 }, () => {
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-upgrade-"));
+    const previous = path.join(work, "previous release");
+    const backend = path.join(work, "state");
+    const stackName = `e2eup${process.pid % 10000}${Math.floor(Math.random() * 100)}`;
+    const basePort = 20000 + Math.floor(Math.random() * 120) * 100 + 60;
+    const config = {
+      image: { value: IMAGE },
+      replicas: { value: "2" },
+      primaryPort: { value: String(basePort) },
+      replicaBasePort: { value: String(basePort + 1) },
+      superuserPassword: { value: PASSWORD, secret: true },
+      replicationPassword: { value: "upgrade-Repl-pw-0c2e", secret: true },
+    };
+    const envVars = {
+      PULUMI_BACKEND_URL: `file://${backend}`,
+      PULUMI_CONFIG_PASSPHRASE: "upgrade-passphrase",
+    };
+    let current: Stack | undefined;
+    let old: Stack | undefined;
+
+    after(async () => {
+      try {
+        await (current ?? old)?.destroy();
+        await (current ?? old)?.workspace.removeStack(stackName);
+      } finally {
+        fs.rmSync(path.join(ROOT, `Pulumi.${stackName}.yaml`), { force: true });
+        fs.rmSync(work, { recursive: true, force: true });
+      }
+    });
+
+    it("keeps every container, volume, row and clone when the new code takes over the stack", async () => {
+      checkoutPrevious(previous);
+      fs.mkdirSync(backend);
+      old = await LocalWorkspace.createOrSelectStack({ stackName, workDir: previous }, { envVars });
+      await old.setAllConfig(config);
+      await old.up();
+
+      const c = new pg.Client({
+        host: "localhost",
+        port: basePort,
+        user: "postgres",
+        password: PASSWORD,
+        database: "mydb",
+      });
+      await c.connect();
+      await c.query("CREATE TABLE upgrade_rows AS SELECT g AS id FROM generate_series(1, 1000) g");
+      await c.end();
+      const ids = (names: string[]) =>
+        names.map((n) => execFileSync("docker", ["inspect", "-f", "{{.Id}}", n]).toString().trim());
+      const nodes = ["primary", "replica-1", "replica-2"].map(
+        (n) => `pg-cluster-${stackName}-${n}`,
+      );
+      const before = ids(nodes);
+
+      fs.copyFileSync(
+        path.join(previous, `Pulumi.${stackName}.yaml`),
+        path.join(ROOT, `Pulumi.${stackName}.yaml`),
+      );
+      current = await LocalWorkspace.createOrSelectStack({ stackName, workDir: ROOT }, { envVars });
+      const planned = dockerSteps();
+      await current.preview({ onEvent: planned.onEvent });
+      assert.deepEqual(planned.steps, [], "the plan touches no container or volume");
+      const applied = dockerSteps();
+      const up = await current.up({ onEvent: applied.onEvent });
+      assert.deepEqual(applied.steps, [], "the up touched no container or volume");
+      assert.deepEqual(ids(nodes), before, "the same containers run");
+
+      for (const port of [basePort, basePort + 1, basePort + 2]) {
+        const deadline = Date.now() + 10_000;
+        let n = await countOn(port);
+        while (n !== 1000 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 100));
+          n = await countOn(port);
+        }
+        assert.equal(n, 1000, `rows on port ${port}`);
+      }
+      const report = up.outputs.replicationReport.value as {
+        replicas: { name: string; clones?: number }[];
+      };
+      for (const r of report.replicas) assert.equal(r.clones, 1, `${r.name} did not clone again`);
+    });
+  });
