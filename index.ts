@@ -1,11 +1,13 @@
 import * as pulumi from "@pulumi/pulumi";
 import { PostgresCluster, clusterArgsFromConfig, stackConfigReader } from "./components";
 
-// Validate every config value first: on bad input the program stops here, before any resource.
-const { args } = clusterArgsFromConfig(stackConfigReader());
-
 // Named after project and stack, so two stacks on one Docker host never collide.
-const cluster = new PostgresCluster(`${pulumi.getProject()}-${pulumi.getStack()}`, args);
+const name = `${pulumi.getProject()}-${pulumi.getStack()}`;
+// Validate every config value and the name first: on bad input the program stops here, with
+// every problem in one error, before any resource.
+const { args } = clusterArgsFromConfig(stackConfigReader(), name);
+
+const cluster = new PostgresCluster(name, args);
 
 export const networkName = cluster.networkName;
 export const primaryEndpoint = cluster.primaryEndpoint;

@@ -1,5 +1,11 @@
 import * as pulumi from "@pulumi/pulumi";
-import { ClusterSettings, PostgresClusterArgs, ProblemList, validateClusterArgs } from "./settings";
+import {
+  ClusterSettings,
+  PostgresClusterArgs,
+  ProblemList,
+  checkClusterName,
+  validateClusterArgs,
+} from "./settings";
 
 /** Stack config keys that hold numbers (Pulumi stores every config value as a string). */
 const NUMBER_KEYS = [
@@ -25,14 +31,19 @@ const STRING_KEYS = [
 export type ConfigReader = (key: string) => string | undefined;
 
 /**
- * Builds {@link PostgresClusterArgs} from stack config and validates them, reporting every problem
- * (unparseable numbers included) in one error before any resource exists.
+ * Builds {@link PostgresClusterArgs} from stack config and validates them, with the name the
+ * cluster will have when one is given, reporting every problem (unparseable numbers and a name
+ * that does not fit included) in one error before any resource exists.
  */
-export function clusterArgsFromConfig(read: ConfigReader): {
+export function clusterArgsFromConfig(
+  read: ConfigReader,
+  clusterName?: string,
+): {
   args: PostgresClusterArgs;
   settings: ClusterSettings;
 } {
   const problems = new ProblemList();
+  if (clusterName !== undefined) checkClusterName(problems, clusterName);
   const numbers: Record<string, number | undefined> = {};
   for (const key of NUMBER_KEYS) {
     const raw = read(key);

@@ -27,6 +27,19 @@ function configError(config: Record<string, string>): string {
 }
 
 describe("config validation", () => {
+  it("reports a stack name that does not fit together with bad config, in one error", () => {
+    const name = `pg-cluster-${"s".repeat(45)}`;
+    let message = "";
+    try {
+      clusterArgsFromConfig((key) => ({ ...PASSWORDS, replicas: "x" })[key], name);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    assert.match(message, /^pg-cluster configuration is invalid \(2 problems\)/);
+    assert.match(message, /- name = "pg-cluster-s+": is 56 characters; at most 52 fit/);
+    assert.match(message, /- replicas = "x": must be a whole number/);
+  });
+
   it("rejects a negative replica count", () => {
     assert.equal(
       configError({ replicas: "-1" }),
