@@ -258,7 +258,10 @@ export class LocalCluster {
 
   async destroy(): Promise<void> {
     for (const n of [...this.replicas, this.primary]) {
-      await Promise.race([n.stop(), new Promise((r) => setTimeout(r, 15_000))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([n.stop(), new Promise((r) => (timer = setTimeout(r, 15_000)))]);
+      // A pending timer would keep the test process alive for the rest of its 15 s.
+      clearTimeout(timer);
       if (n.process && n.process.exitCode === null && n.process.signalCode === null)
         n.process.kill("SIGKILL");
     }
