@@ -146,6 +146,132 @@ async function timeToVerified(): Promise<Record<string, ReturnType<typeof stats>
   return out;
 }
 
+/** `npm run up`'s stack in the benchmark: its own name, ports and config file, in the repo's .state. */
+const UP_STACK = "benchup";
+const UP_CONFIG = path.join(ROOT, ".state", `Pulumi.${UP_STACK}.yaml`);
+/** The environment `npm run up` gives the CLI (scripts/dev-stack.sh), for the bare runs. */
+const upEnv = () => ({
+  ...process.env,
+  PG_CLUSTER_STACK: UP_STACK,
+  PULUMI_BACKEND_URL: `file://${path.join(ROOT, ".state")}`,
+  PULUMI_CONFIG_PASSPHRASE: process.env.PULUMI_CONFIG_PASSPHRASE ?? "",
+});
+
+/** Runs a command as a user would (wall clock, in seconds); throws with its output on failure. */
+function timed(cmd: string, args: string[]): { seconds: number; stderr: string } {
+  const t0 = now();
+  const r = spawnSync(cmd, args, { cwd: ROOT, env: upEnv(), encoding: "utf8" });
+  const seconds = (now() - t0) / 1000;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
+  return { seconds, stderr: r.stderr };
+}
+
+/** `pulumi ARGS` on `npm run up`'s bench stack with its config file. */
+const pulumiUp = (...args: string[]) =>
+  timed("pulumi", [...args, "--stack", UP_STACK, "--config-file", UP_CONFIG]);
+
+/** Forgets the bench stack of `npm run up`: resources, stack, config file, stamp, config cache. */
+function removeUpStack(): void {
+  spawnSync(
+    "pulumi",
+    ["destroy", "--yes", "--skip-preview", "--stack", UP_STACK, "--config-file", UP_CONFIG],
+    {
+      cwd: ROOT,
+      env: upEnv(),
+      stdio: "ignore",
+    },
+  );
+  spawnSync("pulumi", ["stack", "rm", "--yes", "--force", "--stack", UP_STACK], {
+    cwd: ROOT,
+    env: upEnv(),
+    stdio: "ignore",
+  });
+  for (const f of [UP_CONFIG, `up-stamp.${UP_STACK}.json`, `config.${UP_STACK}.txt`]) {
+    fs.rmSync(path.resolve(ROOT, ".state", f), { force: true });
+  }
+}
+
+/**
+ * 1b. `npm run up` as a user runs it (wall clock, npm's own start included) against a bare
+ * `pulumi up --yes --skip-preview` of the same 1 + 2 stack, in turns: fresh (no resources) and
+ * no-op (up already, nothing changed). A no-op `npm run up` skips `pulumi up` when its stamp says
+ * the stack is current (README, "The two commands"); the runs that did are counted (a file of the
+ * checkout edited during the run makes a no-op a real `pulumi up`).
+ */
+async function npmRunUp(): Promise<Record<string, unknown>> {
+  removeUpStack();
+  timed("pulumi", ["stack", "init", UP_STACK, "--no-select", "--non-interactive"]);
+  const settings = {
+    ...config(2),
+    primaryPort: String(PORT + 100),
+    replicaBasePort: String(PORT + 101),
+  };
+  for (const [key, value] of Object.entries(settings)) {
+    const secret = key.endsWith("Password");
+    const r = spawnSync(
+      "pulumi",
+      [
+        "config",
+        "set",
+        ...(secret ? ["--secret", key] : [key, value]),
+        "--stack",
+        UP_STACK,
+        "--config-file",
+        UP_CONFIG,
+      ],
+      { cwd: ROOT, env: upEnv(), encoding: "utf8", input: secret ? value : undefined },
+    );
+    if (r.status !== 0) throw new Error(`pulumi config set ${key}: ${r.stderr}`);
+  }
+  // Untimed: the first up of a new stack also reads its config file (~0.3 s, once per change of
+  // the file); the timed fresh ups are the ones after `npm run down`, as a user repeats them.
+  timed("npm", ["run", "up"]);
+  timed("npm", ["run", "down"]);
+  const fresh: number[] = [];
+  const bare: number[] = [];
+  const noop: number[] = [];
+  const bareNoop: number[] = [];
+  let skipped = 0;
+  const ours = () => {
+    fresh.push(timed("npm", ["run", "up"]).seconds);
+    for (let i = 0; i < 2; i++) {
+      const r = timed("npm", ["run", "up"]);
+      noop.push(r.seconds);
+      if (r.stderr.includes("nothing to deploy")) skipped++;
+    }
+    timed("npm", ["run", "down"]);
+  };
+  const theirs = () => {
+    bare.push(pulumiUp("up", "--yes", "--skip-preview", "--non-interactive").seconds);
+    bareNoop.push(pulumiUp("up", "--yes", "--skip-preview", "--non-interactive").seconds);
+    pulumiUp("destroy", "--yes", "--skip-preview", "--non-interactive");
+  };
+  try {
+    // In turns, each first every other time: neither always finds the other's warm caches.
+    for (let i = 0; i < RUNS; i++) {
+      if (i % 2 === 0) {
+        ours();
+        theirs();
+      } else {
+        theirs();
+        ours();
+      }
+    }
+  } finally {
+    removeUpStack();
+  }
+  const out = {
+    fresh: stats(fresh),
+    bare: stats(bare),
+    noop: { ...stats(noop), skipped },
+    bareNoop: stats(bareNoop),
+  };
+  log(
+    `npm run up fresh 1+2: median ${r2(out.fresh.median)} s vs bare pulumi up ${r2(out.bare.median)} s; no-op ${r2(out.noop.median)} s (${skipped}/${noop.length} skipped pulumi up) vs bare no-op pulumi up ${r2(out.bareNoop.median)} s`,
+  );
+  return out;
+}
+
 /** 2. The tutorial's compose setup: docker-compose up → the replica serves the 3 seeded rows. */
 /** Runs docker-compose on the tutorial's setup (bench/peer), on the benchmark's ports. */
 function peerCompose(...args: string[]): void {
@@ -377,6 +503,7 @@ async function main(): Promise<void> {
   results.tutorial = await tutorial();
   results.engineFloor = await engineFloor();
   results.timeToVerified = await timeToVerified();
+  results.npmRunUp = await npmRunUp();
 
   // 4 + 8: one stack kept for the no-op up, the phase breakdown, lag, memory and scale-out.
   const s = newStack("main");
@@ -505,6 +632,14 @@ function report(): string {
   const ph = results.phases as Phases;
   const ef = results.engineFloor as ReturnType<typeof stats> | null | undefined;
   const dn = results.destroy as ReturnType<typeof stats> | undefined;
+  const nu = results.npmRunUp as
+    | {
+        fresh: ReturnType<typeof stats>;
+        bare: ReturnType<typeof stats>;
+        noop: ReturnType<typeof stats> & { skipped: number };
+        bareNoop: ReturnType<typeof stats>;
+      }
+    | undefined;
   const lines = [
     `# pg-cluster benchmark (${results.date}, ${RUNS} run(s) each, image ${IMAGE})`,
     "",
@@ -528,10 +663,24 @@ function report(): string {
         ]
       : []),
     `| no-op up (${no.changes} changes in all runs) | ${r1(no.min)} s | ${r1(no.median)} s |`,
+    ...(nu
+      ? [
+          `| \`npm run up\`, fresh 1 + 2 (wall clock, npm included) | ${r2(nu.fresh.min)} s | ${r2(nu.fresh.median)} s |`,
+          `| bare \`pulumi up --yes --skip-preview\` of the same stack, fresh | ${r2(nu.bare.min)} s | ${r2(nu.bare.median)} s |`,
+          `| \`npm run up\`, no-op (${nu.noop.skipped} of ${nu.noop.n} runs skipped \`pulumi up\`) | ${r2(nu.noop.min)} s | ${r2(nu.noop.median)} s |`,
+          `| bare \`pulumi up --yes --skip-preview\`, no-op | ${r2(nu.bareNoop.min)} s | ${r2(nu.bareNoop.median)} s |`,
+        ]
+      : []),
     `| scale-out +1 replica on ${r1(so.dataBytes / 2 ** 30)} GiB | | ${r1(so.oursSeconds)} s (raw pg_basebackup ${r1(so.rawBasebackupSeconds)} s, ×${r1(so.ratio)}) |`,
     "",
     `Scale-out steps, in seconds from the start of its \`pulumi up\`: ${(so.steps ?? []).map((p) => `${p.name} (${shortType(p.type)}) ${r2(p.startMs / 1000)}–${r2(p.endMs / 1000)}`).join("; ")}.`,
     "",
+    ...(nu
+      ? [
+          `\`npm run up\` (medians): fresh 1 + 2 ÷ bare \`pulumi up\` = **${(nu.fresh.median / nu.bare.median).toFixed(2)}** (${nu.fresh.median >= nu.bare.median ? "+" : "−"}${r2(Math.abs(nu.fresh.median - nu.bare.median))} s; target within 1 s); no-op = **${r2(nu.noop.median)} s** (target ≤ 3 s), ÷ a bare no-op \`pulumi up\` = **${(nu.noop.median / nu.bareNoop.median).toFixed(2)}**.`,
+          "",
+        ]
+      : []),
     `Ratios: ours (1+2) ÷ tutorial (1+1) = **${(tv["2"].median / tut.median).toFixed(2)}** (target ≤ 0.8); ours (1+2) ÷ floor = **${(tv["2"].median / fl.total).toFixed(2)}** (target ≤ 2.5).`,
     ...(ef
       ? [

@@ -64,7 +64,8 @@ image_ok() {
 
 done_ok() { printf '%s\n' "$image"; exit 0; }
 
-bash "$(dirname "${BASH_SOURCE[0]}")/provision-docker.sh"
+# PG_CLUSTER_DOCKER_READY=1: the caller has just run provision-docker.sh (saves a `docker info`).
+[ -n "${PG_CLUSTER_DOCKER_READY:-}" ] || bash "$(dirname "${BASH_SOURCE[0]}")/provision-docker.sh"
 
 image_ok "$image" && done_ok
 

@@ -3,61 +3,119 @@
 # (npm deps, Docker engine, the Pulumi toolchain, a PostgreSQL image), creates the stack on a local
 # file backend, generates secret passwords if the stack has none, deploys, and prints the
 # replication report and how to connect.
+#
+# A repeated run is cheap: when the stack is current (scripts/dev-stack.mjs: nothing changed in
+# config, program or toolchain since the last successful up, and Docker matches the state) it only
+# prints the report; when Docker differs from the state it runs `pulumi up --refresh`, otherwise a
+# plain `pulumi up`. The rule is in README, "The two commands".
 set -euo pipefail
 # shellcheck source=dev-stack.sh
 source "$(dirname "$0")/dev-stack.sh"
 
 bash scripts/provision-docker.sh
+# provision-image.sh need not ask again.
+export PG_CLUSTER_DOCKER_READY=1
 
+# report — the replication report and how to connect, from `stack_state outputs` on stdin.
+report() {
+  local primary json cluster="pg-cluster-$STACK"
+  read -r primary
+  json="$(cat)"
+  cat <<EOT
+
+Replication report (stack $STACK):
+$json
+
+Connect:
+  docker exec -it $cluster-primary psql -U postgres -d mydb          # primary, read-write
+  docker exec -it $cluster-replica-1 psql -U postgres -d mydb        # a replica, read-only
+  psql "host=${primary%:*} port=${primary##*:} user=postgres dbname=mydb"   # password: pulumi config get superuserPassword --config-file .state/Pulumi.$STACK.yaml
+Tear down: npm run down
+EOT
+}
+
+check="$(stack_state check)"
+read -r verdict sources <<<"$check"
+case "$verdict" in
+  current)
+    log "stack $STACK is up to date (Docker matches its state; config, program and toolchain are unchanged since the last up): nothing to deploy"
+    outputs="$(stack_state outputs)"
+    report <<<"$outputs"
+    exit 0
+    ;;
+  new) pulumi stack select --create "$STACK" --non-interactive >/dev/null ;;
+  changed | drift) ;;
+  *) die "scripts/dev-stack.mjs check printed '$check' (output above); fix the cause and re-run." ;;
+esac
+
+# config_lines — the stack's config as "key value" lines, secrets masked. Each pulumi run costs a
+# CLI start (~0.25 s), so the lines are kept with the hash of the files they are read from
+# (Pulumi.yaml's declarations and the stack's config file) and reused while both are unchanged.
+config_lines() {
+  local cache="$REPO/.state/config.$STACK.txt" key lines
+  key="$(cat "$REPO/Pulumi.yaml" "$CONFIG_FILE" | sha256sum)"
+  if [ -f "$cache" ] && [ "$(head -n 1 "$cache")" = "$key" ]; then
+    tail -n +2 "$cache"
+    return
+  fi
+  lines="$(pulumi_stack config --json | stack_state config)"
+  printf '%s\n%s\n' "$key" "$lines" >"$cache.tmp"
+  mv "$cache.tmp" "$cache"
+  printf '%s\n' "$lines"
+}
+config="$(config_lines)"
+declare -A cfg=()
+while read -r key value; do [ -z "$key" ] || cfg[$key]="$value"; done <<<"$config"
+
+config_changed=""
 # Passwords: generated once per stack, stored as secrets, passed on stdin (never argv).
 for key in superuserPassword replicationPassword; do
-  if ! pulumi_stack config get "$key" >/dev/null 2>&1; then
+  if [ -z "${cfg[$key]:-}" ]; then
     log "generating $key for stack $STACK (secret config)"
     node -e 'process.stdout.write(require("crypto").randomBytes(24).toString("base64url"))' |
       pulumi_stack config set --secret "$key" >/dev/null
+    config_changed=1
   fi
 done
 
 # Image: the configured one if Docker has it or can pull it; otherwise our local build.
-image="$(pulumi_stack config get image 2>/dev/null || echo postgres:16)"
+image="${cfg[image]:-postgres:16}"
 status=0
 bash scripts/provision-image.sh "$image" >/dev/null || status=$?
 if [ "$status" = 3 ]; then
   log "image $image is not present and cannot be pulled (no registry reachable): building and using pg-cluster-postgres:15 (PostgreSQL 15 from Debian packages) for stack $STACK"
   image="$(bash scripts/provision-image.sh --local 15)"
   pulumi_stack config set image "$image"
+  config_changed=1
 elif [ "$status" != 0 ]; then
   die "cannot provide image $image (above)."
 fi
 
 # Preflight the host ports: Docker's own error for a taken port does not say what to do.
 command -v ss >/dev/null || apt_install iproute2
-cfg() { pulumi_stack config get "$1" 2>/dev/null || echo "$2"; }
-replicas="$(cfg replicas 1)" primary_port="$(cfg primaryPort 5432)" base_port="$(cfg replicaBasePort 5433)"
+replicas="${cfg[replicas]:-1}" primary_port="${cfg[primaryPort]:-5432}" base_port="${cfg[replicaBasePort]:-5433}"
 ports=("$primary_port")
 for ((n = 0; n < replicas; n++)); do ports+=($((base_port + n))); done
+published="$(docker ps --format '{{.Names}} {{.Ports}}')"
+listening="$(ss -ltnH | awk '{ print $4 }')"
 for port in "${ports[@]}"; do
-  owner="$(docker ps --filter "publish=$port" --format '{{.Names}}' | head -n 1)"
+  owner="$(printf '%s\n' "$published" | awk -v p=":$port->" 'index($0, p) { print $1; exit }')"
   case "$owner" in pg-cluster-"$STACK"-*) continue ;; esac
-  if [ -n "$owner" ] || ss -ltnH "sport = :$port" | grep -q .; then
+  if [ -n "$owner" ] || printf '%s\n' "$listening" | grep -q ":$port\$"; then
     die "host port $port is already in use${owner:+ by container $owner}. Fix: stop what uses it, or move the cluster: pulumi config set primaryPort (or replicaBasePort) <port> --stack $STACK --config-file .state/Pulumi.$STACK.yaml"
   fi
 done
 
-# --refresh: a container stopped by hand is noticed and started again, data untouched.
-pulumi_stack up --yes --skip-preview --non-interactive --refresh
-report="$(pulumi stack output replicationReport --json --stack "$STACK")"
-primary="$(pulumi stack output primaryEndpoint --stack "$STACK")"
-
-cluster="pg-cluster-$STACK"
-cat <<EOT
-
-Replication report (stack $STACK):
-$report
-
-Connect:
-  docker exec -it $cluster-primary psql -U postgres -d mydb          # primary, read-write
-  docker exec -it $cluster-replica-1 psql -U postgres -d mydb        # a replica, read-only
-  psql "host=${primary%:*} port=${primary##*:} user=postgres dbname=mydb"   # password: pulumi config get superuserPassword --config-file .state/Pulumi.dev.yaml
-Tear down: npm run down
-EOT
+# From here until the up succeeds, the stack is not known to be current.
+rm -f "$STAMP"
+# The stamp records what this up deploys: the config as changed above.
+[ -z "$config_changed" ] || sources="$(stack_state sources)"
+up=(up --yes --skip-preview --non-interactive)
+if [ "$verdict" = drift ]; then
+  # --refresh: a container stopped or removed by hand is noticed and started again, data untouched.
+  log "pulumi up --refresh: Docker differs from the state (above)"
+  up+=(--refresh)
+fi
+pulumi_stack "${up[@]}"
+outputs="$(stack_state record "$sources")"
+report <<<"$outputs"
