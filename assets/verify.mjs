@@ -5,10 +5,10 @@
  * primary's LSN after that write. Prints one JSON report on stdout; exits non-zero naming any replica that did not catch up.
  *
  * Environment (set by the PostgresCluster component):
- *   PGC_PRIMARY        {"name","host","port"}
- *   PGC_REPLICAS       [{"name","host","port","slot"}, ...]
+ *   PGC_NODES          [{"name","host","port","internalHost","slot"}, ...]
+ *   PGC_DESIRED_PRIMARY  the node that must be the primary (the topology step made it so); every
+ *                      other node is checked as its standby
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE
- *   PGC_SYNC_STANDBY_NAMES   value for synchronous_standby_names ("" = asynchronous)
  *   PGC_TIMEOUT_SECONDS      (default 120) the primary must accept connections within this long
  *                            of the step's start; a replica may go this long without progress
  *                            (its clone or its replay advancing), so a clone of a large primary
@@ -23,30 +23,6 @@ const WIZARDS = [
   ["Ron", "Weasley", "ron.weasley@hogwarts.edu"],
   ["Hermione", "Granger", "hermione.granger@hogwarts.edu"],
 ];
-
-/** @param {import("pg").Client} client @param {string} wanted */
-async function applySyncStandbyNames(client, wanted) {
-  const current = (await client.query("SELECT current_setting('synchronous_standby_names') AS v"))
-    .rows[0].v;
-  if (current === wanted) return;
-  // synchronous_standby_names only needs a reload, so scaling never restarts the primary.
-  await client.query(
-    `ALTER SYSTEM SET synchronous_standby_names = ${client.escapeLiteral(wanted)}`,
-  );
-  await client.query("SELECT pg_reload_conf()");
-  for (let i = 0; i < 50; i++) {
-    const now = (await client.query("SELECT current_setting('synchronous_standby_names') AS v"))
-      .rows[0].v;
-    if (now === wanted) {
-      log(`synchronous_standby_names = '${wanted}'`);
-      return;
-    }
-    await sleep(100);
-  }
-  throw new Error(
-    `the primary did not take synchronous_standby_names = '${wanted}' after a reload`,
-  );
-}
 
 /** @param {import("pg").Client} client @returns {Promise<number>} rows inserted */
 async function seed(client) {
@@ -235,16 +211,22 @@ function withoutUnknowns(line) {
 
 async function main() {
   const started = Date.now();
-  const primaryNode = jsonEnv("PGC_PRIMARY");
   /** @type {import("./pgnode.mjs").NodeAddress[]} */
-  const replicas = jsonEnv("PGC_REPLICAS");
+  const nodes = jsonEnv("PGC_NODES");
+  const desired = requireEnv("PGC_DESIRED_PRIMARY");
+  const primaryNode = nodes.find((n) => n.name === desired);
+  if (!primaryNode) throw new Error(`PGC_DESIRED_PRIMARY ${desired} is not one of PGC_NODES`);
+  const replicas = nodes.filter((n) => n !== primaryNode);
   const timeoutSeconds = Number(process.env.PGC_TIMEOUT_SECONDS ?? "120");
   const deadline = started + timeoutSeconds * 1000;
   requireEnv("PGC_DATABASE");
 
   const primary = await connect(primaryNode, deadline);
   try {
-    await applySyncStandbyNames(primary, process.env.PGC_SYNC_STANDBY_NAMES ?? "");
+    const [role] = (await primary.query("SELECT pg_is_in_recovery() AS standby")).rows;
+    if (role.standby) {
+      throw new Error(`${primaryNode.name} should be the primary but is in recovery (a standby)`);
+    }
     const inserted = await seed(primary);
     log(`Wizards seeded (${inserted} row(s) inserted)`);
     const runId = randomUUID();
@@ -270,7 +252,7 @@ async function main() {
           caughtUp: caughtUp !== null,
           state: stat?.state ?? "disconnected",
           syncState: stat?.sync_state,
-          slot: r.slot,
+          slot: r.slot ?? "",
           slotActive: stat?.active ?? false,
           slotWalStatus: stat?.wal_status ?? "missing",
           replayLagBytes: stat?.replay_lag_bytes == null ? null : Number(stat.replay_lag_bytes),
