@@ -11,8 +11,9 @@
  * own `ctl.sh`, by `docker exec` (or PGC_CTL in tests).
  *
  * Environment (set by the PostgresCluster component):
- *   PGC_NODES            [{"name","host","port","internalHost","slot"}, ...] (host:port as the
- *                        step reaches the node; internalHost: its name on the cluster network)
+ *   PGC_NODES            [{"name","host","port","internalHost","internalPort"?,"slot"}, ...]
+ *                        (host:port as the step reaches the node; internalHost:internalPort as
+ *                        the other nodes do, on the cluster network: its name and 5432)
  *   PGC_DESIRED_PRIMARY  a node name
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE, PGC_REPLICATION_USER
  *   PGC_SYNCHRONOUS_REPLICAS  k for `ANY k (...)` over the standbys (0: asynchronous)
@@ -25,7 +26,10 @@
 import { spawn } from "node:child_process";
 import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 
-/** @typedef {{ name: string, host: string, port: number, internalHost: string, slot: string }} TopologyNode */
+/**
+ * @typedef {{ name: string, host: string, port: number, internalHost: string,
+ *   internalPort?: number, slot: string }} TopologyNode
+ */
 /**
  * @typedef {{ node: string, volume: "empty" | "populated", systemIdentifier: string | null,
  *   state: string | null, checkpointLsn: string | null, timeline: number | null,
@@ -40,6 +44,8 @@ import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 /** @typedef {{ node: TopologyNode, sql: SqlState | null, ctl: CtlStatus | null }} Observed */
 
 const CONTAINER_PORT = 5432;
+/** Where the other nodes reach `node`. @param {TopologyNode} node */
+const internalPort = (node) => node.internalPort ?? CONTAINER_PORT;
 const actions = /** @type {string[]} */ ([]);
 
 /** @param {string} what */
@@ -174,7 +180,7 @@ async function writeTimeline(node) {
 function conninfo(upstream, standby, database = "") {
   return [
     `host=${upstream.internalHost}`,
-    `port=${CONTAINER_PORT}`,
+    `port=${internalPort(upstream)}`,
     `user=${requireEnv("PGC_REPLICATION_USER")}`,
     ...(database ? [`dbname=${database}`] : []),
     `application_name=${standby.name}`,
@@ -193,7 +199,11 @@ async function candidateProblems(
   if (!c.inRecovery) return [`${candidate.name} is not a standby`];
   const problems = [];
   const tli = await writeTimeline(primary);
-  if (c.receiver?.status !== "streaming" || c.receiver.senderHost !== primary.internalHost) {
+  if (
+    c.receiver?.status !== "streaming" ||
+    c.receiver.senderHost !== primary.internalHost ||
+    c.receiver.senderPort !== internalPort(primary)
+  ) {
     problems.push(
       `${candidate.name} is not streaming from ${primary.name} (WAL receiver: ${JSON.stringify(c.receiver)})`,
     );
@@ -325,10 +335,10 @@ async function converge(
       const q = o.node;
       if (o.ctl?.volume === "empty") {
         act(`cloning ${q.name} from ${p.name}`);
-        await ctl(q, "bootstrap-clone", p.internalHost, String(CONTAINER_PORT));
+        await ctl(q, "bootstrap-clone", p.internalHost, String(internalPort(p)));
       } else if (o.ctl?.hold) {
         act(`${q.name} rejoins as a standby of ${p.name} (pg_rewind when needed)`);
-        await ctl(q, "follow", p.internalHost, String(CONTAINER_PORT));
+        await ctl(q, "follow", p.internalHost, String(internalPort(p)));
         const rewound = await ctl(q, "rewind", conninfo(p, q, "postgres"));
         act(`${q.name}: rewind ${rewound.rewind ?? "done"}`);
         await ctl(q, "release");
