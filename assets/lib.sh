@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Shared by primary.sh, replica.sh and healthcheck.sh. Runs inside the node's container (or, in the
-# integration tests, on the host with PGC_* overrides). Source it; do not run it.
+# Shared by entrypoint.sh and ctl.sh (and, until the component runs entrypoint.sh, by primary.sh,
+# replica.sh and healthcheck.sh). Runs inside the node's container (or, in the integration tests,
+# on the host with PGC_* overrides). Source it; do not run it.
 #
 # Image contract (official postgres image and our Debian-built image both satisfy it): PostgreSQL
 # server binaries on PATH, a `postgres` user, bash, and gosu or setpriv to drop root.
@@ -15,6 +16,11 @@ PGC_LISTEN="${PGC_LISTEN:-*}"
 PGC_SOCKET_DIR="${PGC_SOCKET_DIR:-/var/run/postgresql}"
 PGC_NODE_NAME="${PGC_NODE_NAME:-$(hostname)}"
 PGC_OS_USER="${PGC_OS_USER:-postgres}"
+# The replication role's password, for libpq (PGPASSFILE), on any host: a standby can then be
+# re-pointed at any node by ALTER SYSTEM alone.
+PGC_PASSFILE="$PGC_CONF_DIR/replication.pgpass"
+# Clone count and reason of a data directory made by pg_basebackup (read by verify.mjs).
+PGC_NODE_STATE_FILE="pg-cluster-node.json"
 export PGDATA PGC_HOME PGC_VOLUME PGC_CONF_DIR PGC_PORT PGC_LISTEN PGC_SOCKET_DIR PGC_NODE_NAME
 
 pgc_log() { printf '%s pg-cluster[%s]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$PGC_NODE_NAME" "$*" >&2; }
@@ -97,9 +103,17 @@ pgc_network() {
 # pgc_render_config ROLE — writes postgresql.conf, pg_hba.conf, pg_ident.conf and node.conf into
 # the volume's conf/ directory on every boot, from the assets and the environment. Every node reads
 # the same shared settings from there (a replica must not inherit them from the primary's copy).
+# ROLE `node` is entrypoint.sh's: hba from pg_hba.node.conf (the replication role may also open a
+# session to database postgres, for pg_rewind), and no upstream in node.conf, because a standby's
+# upstream lives in its data directory (postgresql.auto.conf), where a switchover changes it
+# without replacing the container. `primary` and `replica` are primary.sh's and replica.sh's.
 pgc_render_config() {
-  local role="$1" cidr gateway reject=""
+  local role="$1" cidr gateway reject="" hba=pg_hba.conf
   pgc_require PGC_SUPERUSER PGC_REPLICATION_USER PGC_MAX_WAL_SENDERS PGC_MAX_REPLICATION_SLOTS PGC_MAX_SLOT_WAL_KEEP_SIZE
+  if [ "$role" = node ]; then
+    pgc_require PGC_MAX_WAL_SIZE
+    hba=pg_hba.node.conf
+  fi
   cidr="${PGC_REPLICATION_CIDR:-}"
   gateway="${PGC_REJECT_ADDRESS-__auto__}"
   if [ -z "$cidr" ] || [ "$gateway" = __auto__ ]; then
@@ -110,9 +124,15 @@ pgc_render_config() {
   [ -n "$cidr" ] || pgc_die "cannot determine the cluster network's subnet from /proc/net/route; set PGC_REPLICATION_CIDR."
   # The gateway is inside the subnet, and connections through published ports arrive from it:
   # refuse replication from there so only the cluster's own containers can replicate.
-  [ -z "$gateway" ] || reject="host    replication  all  ${gateway}/32  reject"
+  if [ -n "$gateway" ] && [ "$role" = node ]; then
+    # The replication role's session to database postgres (pg_rewind) is refused there too; the
+    # superuser still reaches postgres through a published port.
+    reject="host    replication,postgres  $PGC_REPLICATION_USER  ${gateway}/32  reject"
+  elif [ -n "$gateway" ]; then
+    reject="host    replication  all  ${gateway}/32  reject"
+  fi
   sed -e "s|@REPLICATION_USER@|$PGC_REPLICATION_USER|g" -e "s|@REPLICATION_CIDR@|$cidr|g" \
-    -e "s|@REJECT_GATEWAY@|$reject|" "$PGC_HOME/pg_hba.conf" >"$PGC_CONF_DIR/pg_hba.conf"
+    -e "s|@REJECT_GATEWAY@|$reject|" "$PGC_HOME/$hba" >"$PGC_CONF_DIR/pg_hba.conf"
   sed -e "s|@SUPERUSER@|$PGC_SUPERUSER|g" -e "s|@OS_USER@|$PGC_OS_USER|g" \
     "$PGC_HOME/pg_ident.conf" >"$PGC_CONF_DIR/pg_ident.conf"
   cp "$PGC_HOME/postgresql.conf" "$PGC_CONF_DIR/postgresql.conf"
@@ -139,14 +159,218 @@ pgc_render_config() {
   pgc_log "configuration written to $PGC_CONF_DIR (replication allowed from $cidr${gateway:+, refused from $gateway})"
 }
 
-# pgc_primary_conninfo — the replica's connection to the primary. The password lives in a
-# passfile, never in the conninfo (which pg_stat_wal_receiver shows).
+# pgc_primary_conninfo — replica.sh's connection to the primary of its environment.
 pgc_primary_conninfo() {
+  pgc_upstream_conninfo "$PGC_PRIMARY_HOST" "$PGC_PRIMARY_PORT"
+}
+
+# pgc_upstream_conninfo HOST PORT — a standby's primary_conninfo for the upstream at HOST:PORT. The
+# password lives in a passfile, never in the conninfo (which pg_stat_wal_receiver shows).
+pgc_upstream_conninfo() {
   printf 'host=%s port=%s user=%s passfile=%s application_name=%s connect_timeout=5 keepalives_idle=5 keepalives_interval=2 keepalives_count=3' \
-    "$PGC_PRIMARY_HOST" "$PGC_PRIMARY_PORT" "$PGC_REPLICATION_USER" "$PGC_CONF_DIR/replication.pgpass" "$PGC_NODE_NAME"
+    "$1" "$2" "$PGC_REPLICATION_USER" "$PGC_PASSFILE" "$PGC_NODE_NAME"
 }
 
 # pgc_start_args — arguments for `postgres` so it reads the rendered configuration.
 pgc_start_args() {
   printf '%s\n' -D "$PGDATA" -c "config_file=$PGC_CONF_DIR/postgresql.conf"
+}
+
+# --- Shared by entrypoint.sh and ctl.sh (docs/design/primary-as-role.md, sections B and D) ---
+
+# pgc_pgpass_field VALUE — VALUE escaped for a libpq password file (\ and : are special).
+pgc_pgpass_field() {
+  local v="${1//\\/\\\\}"
+  printf '%s' "${v//:/\\:}"
+}
+
+# pgc_write_passfile PASSWORD — the replication role's password for every host, port and database
+# (0600): replication from whichever node is primary, and pg_rewind's session to postgres.
+pgc_write_passfile() {
+  (
+    umask 077
+    printf '*:*:*:%s:%s\n' "$(pgc_pgpass_field "$PGC_REPLICATION_USER")" "$(pgc_pgpass_field "$1")" \
+      >"$PGC_PASSFILE.tmp"
+  )
+  mv "$PGC_PASSFILE.tmp" "$PGC_PASSFILE"
+}
+
+# pgc_sql_literal VALUE / pgc_sql_ident NAME — VALUE as a SQL string literal
+# (standard_conforming_strings is on), NAME as a quoted identifier.
+pgc_sql_literal() { printf "'%s'" "${1//\'/\'\'}"; }
+pgc_sql_ident() { printf '"%s"' "${1//\"/\"\"}"; }
+
+# pgc_setup_sql SUPERUSER_PASSWORD REPLICATION_PASSWORD — the statements that converge the roles:
+# both passwords, the replication role's attributes, and the four grants pg_rewind needs to read
+# the source's files without a superuser (https://www.postgresql.org/docs/15/app-pgrewind.html).
+# The grants are per database (each has its own pg_catalog): run this in database postgres, the
+# one pg_rewind connects to. Every statement is idempotent.
+pgc_setup_sql() {
+  local su repl fn
+  su="$(pgc_sql_ident "$PGC_SUPERUSER")"
+  repl="$(pgc_sql_ident "$PGC_REPLICATION_USER")"
+  printf '%s\n\n' \
+    "ALTER ROLE $su WITH PASSWORD $(pgc_sql_literal "$1");" \
+    "DO \$\$BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = $(pgc_sql_literal "$PGC_REPLICATION_USER")) THEN
+    CREATE ROLE $repl;
+  END IF;
+END\$\$;" \
+    "ALTER ROLE $repl WITH NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT REPLICATION LOGIN PASSWORD $(pgc_sql_literal "$2");"
+  for fn in "pg_ls_dir(text, boolean, boolean)" "pg_stat_file(text, boolean)" \
+    "pg_read_binary_file(text)" "pg_read_binary_file(text, bigint, bigint, boolean)"; do
+    printf '%s\n\n' "GRANT EXECUTE ON FUNCTION pg_catalog.$fn TO $repl;"
+  done
+}
+
+# pgc_single_user DIR SQL — runs statements on the cluster in DIR in single-user mode (no server,
+# no network) in database postgres, failing on any error. Statements are separated by a semicolon
+# and a blank line (-j). Only ERROR/FATAL lines are shown: the statements carry passwords.
+pgc_single_user() {
+  local dir="$1" out
+  # synchronous_standby_names (from ALTER SYSTEM) would make every commit here wait for standbys
+  # that cannot connect to a single-user server: switch it off for this session.
+  if ! out="$(printf '%s\n' "$2" | postgres --single -j -D "$dir" -c log_min_error_statement=panic \
+    -c "config_file=$dir/postgresql.conf" -c exit_on_error=on -c synchronous_standby_names= \
+    postgres 2>&1)" || [[ "$out" =~ ERROR|FATAL|PANIC ]]; then
+    printf '%s\n' "$out" | grep -E 'ERROR|FATAL|PANIC' >&2 || true
+    pgc_die "single-user setup of roles in $dir failed (above); fix the cause and restart the node."
+  fi
+}
+
+# pgc_populated — true when the volume holds a cluster (PGDATA/PG_VERSION).
+pgc_populated() { [ -s "$PGDATA/PG_VERSION" ]; }
+
+# pgc_require_empty — refuses unless the volume holds no cluster and nothing else in PGDATA.
+pgc_require_empty() {
+  ! pgc_populated ||
+    pgc_die "refusing: the volume already holds a cluster ($PGDATA); bootstrap is only for an empty volume (ctl.sh status shows it). Nothing was changed."
+  if [ -e "$PGDATA" ] && [ -n "$(ls -A "$PGDATA")" ]; then
+    pgc_die "$PGDATA is not empty but holds no PostgreSQL cluster; move its contents away, pg-cluster will not overwrite them."
+  fi
+}
+
+# pgc_swap_in SCRATCH — makes the complete data directory SCRATCH (written with --no-sync) the
+# node's PGDATA: one syncfs before the rename and one after, as durable as the tools' file-by-file
+# fsync and cheaper. Until the rename the volume shows no cluster, so an interrupted initdb or
+# clone never leaves a half-made one that a restart would mistake for a real one.
+pgc_swap_in() {
+  pgc_log "flushing $1 to disk and making it the data directory"
+  pgc_syncfs "$1"
+  rm -rf "$PGDATA"
+  mv "$1" "$PGDATA"
+  pgc_syncfs "$PGDATA"
+}
+
+# pgc_conf_quote VALUE — VALUE as a postgresql.conf string ('…', quotes doubled).
+pgc_conf_quote() { printf "'%s'" "${1//\'/\'\'}"; }
+
+# pgc_set_upstream DIR CONNINFO SLOT — writes primary_conninfo and primary_slot_name into
+# DIR/postgresql.auto.conf, replacing earlier values: where ALTER SYSTEM keeps them, for a data
+# directory whose server is not running.
+pgc_set_upstream() {
+  local conf="$1/postgresql.auto.conf"
+  {
+    [ ! -f "$conf" ] || grep -vE '^[[:space:]]*(primary_conninfo|primary_slot_name)[[:space:]]*=' "$conf" || true
+    printf 'primary_conninfo = %s\n' "$(pgc_conf_quote "$2")"
+    printf 'primary_slot_name = %s\n' "$(pgc_conf_quote "$3")"
+  } >"$conf.pgc"
+  chmod 600 "$conf.pgc"
+  mv "$conf.pgc" "$conf"
+}
+
+# pgc_local_psql ARGS... — psql as the superuser over the local socket (peer authentication,
+# mapped in pg_ident.conf), unaligned, tuples only, stopping at the first error.
+pgc_local_psql() {
+  psql -h "$PGC_SOCKET_DIR" -p "$PGC_PORT" -U "$PGC_SUPERUSER" -d postgres -XAtq -v ON_ERROR_STOP=1 "$@"
+}
+
+# pgc_server_running — true while a postmaster runs on PGDATA (pg_ctl reads postmaster.pid).
+pgc_server_running() { pg_ctl status -D "$PGDATA" >/dev/null 2>&1; }
+
+# pgc_conninfo_value KEY CONNINFO — the value of KEY in a key=value connection string (unquoted
+# values, as pgc_upstream_conninfo writes them).
+pgc_conninfo_value() {
+  local word words
+  read -ra words <<<"$2"
+  for word in "${words[@]}"; do
+    if [ "${word%%=*}" = "$1" ]; then
+      printf '%s' "${word#*=}"
+      return 0
+    fi
+  done
+}
+
+# pgc_replication_conn HOST PORT — a replication connection string to HOST:PORT as the
+# replication role (password from PGC_PASSFILE).
+pgc_replication_conn() {
+  printf 'host=%s port=%s user=%s passfile=%s dbname=replication replication=true connect_timeout=5 application_name=%s-control' \
+    "$1" "$2" "$PGC_REPLICATION_USER" "$PGC_PASSFILE" "$PGC_NODE_NAME"
+}
+
+# pgc_slot_state HOST PORT SLOT — prints ok, lost, missing or unknown (not reachable). READ_
+# REPLICATION_SLOT (PostgreSQL 15+) shows an invalidated slot with an empty restart_lsn; our
+# slots always reserve WAL when created.
+pgc_slot_state() {
+  local row
+  row="$(psql "$(pgc_replication_conn "$1" "$2")" -XAtq -c "READ_REPLICATION_SLOT $3" 2>/dev/null)" || {
+    echo unknown
+    return 0
+  }
+  case "$row" in
+    "||" | "") echo missing ;;
+    physical\|\|*) echo lost ;;
+    physical\|*) echo ok ;;
+    *) echo unknown ;;
+  esac
+}
+
+# pgc_ensure_slot HOST PORT SLOT — the slot must exist on HOST:PORT and reserve WAL *before* a
+# clone starts: a slot created by pg_basebackup -C reserves WAL only after the backup's
+# checkpoint, and a clone running in parallel can recycle the segment in between. A lost slot is
+# dropped and made again.
+pgc_ensure_slot() {
+  local conn
+  conn="$(pgc_replication_conn "$1" "$2")"
+  case "$(pgc_slot_state "$1" "$2" "$3")" in
+    ok) return 0 ;;
+    lost)
+      pgc_log "dropping lost slot $3 on $1:$2"
+      psql "$conn" -XAtq -v ON_ERROR_STOP=1 -c "DROP_REPLICATION_SLOT $3 WAIT" >/dev/null
+      ;;
+  esac
+  pgc_log "creating physical slot $3 on $1:$2 (reserving WAL now)"
+  psql "$conn" -XAtq -v ON_ERROR_STOP=1 -c "CREATE_REPLICATION_SLOT $3 PHYSICAL RESERVE_WAL" >/dev/null ||
+    [ "$(pgc_slot_state "$1" "$2" "$3")" = ok ] ||
+    pgc_die "cannot create slot $3 on $1:$2: check that it runs and accepts replication from this node (its pg_hba.conf, the replication password)."
+}
+
+# pgc_clone HOST PORT SLOT CONNINFO REASON — a fresh copy of HOST:PORT through SLOT, made a
+# standby of CONNINFO/SLOT (standby.signal and postgresql.auto.conf written before the swap, so
+# the supervisor can never start it as a primary), swapped in only when complete: a failed clone
+# never destroys the data we had. Counts clones in pg-cluster-node.json.
+pgc_clone() {
+  local host="$1" port="$2" slot="$3" conninfo="$4" reason="$5" clones=0 started scratch="$PGDATA.new"
+  if [ -s "$PGDATA/$PGC_NODE_STATE_FILE" ]; then
+    clones="$(sed -n 's/.*"clones": *\([0-9]*\).*/\1/p' "$PGDATA/$PGC_NODE_STATE_FILE")"
+  fi
+  pgc_ensure_slot "$host" "$port" "$slot"
+  started="$(date +%s%N)"
+  pgc_log "cloning $host:$port with pg_basebackup through slot $slot ($reason)"
+  rm -rf "$scratch"
+  # The application name lets the post-step see this clone's progress on the upstream
+  # (pg_stat_progress_basebackup). Named after the slot, not the node: PostgreSQL cuts
+  # application_name at 63 bytes, and node names can be long. PGC_CLONE_MAX_RATE (e.g. 8M) is a
+  # test hook that makes a clone slow.
+  PGAPPNAME="pgc-clone-$slot" pg_basebackup -h "$host" -p "$port" -U "$PGC_REPLICATION_USER" -w \
+    -D "$scratch" -X stream -S "$slot" --checkpoint=fast --no-manifest --no-sync \
+    ${PGC_CLONE_MAX_RATE:+"--max-rate=$PGC_CLONE_MAX_RATE"} ||
+    pgc_die "pg_basebackup from $host:$port failed (above); the volume is unchanged, retry once the upstream answers."
+  printf '{"node": "%s", "clones": %d, "lastCloneReason": "%s", "lastClonedAt": "%s", "lastCloneMs": %d}\n' \
+    "$PGC_NODE_NAME" "$((${clones:-0} + 1))" "$reason" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    "$((($(date +%s%N) - started) / 1000000))" >"$scratch/$PGC_NODE_STATE_FILE"
+  touch "$scratch/standby.signal"
+  pgc_set_upstream "$scratch" "$conninfo" "$slot"
+  pgc_swap_in "$scratch"
+  pgc_log "clone complete: a standby of $host:$port through slot $slot"
 }

@@ -47,6 +47,27 @@ const PROJECT = /^name:\s*["']?([^"'\s#]+)/m.exec(
 
 const sha = (data) => createHash("sha256").update(data).digest("hex");
 
+/** The latest deployment in a file:// backend's checkpoint file; undefined if there is none. */
+function checkpointFile() {
+  const url = process.env.PULUMI_BACKEND_URL ?? "";
+  if (!url.startsWith("file://")) return undefined;
+  const stacks = path.join(fileURLToPath(url), ".pulumi", "stacks");
+  // The project-scoped layout (Pulumi 3.61+) first, then the legacy one.
+  for (const base of [path.join(stacks, PROJECT ?? ""), stacks]) {
+    for (const [suffix, read] of [
+      [".json", (b) => b],
+      [".json.gz", gunzipSync],
+    ]) {
+      const file = path.join(base, `${STACK}${suffix}`);
+      if (fs.existsSync(file)) {
+        const checkpoint = JSON.parse(read(fs.readFileSync(file)).toString("utf8")).checkpoint;
+        return checkpoint?.latest ?? {};
+      }
+    }
+  }
+  return undefined;
+}
+
 /**
  * The stack's latest deployment, or null when the stack does not exist. A file:// backend's
  * checkpoint is read directly (the CLI would take ~0.3 s to start); any other backend through
@@ -54,22 +75,11 @@ const sha = (data) => createHash("sha256").update(data).digest("hex");
  * @returns {{ resources?: any[], pending_operations?: any[] } | null}
  */
 function deployment() {
-  const url = process.env.PULUMI_BACKEND_URL ?? "";
-  if (url.startsWith("file://")) {
-    const stacks = path.join(fileURLToPath(url), ".pulumi", "stacks");
-    // The project-scoped layout (Pulumi 3.61+) first, then the legacy one.
-    for (const base of [path.join(stacks, PROJECT ?? ""), stacks]) {
-      for (const [suffix, read] of [
-        [".json", (b) => b],
-        [".json.gz", gunzipSync],
-      ]) {
-        const file = path.join(base, `${STACK}${suffix}`);
-        if (fs.existsSync(file)) {
-          const checkpoint = JSON.parse(read(fs.readFileSync(file)).toString("utf8")).checkpoint;
-          return checkpoint?.latest ?? {};
-        }
-      }
-    }
+  try {
+    const fromFile = checkpointFile();
+    if (fromFile) return fromFile;
+  } catch {
+    // A file:// URL node cannot map to a path, an unreadable file: ask the CLI instead.
   }
   const r = spawnSync("pulumi", ["stack", "export", "--stack", STACK], {
     cwd: REPO,

@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# Node control for the topology step (docs/design/primary-as-role.md, sections B–D), run as
+#   docker exec <container> bash /opt/pg-cluster/ctl.sh VERB [ARGS]
+# for what SQL cannot do: bootstrap an empty volume, stop a primary for good (demote), pg_rewind,
+# re-point a stopped node. Every verb prints exactly one JSON line on stdout (the node's status
+# after it), logs on stderr, and exits non-zero with a message on failure. The entrypoint
+# (entrypoint.sh, PID 1) starts and stops the server around these verbs: it waits on an empty
+# volume and while conf/hold exists. Verbs that change the node hold conf/ctl.lock.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | release | follow HOST PORT"
+}
+
+HOLD="$PGC_CONF_DIR/hold"
+# Extra fields of a verb's result line (`"key":value`), after the status.
+result_extra=""
+
+# json_string VALUE — VALUE as a JSON string (node names and pg_controldata values are plain text).
+json_string() {
+  local v="${1//\\/\\\\}"
+  printf '"%s"' "${v//\"/\\\"}"
+}
+
+# print_status [EXTRA] — the node's status as one JSON line on the result descriptor (3), with
+# EXTRA (`"key":value`) appended. Read from pg_controldata, which needs no running server.
+print_status() {
+  local volume=empty sysid=null state=null lsn=null tli=null standby=false hold=false running=false
+  local out
+  if pgc_populated; then
+    volume=populated
+    out="$(LC_ALL=C pg_controldata -D "$PGDATA")" ||
+      pgc_die "pg_controldata cannot read $PGDATA (above); the data directory may be damaged."
+    sysid="$(json_string "$(controldata_field "$out" "Database system identifier")")"
+    state="$(json_string "$(controldata_field "$out" "Database cluster state")")"
+    lsn="$(json_string "$(controldata_field "$out" "Latest checkpoint location")")"
+    tli="$(controldata_field "$out" "Latest checkpoint's TimeLineID")"
+  fi
+  [ ! -e "$PGDATA/standby.signal" ] || standby=true
+  [ ! -e "$HOLD" ] || hold=true
+  ! pgc_server_running || running=true
+  printf '{"node":%s,"volume":"%s","systemIdentifier":%s,"state":%s,"checkpointLsn":%s,"timeline":%s,"standby":%s,"hold":%s,"running":%s%s}\n' \
+    "$(json_string "$PGC_NODE_NAME")" "$volume" "$sysid" "$state" "$lsn" "${tli:-null}" \
+    "$standby" "$hold" "$running" "${1:+,$1}" >&3
+}
+
+# controldata_field OUTPUT LABEL — the value after "LABEL:" in pg_controldata's output.
+controldata_field() {
+  printf '%s\n' "$1" | sed -n "s/^$2:[[:space:]]*//p"
+}
+
+# lock — serialises the verbs that change the node (and the entrypoint's re-clone): a re-run step
+# must not interleave with one still running.
+lock() {
+  exec 9>>"$PGC_CONF_DIR/ctl.lock"
+  flock -w 120 9 ||
+    pgc_die "another ctl.sh (or the entrypoint's re-clone) held the node's lock for 120 s; wait for it, or see docker logs $PGC_NODE_NAME."
+}
+
+# in_recovery — t or f from the running server.
+in_recovery() { pgc_local_psql -c "SELECT pg_is_in_recovery()"; }
+
+# accepting — true once the server accepts connections: the status line of postmaster.pid, which
+# pg_ctl -w also reads ("ready" for a primary, "standby" for a hot standby). No connection is made,
+# so a server still starting logs no "the database system is starting up" per poll.
+accepting() {
+  local status
+  status="$(sed -n 8p "$PGDATA/postmaster.pid" 2>/dev/null)" || return 1
+  [[ "$status" =~ ^(ready|standby)[[:space:]]*$ ]] && pgc_server_running
+}
+
+# wait_ready VERB — after a verb that lets the entrypoint start the server: waits (bounded by
+# PGC_CTL_WAIT_SECONDS, default 60) until it accepts connections, so the step's next SQL works.
+wait_ready() {
+  local deadline=$((SECONDS + ${PGC_CTL_WAIT_SECONDS:-60})) said=0
+  until accepting; do
+    [ ! -e "$HOLD" ] || return 0
+    if [ "$said" = 0 ]; then
+      pgc_log "waiting for the entrypoint to start the server"
+      said=1
+    fi
+    [ "$SECONDS" -lt "$deadline" ] ||
+      pgc_die "$1 done, but the server did not accept connections within ${PGC_CTL_WAIT_SECONDS:-60} s; see docker logs $PGC_NODE_NAME."
+    sleep 0.1
+  done
+}
+
+# require_held_and_stopped VERB
+require_held_and_stopped() {
+  pgc_populated || pgc_die "refusing $1: the volume is empty; nothing was changed."
+  [ -e "$HOLD" ] || pgc_die "refusing $1: the node is not held; run ctl.sh demote first. Nothing was changed."
+  ! pgc_server_running ||
+    pgc_die "refusing $1: the server is running; it must be stopped (ctl.sh demote). Nothing was changed."
+}
+
+# require_port PORT
+require_port() {
+  [[ "$1" =~ ^[0-9]+$ ]] || pgc_die "'$1' is not a port number; usage: ctl.sh bootstrap-clone|follow HOST PORT."
+}
+
+# bootstrap_initdb — a new cluster on an empty volume, exactly as primary.sh made one: initdb into
+# a scratch directory (SCRAM, checksums, no standby.signal), the database and roles in one
+# single-user session, then the flush-and-rename swap. The entrypoint then starts it.
+bootstrap_initdb() {
+  local setup
+  pgc_require_empty
+  pgc_log "initialising a new cluster (bootstrap-initdb)"
+  rm -rf "$PGDATA.init"
+  # --no-sync: pgc_swap_in flushes the file system once, as durable and about a third faster.
+  initdb -D "$PGDATA.init" -U "$PGC_SUPERUSER" --pwfile=<(printf '%s\n' "$superuser_password") \
+    --auth-local=peer --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 --data-checksums \
+    --no-sync >/dev/null
+  setup="$(pgc_setup_sql "$superuser_password" "$replication_password")"
+  if [ "$PGC_DATABASE" != postgres ]; then
+    setup="CREATE DATABASE $(pgc_sql_ident "$PGC_DATABASE");
+
+$setup"
+  fi
+  pgc_single_user "$PGDATA.init" "$setup"
+  pgc_swap_in "$PGDATA.init"
+  pgc_log "cluster initialised with database $PGC_DATABASE; the entrypoint starts it as the primary"
+  wait_ready bootstrap-initdb
+}
+
+# bootstrap_clone HOST PORT — a standby of HOST:PORT on an empty volume, through this node's slot.
+bootstrap_clone() {
+  pgc_require_empty
+  pgc_clone "$1" "$2" "$PGC_SLOT_NAME" "$(pgc_upstream_conninfo "$1" "$2")" "initial clone"
+  wait_ready bootstrap-clone
+}
+
+# demote — stops a primary for good: hold (the entrypoint will not restart it) and standby.signal
+# (it can only come back as a standby), a checkpoint so the shutdown checkpoint is short, then a
+# fast stop, during which every walsender sends its standby all WAL up to the shutdown
+# checkpoint. The status then shows state "shut down" and that checkpoint's location.
+demote() {
+  pgc_populated || pgc_die "refusing demote: the volume is empty; nothing was changed."
+  if pgc_server_running && [ "$(in_recovery)" = t ]; then
+    pgc_die "refusing demote: $PGC_NODE_NAME is a standby (in recovery); only a primary is demoted. Nothing was changed."
+  fi
+  touch "$HOLD" "$PGDATA/standby.signal"
+  pgc_log "hold and standby.signal written"
+  pgc_server_running || return 0
+  pgc_log "checkpoint, then fast stop"
+  if ! pgc_local_psql -c CHECKPOINT >/dev/null || ! pg_ctl stop -D "$PGDATA" -m fast -w -t 60; then
+    rm -f "$PGDATA/standby.signal" "$HOLD"
+    pgc_die "demote failed: the server did not stop (above). standby.signal and hold were removed: $PGC_NODE_NAME stays the primary."
+  fi
+  pgc_log "demoted: the server is shut down and held"
+}
+
+# undemote — back to primary after a demotion the step could not finish: standby.signal first,
+# then hold, so the entrypoint starts it writable.
+undemote() {
+  pgc_populated || pgc_die "refusing undemote: the volume is empty; nothing was changed."
+  if [ -e "$PGDATA/standby.signal" ] && [ ! -e "$HOLD" ]; then
+    pgc_die "refusing undemote: $PGC_NODE_NAME is a standby that was not demoted (no hold); it would become a second primary. Nothing was changed."
+  fi
+  if pgc_server_running && [ "$(in_recovery)" = t ]; then
+    pgc_die "refusing undemote: $PGC_NODE_NAME runs as a standby. Nothing was changed."
+  fi
+  rm -f "$PGDATA/standby.signal"
+  rm -f "$HOLD"
+  pgc_log "standby.signal and hold removed: the entrypoint starts the node as the primary"
+  wait_ready undemote
+}
+
+# rewind CONNINFO — pg_rewind of the held, stopped node from the source server (PGPASSFILE has
+# the replication role's password). A rewind that
+# copies files takes the source's non-relation files too, among them postgresql.auto.conf and
+# pg-cluster-node.json, and removes standby.signal (absent on the source): this node's own are
+# put back, so it stays a standby of the upstream it had. Adds "rewind":"done"|"not needed".
+rewind() {
+  local out verdict state="" upstream=""
+  require_held_and_stopped rewind
+  [ ! -s "$PGDATA/$PGC_NODE_STATE_FILE" ] || state="$(cat "$PGDATA/$PGC_NODE_STATE_FILE")"
+  if [ -f "$PGDATA/postgresql.auto.conf" ]; then
+    upstream="$(grep -E '^[[:space:]]*(primary_conninfo|primary_slot_name)[[:space:]]*=' "$PGDATA/postgresql.auto.conf" || true)"
+  fi
+  pgc_log "pg_rewind from the source server"
+  if ! out="$(pg_rewind --target-pgdata="$PGDATA" --source-server="$1" --progress \
+    --config-file="$PGC_CONF_DIR/postgresql.conf" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    pgc_die "pg_rewind failed (above); the node stays held. If its WAL since the fork is gone, it needs a new clone."
+  fi
+  printf '%s\n' "$out" >&2
+  if [[ "$out" == *"no rewind required"* ]]; then
+    verdict="not needed"
+  else
+    verdict="done"
+    restore_after_rewind "$state" "$upstream"
+  fi
+  touch "$PGDATA/standby.signal"
+  pgc_log "rewind: $verdict"
+  result_extra="\"rewind\":\"$verdict\""
+}
+
+# restore_after_rewind STATE UPSTREAM_LINES — puts back what a copying rewind replaced.
+restore_after_rewind() {
+  local conf="$PGDATA/postgresql.auto.conf"
+  rm -f "$PGDATA/$PGC_NODE_STATE_FILE"
+  [ -z "$1" ] || printf '%s\n' "$1" >"$PGDATA/$PGC_NODE_STATE_FILE"
+  [ -n "$2" ] || return 0
+  {
+    grep -vE '^[[:space:]]*(primary_conninfo|primary_slot_name)[[:space:]]*=' "$conf" || true
+    printf '%s\n' "$2"
+  } >"$conf.pgc"
+  chmod 600 "$conf.pgc"
+  mv "$conf.pgc" "$conf"
+}
+
+# follow HOST PORT — the held, stopped node's upstream, written where ALTER SYSTEM keeps it, so
+# that once released it starts streaming from HOST:PORT through its own slot at once.
+follow() {
+  require_held_and_stopped follow
+  pgc_set_upstream "$PGDATA" "$(pgc_upstream_conninfo "$1" "$2")" "$PGC_SLOT_NAME"
+  pgc_log "upstream set: $1:$2 through slot $PGC_SLOT_NAME"
+}
+
+# release — removes hold: the entrypoint starts the server (a standby iff standby.signal exists).
+release() {
+  rm -f "$HOLD"
+  pgc_log "hold removed"
+  ! pgc_populated || wait_ready release
+}
+
+main() {
+  pgc_become_postgres "$0" "$@"
+  pgc_require PGC_NODE_NAME PGC_SLOT_NAME PGC_SUPERUSER PGC_SUPERUSER_PASSWORD PGC_REPLICATION_USER \
+    PGC_REPLICATION_PASSWORD PGC_DATABASE
+  # Out of the environment the tools (and initdb's bootstrap server) inherit.
+  superuser_password="$PGC_SUPERUSER_PASSWORD"
+  replication_password="$PGC_REPLICATION_PASSWORD"
+  unset PGC_SUPERUSER_PASSWORD PGC_REPLICATION_PASSWORD
+  # Everything but the result line goes to stderr, whatever the tools print.
+  exec 3>&1 1>&2
+  export PGPASSFILE="$PGC_PASSFILE"
+  local verb="${1:-}"
+  [ $# = 0 ] || shift
+  case "$verb:$#" in
+    status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0) ;;
+    bootstrap-clone:2 | follow:2) require_port "$2" ;;
+    *) usage ;;
+  esac
+  if [ "$verb" = status ]; then
+    print_status
+    return 0
+  fi
+  lock
+  case "$verb" in
+    bootstrap-initdb) bootstrap_initdb ;;
+    bootstrap-clone) bootstrap_clone "$1" "$2" ;;
+    demote) demote ;;
+    undemote) undemote ;;
+    rewind) rewind "$1" ;;
+    release) release ;;
+    follow) follow "$1" "$2" ;;
+  esac
+  print_status "$result_extra"
+}
+
+_is_sourced() {
+  [ "${#FUNCNAME[@]}" -ge 2 ] && [ "${FUNCNAME[0]}" = _is_sourced ] && [ "${FUNCNAME[1]}" = source ]
+}
+if ! _is_sourced; then
+  main "$@"
+fi
