@@ -39,7 +39,7 @@ import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
  * @typedef {{ inRecovery: boolean, systemIdentifier: string, replayLsn: string | null,
  *   currentLsn: string | null, pause: string | null, receiver: { status: string,
  *   senderHost: string | null, senderPort: number | null, tli: number } | null,
- *   upstream: string }} SqlState
+ *   upstream: string, upstreamSlot: string }} SqlState
  */
 /** @typedef {{ node: TopologyNode, sql: SqlState | null, ctl: CtlStatus | null }} Observed */
 
@@ -94,7 +94,8 @@ function ctl(node, ...args) {
  * @param {TopologyNode} node @param {string} text @param {unknown[]} [params]
  */
 async function query(node, text, params = []) {
-  const client = await connect(node, Date.now() + 1000);
+  // One attempt: a node that does not answer now is observed through ctl.sh instead.
+  const client = await connect(node, Date.now());
   try {
     return (await client.query(text, params)).rows;
   } finally {
@@ -114,6 +115,7 @@ async function sqlState(node) {
               CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current,
               CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS pause,
               current_setting('primary_conninfo') AS upstream,
+              current_setting('primary_slot_name') AS upstream_slot,
               (SELECT row_to_json(r) FROM (SELECT status, sender_host, sender_port, received_tli
                  FROM pg_stat_wal_receiver) r) AS receiver`,
     );
@@ -129,6 +131,7 @@ async function sqlState(node) {
     currentLsn: r.current,
     pause: r.pause,
     upstream: r.upstream,
+    upstreamSlot: r.upstream_slot,
     receiver: r.receiver
       ? {
           status: r.receiver.status,
@@ -186,6 +189,21 @@ function conninfo(upstream, standby, database = "") {
     `application_name=${standby.name}`,
     "connect_timeout=5 keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
   ].join(" ");
+}
+
+/**
+ * Whether a standby's settings point at `upstream` through its own slot. Compared by host, port
+ * and slot, not as text: ctl.sh writes the same connection with other options around it.
+ * @param {SqlState} state @param {TopologyNode} upstream @param {TopologyNode} standby
+ */
+function follows(state, upstream, standby) {
+  const field = (/** @type {string} */ key) =>
+    new RegExp(`(?:^|\\s)${key}=(\\S+)`).exec(state.upstream)?.[1].replace(/^'|'$/g, "");
+  return (
+    field("host") === upstream.internalHost &&
+    field("port") === String(internalPort(upstream)) &&
+    state.upstreamSlot === standby.slot
+  );
 }
 
 /** Why `candidate` may not become the primary now (empty: it may). */
@@ -342,7 +360,7 @@ async function converge(
         const rewound = await ctl(q, "rewind", conninfo(p, q, "postgres"));
         act(`${q.name}: rewind ${rewound.rewind ?? "done"}`);
         await ctl(q, "release");
-      } else if (o.sql && o.sql.upstream !== conninfo(p, q)) {
+      } else if (o.sql && !follows(o.sql, p, q)) {
         await query(q, `ALTER SYSTEM SET primary_conninfo = '${conninfo(p, q)}'`);
         await query(q, `ALTER SYSTEM SET primary_slot_name = '${q.slot}'`);
         await query(q, "SELECT pg_reload_conf()");

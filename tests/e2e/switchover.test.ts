@@ -42,6 +42,8 @@ class Writer {
           database: "mydb",
           connectionTimeoutMillis: 1000,
         });
+        // A server that stops ends its sessions with an error event: the next write notices.
+        c.on("error", () => {});
         try {
           await c.connect();
           const { rows } = await c.query("SELECT pg_is_in_recovery() AS r");

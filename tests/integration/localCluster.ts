@@ -259,7 +259,7 @@ export class LocalCluster {
   /** Starts every node's entrypoint, then the topology step bootstraps them, as in `pulumi up`. */
   async start(): Promise<void> {
     for (const n of this.nodes) n.launch();
-    const r = this.topology();
+    const r = await this.topology();
     if (r.status !== 0) throw new Error(`the topology step failed:\n${r.stderr}`);
     await Promise.all(this.nodes.map((n) => n.waitReady()));
   }
@@ -268,12 +268,13 @@ export class LocalCluster {
    * Runs the topology step (assets/topology.mjs) as the component's local.Command does, making
    * `desired` (default node 0) the primary of these nodes.
    */
-  topology(
+  async topology(
     desired: LocalNode = this.primary,
     nodes: LocalNode[] = this.nodes,
     extra: Record<string, string> = {},
-  ): { status: number; stdout: string; stderr: string; result: TopologyResult | null } {
-    const r = runAsset("topology.mjs", [], {
+  ): Promise<{ status: number; stdout: string; stderr: string; result: TopologyResult | null }> {
+    // Asynchronous: a test's own clients (a writer measuring the switchover) keep running.
+    const r = await runAssetAsync("topology.mjs", {
       ...this.stepEnv(nodes.map((n) => n.address()), desired.name),
       PGC_CTL: JSON.stringify(Object.fromEntries(nodes.map((n) => [n.name, n.ctlCommand()]))),
       PGC_SYNCHRONOUS_REPLICAS: "0",
@@ -375,6 +376,25 @@ function runAsset(file: string, args: string[], env: Record<string, string>) {
     report = null;
   }
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, report };
+}
+
+/** Runs a host-side asset program without blocking the test's event loop. */
+function runAssetAsync(
+  file: string,
+  env: Record<string, string>,
+): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(ASSETS_DIR, file)], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ status: code ?? -1, stdout, stderr }));
+  });
 }
 
 /** Writes `rows` rows of ~1 kB on the primary, in batches; returns the table's row count. */

@@ -290,7 +290,7 @@ describe("slow clones and missing nodes", { timeout: 600_000 }, () => {
     cluster.primary.launch();
     replica.launch();
     // Bootstrap the primary alone first, then give it data to clone.
-    const boot = cluster.topology(cluster.primary, [cluster.primary]);
+    const boot = await cluster.topology(cluster.primary, [cluster.primary]);
     assert.equal(boot.status, 0, boot.stderr);
     await cluster.primary.waitReady();
     await writeRows(cluster.primary, "bulk", 40_000);
@@ -298,7 +298,7 @@ describe("slow clones and missing nodes", { timeout: 600_000 }, () => {
     // below allows a node without progress. The topology step clones synchronously, so it waits.
     replica.extraEnv.PGC_CLONE_MAX_RATE = "8M";
     const t0 = Date.now();
-    const topo = cluster.topology();
+    const topo = await cluster.topology();
     assert.equal(topo.status, 0, topo.stderr);
     assert.ok(Date.now() - t0 > 2_000, `the clone took ${Date.now() - t0} ms`);
     const slow = cluster.verify(2);
