@@ -66,6 +66,9 @@ export async function connect(node, deadline, options = {}) {
       keepAlive: true,
       ...options,
     });
+    // A server that goes away mid-session emits an error event: without a listener it would
+    // end the program; the query in flight rejects anyway, and the caller decides.
+    client.on("error", (err) => log(`${node.name}: ${err.message}`));
     try {
       await client.connect();
       return client;

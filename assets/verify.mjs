@@ -125,65 +125,76 @@ async function waitForReplay(primary, replica, lsn, runId, timeoutMs) {
   const patience = new Patience(timeoutMs);
   const idle = () => `${Math.round(timeoutMs / 1000)} s without progress`;
   let probed = 0;
-  let client;
-  try {
-    client = await connect(
-      replica,
-      async () => {
-        if (Date.now() - probed >= 250) {
-          probed = Date.now();
-          patience.advance("clone", await cloneProgress(primary, replica));
-        }
-        return patience.deadline;
-      },
-      // A standby that does not answer a trivial query for this long is broken, not slow.
-      { query_timeout: 30_000 },
-    );
-  } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    // Only blame the clock when it ran out (wrong credentials fail at once).
-    throw new Error(`replica ${replica.name}: ${patience.expired() ? `${idle()}; ` : ""}${why}`);
-  }
-  try {
-    let last = { replayed: null, inRecovery: null };
-    for (;;) {
-      const { rows } = await client.query(
-        `SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replayed,
-                pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::float8 AS replayed_bytes,
-                COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS caught_up`,
-        [lsn],
+  /** @type {{ replayed: string | null }} */
+  let last = { replayed: null };
+  // A standby may restart while we wait (its entrypoint re-clones it after a lost slot): a
+  // dropped connection is not a failure; connect again within the same patience.
+  for (;;) {
+    let client;
+    try {
+      client = await connect(
+        replica,
+        async () => {
+          if (Date.now() - probed >= 250) {
+            probed = Date.now();
+            patience.advance("clone", await cloneProgress(primary, replica));
+          }
+          return patience.deadline;
+        },
+        // A standby that does not answer a trivial query for this long is broken, not slow.
+        { query_timeout: 30_000 },
       );
-      last = { replayed: rows[0].replayed, inRecovery: rows[0].in_recovery };
-      if (!rows[0].in_recovery) {
-        throw new Error(`replica ${replica.name} is not in recovery: it is not a standby`);
-      }
-      if (rows[0].caught_up) {
-        const marker = await client.query("SELECT run_id FROM pgcluster.marker WHERE id = 1");
-        if (marker.rows[0]?.run_id !== runId) {
-          throw new Error(
-            `replica ${replica.name} replayed past ${lsn} but does not show marker ${runId}`,
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      // Only blame the clock when it ran out (wrong credentials fail at once).
+      throw new Error(`replica ${replica.name}: ${patience.expired() ? `${idle()}; ` : ""}${why}`);
+    }
+    try {
+      for (;;) {
+        const { rows } = await client.query(
+          `SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replayed,
+                  pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::float8 AS replayed_bytes,
+                  COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS caught_up`,
+          [lsn],
+        );
+        last = { replayed: rows[0].replayed };
+        if (!rows[0].in_recovery) {
+          throw new Fatal(`replica ${replica.name} is not in recovery: it is not a standby`);
+        }
+        if (rows[0].caught_up) {
+          const marker = await client.query("SELECT run_id FROM pgcluster.marker WHERE id = 1");
+          if (marker.rows[0]?.run_id !== runId) {
+            throw new Fatal(
+              `replica ${replica.name} replayed past ${lsn} but does not show marker ${runId}`,
+            );
+          }
+          const state = await client.query(
+            "SELECT pg_read_file('pg-cluster-node.json', 0, 65536, true) AS f, (SELECT count(*) FROM wizards)::int AS wizards",
+          );
+          return {
+            node: state.rows[0].f ? JSON.parse(state.rows[0].f) : null,
+            wizards: state.rows[0].wizards,
+          };
+        }
+        patience.advance("replay", rows[0].replayed_bytes);
+        if (patience.expired()) {
+          throw new Fatal(
+            `replica ${replica.name} did not replay past the primary's LSN ${lsn} (${idle()}; last replayed: ${last.replayed ?? "nothing"})`,
           );
         }
-        const state = await client.query(
-          "SELECT pg_read_file('pg-cluster-node.json', 0, 65536, true) AS f, (SELECT count(*) FROM wizards)::int AS wizards",
-        );
-        return {
-          node: state.rows[0].f ? JSON.parse(state.rows[0].f) : null,
-          wizards: state.rows[0].wizards,
-        };
+        await sleep(50);
       }
-      patience.advance("replay", rows[0].replayed_bytes);
-      if (patience.expired()) {
-        throw new Error(
-          `replica ${replica.name} did not replay past the primary's LSN ${lsn} (${idle()}; last replayed: ${last.replayed ?? "nothing"})`,
-        );
-      }
-      await sleep(50);
+    } catch (err) {
+      if (err instanceof Fatal || patience.expired()) throw err;
+      log(`replica ${replica.name}: connection lost (${String(err)}); connecting again`);
+    } finally {
+      await client.end().catch(() => {});
     }
-  } finally {
-    await client.end();
   }
 }
+
+/** A verdict on a replica, as opposed to a lost connection, which is retried. */
+class Fatal extends Error {}
 
 /** @param {import("pg").Client} primary */
 async function replicationStatus(primary) {

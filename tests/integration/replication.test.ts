@@ -190,7 +190,7 @@ describe("assets against real PostgreSQL on loopback", { timeout: 600_000 }, () 
     const [{ n }] = await replica.query<{ n: string }>("SELECT count(*) AS n FROM load_a");
     assert.equal(Number(n), rows);
     assert.equal(replica.nodeState().clones, 1, "a populated volume is never re-cloned");
-    assert.match(replica.log(), /data directory already initialised; starting it as-is/);
+    assert.match(replica.log(), /starting PostgreSQL \(standby: standby.signal is present\)/);
   });
 
   it("reattaches replicas after the primary restarts", async () => {
@@ -202,7 +202,7 @@ describe("assets against real PostgreSQL on loopback", { timeout: 600_000 }, () 
       report.report?.replicas.map((r) => r.state),
       ["streaming", "streaming"],
     );
-    assert.match(cluster.primary.log(), /data directory already initialised; starting it as-is/);
+    assert.match(cluster.primary.log(), /starting PostgreSQL \(primary: no standby.signal\)/);
   });
 
   it("the primary restarts while synchronous replication is on and no standby can connect", async () => {
