@@ -4,7 +4,7 @@ import tseslint from "typescript-eslint";
 import pulumi from "@pulumi/eslint-plugin";
 
 export default tseslint.config(
-  { ignores: ["node_modules/", "bin/", "bench/results/"] },
+  { ignores: ["node_modules/", "bin/", "dist/", "bench/results/"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -295,6 +295,12 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
     const refused = await b.ctl("demote");
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /refusing demote: node-b is a standby/);
+    const notHeld = await b.ctl("rewind", "host=127.0.0.1");
+    assert.match(notHeld.stderr, /refusing rewind: the node is not held; run ctl.sh demote first/);
+    const notDemoted = await b.ctl("undemote");
+    assert.match(notDemoted.stderr, /refusing undemote: node-b is a standby that was not demoted/);
+    for (const run of [refused, notHeld, notDemoted]) assert.notEqual(run.code, 0);
+    assert.ok(fs.existsSync(path.join(b.pgdata, "standby.signal")), "refusals change nothing");
 
     // A container restart in the middle of a switchover: the server must stay down.
     await a.stop("SIGKILL");
@@ -364,6 +370,9 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
     assert.deepEqual([released.hold, released.running, released.standby], [false, true, true]);
     await streamingFrom(a, b, timeline + 1);
     const tRejoined = Date.now();
+    // The promoted node stopped watching its old upstream (the demoted node-a), and nobody re-cloned.
+    assert.match(b.log(), /the server left recovery \(promoted\): slot watch off/);
+    for (const n of [b, c]) assert.equal(n.nodeState().clones, 1, `${n.name} was not re-cloned`);
 
     await waitFor("the writer's first commit on node-b", 10_000, async () =>
       (writer.ackTimes.at(-1) ?? 0) > tPromoted ? true : undefined,
