@@ -64,7 +64,7 @@ else
       assert.equal(cluster.isComponent, true);
 
       // Inputs: every defaulted argument, primary (its default is derived from the name) and the
-    // two passwords, which are the required ones.
+      // two passwords, which are the required ones.
       assert.deepEqual(
         Object.keys(cluster.inputProperties).sort(),
         [...Object.keys(DEFAULTS), "primary", "superuserPassword", "replicationPassword"].sort(),
@@ -83,7 +83,7 @@ else
       assert.ok(stackOutputs().includes("internalReplicaEndpoints"));
       assert.deepEqual(Object.keys(schema.types).sort(), [
         "pg-cluster:index:ClusterNode",
-      "pg-cluster:index:PrimaryReport",
+        "pg-cluster:index:PrimaryReport",
         "pg-cluster:index:ReplicaReport",
         "pg-cluster:index:ReplicationReport",
       ]);

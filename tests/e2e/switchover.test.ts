@@ -103,7 +103,11 @@ else
           endpoints[i],
           "SELECT pg_is_in_recovery() AS standby",
         );
-        assert.equal(r.standby, name !== primary, `${name} is ${name === primary ? "the primary" : "a standby"}`);
+        assert.equal(
+          r.standby,
+          name !== primary,
+          `${name} is ${name === primary ? "the primary" : "a standby"}`,
+        );
         const deadline = Date.now() + 10_000;
         let missing: number[] = [];
         do {
@@ -166,11 +170,14 @@ else
     it("refuses a switchover to a replica whose replay is paused, and changes nothing", async () => {
       await queryAt(endpoints[2], "SELECT pg_wal_replay_pause()");
       try {
-        await assert.rejects(stack.up({ primary: names[2], synchronousReplicas: "1" }), (err: Error) => {
-          assert.match(err.message, /switchover to .*replica-2 refused, nothing changed/);
-          assert.match(err.message, /WAL replay is paused/);
-          return true;
-        });
+        await assert.rejects(
+          stack.up({ primary: names[2], synchronousReplicas: "1" }),
+          (err: Error) => {
+            assert.match(err.message, /switchover to .*replica-2 refused, nothing changed/);
+            assert.match(err.message, /WAL replay is paused/);
+            return true;
+          },
+        );
         const [r] = await queryAt<{ standby: boolean }>(
           endpoints[0],
           "SELECT pg_is_in_recovery() AS standby",

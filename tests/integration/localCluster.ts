@@ -275,7 +275,10 @@ export class LocalCluster {
   ): Promise<{ status: number; stdout: string; stderr: string; result: TopologyResult | null }> {
     // Asynchronous: a test's own clients (a writer measuring the switchover) keep running.
     const r = await runAssetAsync("topology.mjs", {
-      ...this.stepEnv(nodes.map((n) => n.address()), desired.name),
+      ...this.stepEnv(
+        nodes.map((n) => n.address()),
+        desired.name,
+      ),
       PGC_CTL: JSON.stringify(Object.fromEntries(nodes.map((n) => [n.name, n.ctlCommand()]))),
       PGC_SYNCHRONOUS_REPLICAS: "0",
       ...extra,

@@ -156,7 +156,11 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
         "SELECT pg_postmaster_start_time()::text AS t",
       );
       assert.equal(after.t, started.t, "the other standby was re-pointed by a reload");
-      const report = cluster.verify(60, cluster.nodes.filter((n) => n !== target).map((n) => n.address()), target);
+      const report = cluster.verify(
+        60,
+        cluster.nodes.filter((n) => n !== target).map((n) => n.address()),
+        target,
+      );
       assert.equal(report.status, 0, report.stderr);
       for (const rep of report.report?.replicas ?? []) {
         assert.equal(rep.state, "streaming", `${rep.name} streams from ${target.name}`);
@@ -175,7 +179,10 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
     try {
       const r = await cluster.topology(candidate);
       assert.notEqual(r.status, 0);
-      assert.match(r.stderr, /switchover to replica-2 refused, nothing changed: .*WAL replay is paused/);
+      assert.match(
+        r.stderr,
+        /switchover to replica-2 refused, nothing changed: .*WAL replay is paused/,
+      );
       assert.deepEqual(await roles(cluster), {
         primary: "primary",
         "replica-1": "standby",
@@ -187,7 +194,9 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
   });
 
   it("a lost primary: refuses to create an empty one, then promotes the replica named and rebuilds node 0 as its standby", async () => {
-    await cluster.primary.query("INSERT INTO acked SELECT g FROM generate_series(100001, 101000) g");
+    await cluster.primary.query(
+      "INSERT INTO acked SELECT g FROM generate_series(100001, 101000) g",
+    );
     const [{ lsn }] = await cluster.primary.query<{ lsn: string }>(
       "SELECT pg_current_wal_lsn()::text AS lsn",
     );
