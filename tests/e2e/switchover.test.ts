@@ -19,7 +19,10 @@ class Writer {
   private stopped = false;
   private done: Promise<void> = Promise.resolve();
 
-  constructor(private readonly endpoints: string[]) {}
+  constructor(
+    private readonly endpoints: string[],
+    private readonly firstId: number,
+  ) {}
 
   start(): void {
     this.done = this.run();
@@ -59,7 +62,7 @@ class Writer {
   }
 
   private async run(): Promise<void> {
-    let next = 1;
+    let next = this.firstId;
     let last = Date.now();
     let client: pg.Client | undefined;
     while (!this.stopped) {
@@ -131,11 +134,13 @@ else
       await queryAt(endpoints[0], "CREATE TABLE acked (id int PRIMARY KEY)");
       const before = await containerIds();
 
-      for (const [target, sync] of [
-        [names[1], "0"],
-        [names[0], "1"],
-      ] as const) {
-        const writer = new Writer(endpoints);
+      for (const [round, [target, sync]] of [
+        // Synchronous on the way there, asynchronous on the way back (the stack's base config,
+        // so the no-change preview below compares like with like).
+        [names[1], "1"],
+        [names[0], "0"],
+      ].entries()) {
+        const writer = new Writer(endpoints, 1 + round * 1_000_000);
         writer.start();
         await new Promise((r) => setTimeout(r, 500));
         const { outputs } = await stack.up({ primary: target, synchronousReplicas: sync });
