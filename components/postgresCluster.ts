@@ -136,6 +136,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
         nodeName,
         {
           nodeName,
+          firstRole: i === 0 ? "primary" : "replica",
           clusterName: name,
           image: s.image,
           networkName: this.network.name,

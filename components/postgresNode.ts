@@ -11,6 +11,11 @@ import { inheritedDependsOn } from "./options";
 
 /** Arguments of a {@link PostgresNode}. */
 export interface PostgresNodeArgs {
+  /**
+   * The role the node was created for (`primary` for node 0, else `replica`): a label on its
+   * volume only, kept as clusters made before roles could change labelled it.
+   */
+  readonly firstRole: "primary" | "replica";
   /** Physical name of the container (also its host name on the cluster network). */
   readonly nodeName: string;
   /** Label value grouping the cluster's Docker objects. */
@@ -54,12 +59,15 @@ export class PostgresNode extends pulumi.ComponentResource {
     super("pg-cluster:index:PostgresNode", name, {}, opts);
     this.nodeName = args.nodeName;
     this.hostPort = args.hostPort;
-    // No role label: a node's role changes (switchover) without its container changing.
+    // No role label on the container: a node's role changes (switchover) without its container
+    // changing. The volume keeps the labels it was made with: a volume's labels are part of its
+    // identity for the provider, and changing them would replace it, with its data.
     const labels = [{ label: "pg-cluster.cluster", value: args.clusterName }];
+    const volumeLabels = [...labels, { label: "pg-cluster.role", value: args.firstRole }];
 
     this.volume = new docker.Volume(
       `${name}-data`,
-      { name: `${args.nodeName}-data`, labels },
+      { name: `${args.nodeName}-data`, labels: volumeLabels },
       // Needs nothing but Docker (and what the user's dependsOn names): made at the start of an
       // up, in parallel with everything else, rather than after what the container must wait for.
       { parent: this, dependsOn: inheritedDependsOn(opts) },

@@ -56,6 +56,17 @@ describe("PostgresCluster resources", () => {
       "names-replica-1-data",
       "names-replica-2-data",
     ]);
+    // A volume's inputs are as clusters made before roles could change had them: any change
+    // (a label too) would replace the volume, and with it the node's data.
+    for (const v of byType(rs, "docker:index/volume:Volume")) {
+      assert.deepEqual(v.inputs.labels, [
+        { label: "pg-cluster.cluster", value: "names" },
+        {
+          label: "pg-cluster.role",
+          value: v.name === "names-primary-data" ? "primary" : "replica",
+        },
+      ]);
+    }
     const logical = rs
       .filter(CUSTOM)
       .map((r) => r.name)
