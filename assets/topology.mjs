@@ -395,6 +395,16 @@ async function converge(
   if (cur.v !== names) {
     await query(p, `ALTER SYSTEM SET synchronous_standby_names = '${names}'`);
     await query(p, "SELECT pg_reload_conf()");
+    // A reload is asynchronous: wait until new sessions and the WAL senders use it, so the
+    // post-step's report (and the first commit after the up) see it.
+    await waitUntil(`synchronous_standby_names = '${names}' on ${p.name}`, 10_000, async () => {
+      const [r] = await query(
+        p,
+        `SELECT current_setting('synchronous_standby_names') AS v,
+                (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))::int AS sync`,
+      );
+      return r.v === names && (k === 0 ? r.sync === 0 : r.sync >= Math.min(k, others.length));
+    });
     act(`synchronous_standby_names = '${names}' on ${p.name}`);
   }
 }

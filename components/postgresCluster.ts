@@ -160,6 +160,8 @@ export class PostgresCluster extends pulumi.ComponentResource {
       PGC_NODES: JSON.stringify(addresses),
       PGC_DESIRED_PRIMARY: s.primary,
       PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
+      // In both steps' inputs: the topology step applies it, and the post-step's report shows it.
+      PGC_SYNCHRONOUS_REPLICAS: String(s.synchronousReplicas),
     };
     // Both steps run again when the desired primary changes or a container is created or replaced.
     const triggers = [s.primary, ...nodes.map((n) => n.container.id)];
@@ -168,7 +170,6 @@ export class PostgresCluster extends pulumi.ComponentResource {
       {
         environment: {
           ...stepEnv,
-          PGC_SYNCHRONOUS_REPLICAS: String(s.synchronousReplicas),
           PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
         },
         triggers,
