@@ -213,7 +213,7 @@ describe("PostgresCluster resources", () => {
           "entrypoint.sh",
           "healthcheck.sh",
           "lib.sh",
-          "pg_hba.node.conf",
+          "pg_hba.conf",
           "pg_ident.conf",
           "postgresql.conf",
         ]);
