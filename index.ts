@@ -10,6 +10,7 @@ const { args } = clusterArgsFromConfig(stackConfigReader(), name);
 const cluster = new PostgresCluster(name, args);
 
 export const networkName = cluster.networkName;
+export const nodes = cluster.nodes;
 export const primaryEndpoint = cluster.primaryEndpoint;
 export const replicaEndpoints = cluster.replicaEndpoints;
 export const internalPrimaryEndpoint = cluster.internalPrimaryEndpoint;

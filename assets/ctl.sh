@@ -100,7 +100,7 @@ require_port() {
   [[ "$1" =~ ^[0-9]+$ ]] || pgc_die "'$1' is not a port number; usage: ctl.sh bootstrap-clone|follow HOST PORT."
 }
 
-# bootstrap_initdb — a new cluster on an empty volume, exactly as primary.sh made one: initdb into
+# bootstrap_initdb — a new cluster on an empty volume: initdb into
 # a scratch directory (SCRAM, checksums, no standby.signal), the database and roles in one
 # single-user session, then the flush-and-rename swap. The entrypoint then starts it.
 bootstrap_initdb() {

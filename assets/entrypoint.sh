@@ -12,7 +12,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The state the signal trap reads, set before the trap exists: a signal that arrived between the
-# trap and these lines would otherwise be forgotten (replica.sh's old order).
+# trap and these lines would otherwise be forgotten.
 stopping=0
 pg_pid=""
 
@@ -169,7 +169,7 @@ main() {
     PGC_MAX_SLOT_WAL_KEEP_SIZE PGC_MAX_WAL_SIZE
   PGC_SLOT_CHECK_SECONDS="${PGC_SLOT_CHECK_SECONDS:-5}"
   take_secrets
-  pgc_render_config node
+  pgc_render_config
   local standby
   while wait_until_startable; do
     pgc_clear_stale_pid

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Shared by entrypoint.sh and ctl.sh (and, until the component runs entrypoint.sh, by primary.sh,
-# replica.sh and healthcheck.sh). Runs inside the node's container (or, in the integration tests,
-# on the host with PGC_* overrides). Source it; do not run it.
+# Shared by entrypoint.sh and ctl.sh. Runs inside the node's container (or, in the integration
+# tests, on the host with PGC_* overrides). Source it; do not run it.
 #
 # Image contract (official postgres image and our Debian-built image both satisfy it): PostgreSQL
 # server binaries on PATH, a `postgres` user, bash, and gosu or setpriv to drop root.
@@ -100,20 +99,14 @@ pgc_network() {
   done </proc/net/route
 }
 
-# pgc_render_config ROLE — writes postgresql.conf, pg_hba.conf, pg_ident.conf and node.conf into
-# the volume's conf/ directory on every boot, from the assets and the environment. Every node reads
-# the same shared settings from there (a replica must not inherit them from the primary's copy).
-# ROLE `node` is entrypoint.sh's: hba from pg_hba.node.conf (the replication role may also open a
-# session to database postgres, for pg_rewind), and no upstream in node.conf, because a standby's
-# upstream lives in its data directory (postgresql.auto.conf), where a switchover changes it
-# without replacing the container. `primary` and `replica` are primary.sh's and replica.sh's.
+# pgc_render_config — writes postgresql.conf, pg_hba.conf, pg_ident.conf and node.conf into the
+# volume's conf/ directory on every boot, from the assets and the environment. Every node reads the
+# same shared settings from there (a standby must not inherit them from the primary's copy).
+# node.conf names no upstream: a standby's upstream lives in its data directory
+# (postgresql.auto.conf), where a switchover changes it without replacing the container.
 pgc_render_config() {
-  local role="$1" cidr gateway reject="" hba=pg_hba.conf
-  pgc_require PGC_SUPERUSER PGC_REPLICATION_USER PGC_MAX_WAL_SENDERS PGC_MAX_REPLICATION_SLOTS PGC_MAX_SLOT_WAL_KEEP_SIZE
-  if [ "$role" = node ]; then
-    pgc_require PGC_MAX_WAL_SIZE
-    hba=pg_hba.node.conf
-  fi
+  local cidr gateway reject=""
+  pgc_require PGC_SUPERUSER PGC_REPLICATION_USER PGC_MAX_WAL_SENDERS PGC_MAX_REPLICATION_SLOTS PGC_MAX_SLOT_WAL_KEEP_SIZE PGC_MAX_WAL_SIZE
   cidr="${PGC_REPLICATION_CIDR:-}"
   gateway="${PGC_REJECT_ADDRESS-__auto__}"
   if [ -z "$cidr" ] || [ "$gateway" = __auto__ ]; then
@@ -123,16 +116,12 @@ pgc_render_config() {
   fi
   [ -n "$cidr" ] || pgc_die "cannot determine the cluster network's subnet from /proc/net/route; set PGC_REPLICATION_CIDR."
   # The gateway is inside the subnet, and connections through published ports arrive from it:
-  # refuse replication from there so only the cluster's own containers can replicate.
-  if [ -n "$gateway" ] && [ "$role" = node ]; then
-    # The replication role's session to database postgres (pg_rewind) is refused there too; the
-    # superuser still reaches postgres through a published port.
-    reject="host    replication,postgres  $PGC_REPLICATION_USER  ${gateway}/32  reject"
-  elif [ -n "$gateway" ]; then
-    reject="host    replication  all  ${gateway}/32  reject"
-  fi
+  # refuse replication from there so only the cluster's own containers can replicate. The
+  # replication role's session to database postgres (pg_rewind) is refused there too; the
+  # superuser still reaches postgres through a published port.
+  [ -z "$gateway" ] || reject="host    replication,postgres  $PGC_REPLICATION_USER  ${gateway}/32  reject"
   sed -e "s|@REPLICATION_USER@|$PGC_REPLICATION_USER|g" -e "s|@REPLICATION_CIDR@|$cidr|g" \
-    -e "s|@REJECT_GATEWAY@|$reject|" "$PGC_HOME/$hba" >"$PGC_CONF_DIR/pg_hba.conf"
+    -e "s|@REJECT_GATEWAY@|$reject|" "$PGC_HOME/pg_hba.conf" >"$PGC_CONF_DIR/pg_hba.conf"
   sed -e "s|@SUPERUSER@|$PGC_SUPERUSER|g" -e "s|@OS_USER@|$PGC_OS_USER|g" \
     "$PGC_HOME/pg_ident.conf" >"$PGC_CONF_DIR/pg_ident.conf"
   cp "$PGC_HOME/postgresql.conf" "$PGC_CONF_DIR/postgresql.conf"
@@ -148,20 +137,11 @@ pgc_render_config() {
     echo "max_wal_senders = $PGC_MAX_WAL_SENDERS"
     echo "max_replication_slots = $PGC_MAX_REPLICATION_SLOTS"
     echo "max_slot_wal_keep_size = '$PGC_MAX_SLOT_WAL_KEEP_SIZE'"
-    echo "max_wal_size = '${PGC_MAX_WAL_SIZE:-1GB}'"
+    echo "max_wal_size = '$PGC_MAX_WAL_SIZE'"
     echo "min_wal_size = '${PGC_MIN_WAL_SIZE:-32MB}'"
-    if [ "$role" = replica ]; then
-      echo "primary_conninfo = '$(pgc_primary_conninfo)'"
-      echo "primary_slot_name = '$PGC_SLOT_NAME'"
-    fi
   } >"$PGC_CONF_DIR/node.conf"
   chmod 600 "$PGC_CONF_DIR"/*.conf
   pgc_log "configuration written to $PGC_CONF_DIR (replication allowed from $cidr${gateway:+, refused from $gateway})"
-}
-
-# pgc_primary_conninfo — replica.sh's connection to the primary of its environment.
-pgc_primary_conninfo() {
-  pgc_upstream_conninfo "$PGC_PRIMARY_HOST" "$PGC_PRIMARY_PORT"
 }
 
 # pgc_upstream_conninfo HOST PORT — a standby's primary_conninfo for the upstream at HOST:PORT. The

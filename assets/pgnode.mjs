@@ -1,12 +1,16 @@
 // @ts-check
 /**
- * Shared by the host-side programs (verify.mjs, slot.mjs): read the environment the
+ * Shared by the host-side programs (verify.mjs, topology.mjs, slot.mjs): read the environment the
  * PostgresCluster component sets, and connect to a node with bounded retries.
  * Logs go to stderr; stdout is reserved for the JSON a program prints.
  */
 import pg from "pg";
 
-/** @typedef {{ name: string, host: string, port: number, slot?: string }} NodeAddress */
+/**
+ * Where the host-side programs reach a node (`host:port`, as published), its name on the cluster
+ * network and its slot's name.
+ * @typedef {{ name: string, host: string, port: number, internalHost?: string, slot?: string }} NodeAddress
+ */
 
 /** @param {string} name @returns {string} */
 export function requireEnv(name) {
@@ -62,6 +66,9 @@ export async function connect(node, deadline, options = {}) {
       keepAlive: true,
       ...options,
     });
+    // A server that goes away mid-session emits an error event: without a listener it would
+    // end the program; the query in flight rejects anyway, and the caller decides.
+    client.on("error", (err) => log(`${node.name}: ${err.message}`));
     try {
       await client.connect();
       return client;

@@ -1,25 +1,25 @@
 // @ts-check
 /**
- * Delete-time step of a replica: drops its physical replication slot on the primary once the
- * replica's container is gone, so the primary stops retaining WAL for it.
- * Usage: node slot.mjs drop   (env: PGC_PRIMARY, PGC_SLOT_NAME, PGC_SUPERUSER[_PASSWORD], PGC_DATABASE)
+ * Delete-time step of a replica node: drops its physical replication slot wherever it is (on the
+ * primary, and on any standby that kept it from a time it was the primary) once the node's
+ * container is gone, so no node keeps retaining WAL for it.
+ * Usage: node slot.mjs drop   (env: PGC_NODES, PGC_SLOT_NAME, PGC_SUPERUSER[_PASSWORD], PGC_DATABASE)
  */
 import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 
 const DROP_TIMEOUT_MS = 30_000;
 
-async function drop() {
-  const primary = jsonEnv("PGC_PRIMARY");
-  const slot = requireEnv("PGC_SLOT_NAME");
+/** @param {import("./pgnode.mjs").NodeAddress} node @param {string} slot */
+async function dropOn(node, slot) {
   const deadline = Date.now() + DROP_TIMEOUT_MS;
   let client;
   try {
-    client = await connect(primary, Date.now() + 10_000);
+    client = await connect(node, Date.now() + 5_000);
   } catch (err) {
-    // The primary is gone or stopped: nothing retains WAL for the slot while it is down, and
+    // The node is gone or stopped: nothing retains WAL for the slot while it is down, and
     // max_slot_wal_keep_size bounds what it can ever pin. Do not block the removal on it.
     log(
-      `WARNING: slot ${slot} not dropped (${String(err)}). If the primary comes back, run on it: SELECT pg_drop_replication_slot('${slot}');`,
+      `WARNING: slot ${slot} not checked on ${node.name} (${String(err)}). If it comes back, run on it: SELECT pg_drop_replication_slot('${slot}');`,
     );
     return;
   }
@@ -29,17 +29,14 @@ async function drop() {
         "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
         [slot],
       );
-      if (rows.length === 0) {
-        log(`slot ${slot} is absent on the primary; nothing to drop`);
-        return;
-      }
+      if (rows.length === 0) return;
       try {
         if (rows[0].active_pid !== null) {
           // The replica's walsender may outlive its container by a moment.
           await client.query("SELECT pg_terminate_backend($1)", [rows[0].active_pid]);
         }
         await client.query("SELECT pg_drop_replication_slot($1)", [slot]);
-        log(`dropped replication slot ${slot} on the primary`);
+        log(`dropped replication slot ${slot} on ${node.name}`);
         return;
       } catch (err) {
         if (Date.now() >= deadline) throw err;
@@ -49,6 +46,14 @@ async function drop() {
   } finally {
     await client.end();
   }
+}
+
+async function drop() {
+  /** @type {import("./pgnode.mjs").NodeAddress[]} */
+  const nodes = jsonEnv("PGC_NODES");
+  const slot = requireEnv("PGC_SLOT_NAME");
+  // The node that used the slot is gone already; the others may each hold it.
+  await Promise.all(nodes.filter((n) => n.slot !== slot).map((n) => dropOn(n, slot)));
 }
 
 const action = process.argv[2];

@@ -5,10 +5,10 @@
  * primary's LSN after that write. Prints one JSON report on stdout; exits non-zero naming any replica that did not catch up.
  *
  * Environment (set by the PostgresCluster component):
- *   PGC_PRIMARY        {"name","host","port"}
- *   PGC_REPLICAS       [{"name","host","port","slot"}, ...]
+ *   PGC_NODES          [{"name","host","port","internalHost","slot"}, ...]
+ *   PGC_DESIRED_PRIMARY  the node that must be the primary (the topology step made it so); every
+ *                      other node is checked as its standby
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE
- *   PGC_SYNC_STANDBY_NAMES   value for synchronous_standby_names ("" = asynchronous)
  *   PGC_TIMEOUT_SECONDS      (default 120) the primary must accept connections within this long
  *                            of the step's start; a replica may go this long without progress
  *                            (its clone or its replay advancing), so a clone of a large primary
@@ -23,30 +23,6 @@ const WIZARDS = [
   ["Ron", "Weasley", "ron.weasley@hogwarts.edu"],
   ["Hermione", "Granger", "hermione.granger@hogwarts.edu"],
 ];
-
-/** @param {import("pg").Client} client @param {string} wanted */
-async function applySyncStandbyNames(client, wanted) {
-  const current = (await client.query("SELECT current_setting('synchronous_standby_names') AS v"))
-    .rows[0].v;
-  if (current === wanted) return;
-  // synchronous_standby_names only needs a reload, so scaling never restarts the primary.
-  await client.query(
-    `ALTER SYSTEM SET synchronous_standby_names = ${client.escapeLiteral(wanted)}`,
-  );
-  await client.query("SELECT pg_reload_conf()");
-  for (let i = 0; i < 50; i++) {
-    const now = (await client.query("SELECT current_setting('synchronous_standby_names') AS v"))
-      .rows[0].v;
-    if (now === wanted) {
-      log(`synchronous_standby_names = '${wanted}'`);
-      return;
-    }
-    await sleep(100);
-  }
-  throw new Error(
-    `the primary did not take synchronous_standby_names = '${wanted}' after a reload`,
-  );
-}
 
 /** @param {import("pg").Client} client @returns {Promise<number>} rows inserted */
 async function seed(client) {
@@ -149,65 +125,76 @@ async function waitForReplay(primary, replica, lsn, runId, timeoutMs) {
   const patience = new Patience(timeoutMs);
   const idle = () => `${Math.round(timeoutMs / 1000)} s without progress`;
   let probed = 0;
-  let client;
-  try {
-    client = await connect(
-      replica,
-      async () => {
-        if (Date.now() - probed >= 250) {
-          probed = Date.now();
-          patience.advance("clone", await cloneProgress(primary, replica));
-        }
-        return patience.deadline;
-      },
-      // A standby that does not answer a trivial query for this long is broken, not slow.
-      { query_timeout: 30_000 },
-    );
-  } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    // Only blame the clock when it ran out (wrong credentials fail at once).
-    throw new Error(`replica ${replica.name}: ${patience.expired() ? `${idle()}; ` : ""}${why}`);
-  }
-  try {
-    let last = { replayed: null, inRecovery: null };
-    for (;;) {
-      const { rows } = await client.query(
-        `SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replayed,
-                pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::float8 AS replayed_bytes,
-                COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS caught_up`,
-        [lsn],
+  /** @type {{ replayed: string | null }} */
+  let last = { replayed: null };
+  // A standby may restart while we wait (its entrypoint re-clones it after a lost slot): a
+  // dropped connection is not a failure; connect again within the same patience.
+  for (;;) {
+    let client;
+    try {
+      client = await connect(
+        replica,
+        async () => {
+          if (Date.now() - probed >= 250) {
+            probed = Date.now();
+            patience.advance("clone", await cloneProgress(primary, replica));
+          }
+          return patience.deadline;
+        },
+        // A standby that does not answer a trivial query for this long is broken, not slow.
+        { query_timeout: 30_000 },
       );
-      last = { replayed: rows[0].replayed, inRecovery: rows[0].in_recovery };
-      if (!rows[0].in_recovery) {
-        throw new Error(`replica ${replica.name} is not in recovery: it is not a standby`);
-      }
-      if (rows[0].caught_up) {
-        const marker = await client.query("SELECT run_id FROM pgcluster.marker WHERE id = 1");
-        if (marker.rows[0]?.run_id !== runId) {
-          throw new Error(
-            `replica ${replica.name} replayed past ${lsn} but does not show marker ${runId}`,
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      // Only blame the clock when it ran out (wrong credentials fail at once).
+      throw new Error(`replica ${replica.name}: ${patience.expired() ? `${idle()}; ` : ""}${why}`);
+    }
+    try {
+      for (;;) {
+        const { rows } = await client.query(
+          `SELECT pg_is_in_recovery() AS in_recovery, pg_last_wal_replay_lsn()::text AS replayed,
+                  pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::float8 AS replayed_bytes,
+                  COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS caught_up`,
+          [lsn],
+        );
+        last = { replayed: rows[0].replayed };
+        if (!rows[0].in_recovery) {
+          throw new Fatal(`replica ${replica.name} is not in recovery: it is not a standby`);
+        }
+        if (rows[0].caught_up) {
+          const marker = await client.query("SELECT run_id FROM pgcluster.marker WHERE id = 1");
+          if (marker.rows[0]?.run_id !== runId) {
+            throw new Fatal(
+              `replica ${replica.name} replayed past ${lsn} but does not show marker ${runId}`,
+            );
+          }
+          const state = await client.query(
+            "SELECT pg_read_file('pg-cluster-node.json', 0, 65536, true) AS f, (SELECT count(*) FROM wizards)::int AS wizards",
+          );
+          return {
+            node: state.rows[0].f ? JSON.parse(state.rows[0].f) : null,
+            wizards: state.rows[0].wizards,
+          };
+        }
+        patience.advance("replay", rows[0].replayed_bytes);
+        if (patience.expired()) {
+          throw new Fatal(
+            `replica ${replica.name} did not replay past the primary's LSN ${lsn} (${idle()}; last replayed: ${last.replayed ?? "nothing"})`,
           );
         }
-        const state = await client.query(
-          "SELECT pg_read_file('pg-cluster-node.json', 0, 65536, true) AS f, (SELECT count(*) FROM wizards)::int AS wizards",
-        );
-        return {
-          node: state.rows[0].f ? JSON.parse(state.rows[0].f) : null,
-          wizards: state.rows[0].wizards,
-        };
+        await sleep(50);
       }
-      patience.advance("replay", rows[0].replayed_bytes);
-      if (patience.expired()) {
-        throw new Error(
-          `replica ${replica.name} did not replay past the primary's LSN ${lsn} (${idle()}; last replayed: ${last.replayed ?? "nothing"})`,
-        );
-      }
-      await sleep(50);
+    } catch (err) {
+      if (err instanceof Fatal || patience.expired()) throw err;
+      log(`replica ${replica.name}: connection lost (${String(err)}); connecting again`);
+    } finally {
+      await client.end().catch(() => {});
     }
-  } finally {
-    await client.end();
   }
 }
+
+/** A verdict on a replica, as opposed to a lost connection, which is retried. */
+class Fatal extends Error {}
 
 /** @param {import("pg").Client} primary */
 async function replicationStatus(primary) {
@@ -235,16 +222,22 @@ function withoutUnknowns(line) {
 
 async function main() {
   const started = Date.now();
-  const primaryNode = jsonEnv("PGC_PRIMARY");
   /** @type {import("./pgnode.mjs").NodeAddress[]} */
-  const replicas = jsonEnv("PGC_REPLICAS");
+  const nodes = jsonEnv("PGC_NODES");
+  const desired = requireEnv("PGC_DESIRED_PRIMARY");
+  const primaryNode = nodes.find((n) => n.name === desired);
+  if (!primaryNode) throw new Error(`PGC_DESIRED_PRIMARY ${desired} is not one of PGC_NODES`);
+  const replicas = nodes.filter((n) => n !== primaryNode);
   const timeoutSeconds = Number(process.env.PGC_TIMEOUT_SECONDS ?? "120");
   const deadline = started + timeoutSeconds * 1000;
   requireEnv("PGC_DATABASE");
 
   const primary = await connect(primaryNode, deadline);
   try {
-    await applySyncStandbyNames(primary, process.env.PGC_SYNC_STANDBY_NAMES ?? "");
+    const [role] = (await primary.query("SELECT pg_is_in_recovery() AS standby")).rows;
+    if (role.standby) {
+      throw new Error(`${primaryNode.name} should be the primary but is in recovery (a standby)`);
+    }
     const inserted = await seed(primary);
     log(`Wizards seeded (${inserted} row(s) inserted)`);
     const runId = randomUUID();
@@ -270,7 +263,7 @@ async function main() {
           caughtUp: caughtUp !== null,
           state: stat?.state ?? "disconnected",
           syncState: stat?.sync_state,
-          slot: r.slot,
+          slot: r.slot ?? "",
           slotActive: stat?.active ?? false,
           slotWalStatus: stat?.wal_status ?? "missing",
           replayLagBytes: stat?.replay_lag_bytes == null ? null : Number(stat.replay_lag_bytes),

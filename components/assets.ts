@@ -27,28 +27,19 @@ export const CONTAINER_VOLUME_DIR = "/var/lib/postgresql/data";
 /** The port PostgreSQL listens on inside every container. */
 export const CONTAINER_PORT = 5432;
 
-/** Files each role runs or reads inside its container. */
-const ROLE_FILES = {
-  primary: [
-    "lib.sh",
-    "primary.sh",
-    "healthcheck.sh",
-    "postgresql.conf",
-    "pg_hba.conf",
-    "pg_ident.conf",
-  ],
-  replica: [
-    "lib.sh",
-    "replica.sh",
-    "healthcheck.sh",
-    "postgresql.conf",
-    "pg_hba.conf",
-    "pg_ident.conf",
-  ],
-} as const;
-
-/** A node's role in the cluster. */
-export type NodeRole = keyof typeof ROLE_FILES;
+/**
+ * Files every node runs or reads inside its container. One set for every node, whatever its
+ * role: the role lives in the data directory, so a switchover changes no container's inputs.
+ */
+const NODE_FILES = [
+  "lib.sh",
+  "entrypoint.sh",
+  "ctl.sh",
+  "healthcheck.sh",
+  "postgresql.conf",
+  "pg_hba.conf",
+  "pg_ident.conf",
+] as const;
 
 /** The one file uploaded into every container: it unpacks the role's assets, then runs them. */
 export const CONTAINER_BUNDLE = `${CONTAINER_ASSETS_DIR}/node.sh`;
@@ -62,16 +53,16 @@ export const CONTAINER_BUNDLE = `${CONTAINER_ASSETS_DIR}/node.sh`;
  * API call (~40 ms each, several times that while other containers start), and six of them were
  * the largest part of creating a node.
  */
-export function containerUploads(role: NodeRole): docker.types.input.ContainerUpload[] {
-  return [{ file: CONTAINER_BUNDLE, content: nodeBundle(role), executable: true }];
+export function containerUploads(): docker.types.input.ContainerUpload[] {
+  return [{ file: CONTAINER_BUNDLE, content: nodeBundle(), executable: true }];
 }
 
 /**
- * `assets/node.sh` with the role's asset files filled in as quoted here-documents (verbatim) and
- * the role's name: the script writes the files and execs the role's entrypoint.
+ * `assets/node.sh` with the node's asset files filled in as quoted here-documents (verbatim): the
+ * script writes the files and execs the entrypoint.
  */
-export function nodeBundle(role: NodeRole): string {
-  const files = ROLE_FILES[role].map((file) => {
+export function nodeBundle(): string {
+  const files = NODE_FILES.map((file) => {
     const content = fs.readFileSync(path.join(ASSETS_DIR, file), "utf8");
     const end = `PGC_END_OF_${file.replace(/\W/g, "_").toUpperCase()}`;
     // A here-document ends at its marker line and adds the final newline back.
@@ -81,16 +72,14 @@ export function nodeBundle(role: NodeRole): string {
     return `cat >"$dir/${file}" <<'${end}'\n${content}${end}`;
   });
   const template = fs.readFileSync(path.join(ASSETS_DIR, "node.sh"), "utf8");
-  if (!template.includes("\n# @FILES@\n") || !template.includes("@ROLE@")) {
-    throw new Error("assets/node.sh must keep its '# @FILES@' line and '@ROLE@'");
+  if (!template.includes("\n# @FILES@\n")) {
+    throw new Error("assets/node.sh must keep its '# @FILES@' line");
   }
-  // Functions as replacements: asset text may contain `$&`-style patterns.
-  return template
-    .replace("@ROLE@", () => role)
-    .replace("\n# @FILES@\n", () => `\n${files.join("\n")}\n`);
+  // A function as the replacement: asset text may contain `$&`-style patterns.
+  return template.replace("\n# @FILES@\n", () => `\n${files.join("\n")}\n`);
 }
 
-/** The command that starts a role's entrypoint inside its container. */
+/** The command that starts the entrypoint inside a node's container. */
 export function entrypoint(): string[] {
   return ["bash", CONTAINER_BUNDLE];
 }

@@ -4,12 +4,14 @@
  * ComponentResource, and the nodes, slots and post-step are its parts, not products of their own
  * (their types are exported for the cluster's escape hatches).
  */
-export { PostgresCluster, slotName, synchronousStandbyNames } from "./postgresCluster";
+export { PostgresCluster, nodeSlotName } from "./postgresCluster";
+export type { ClusterNode } from "./postgresCluster";
 export {
   ClusterConfigError,
   DEFAULTS,
   MAX_CLUSTER_NAME_LENGTH,
   MAX_REPLICAS,
+  clusterNodeNames,
   replicationCapacity,
   validateClusterArgs,
 } from "./settings";
@@ -18,5 +20,6 @@ export { clusterArgsFromConfig, stackConfigReader } from "./stackConfig";
 export type { ConfigReader } from "./stackConfig";
 export type { PrimaryReport, ReplicaReport, ReplicationReport } from "./replicationCheck";
 export type { ReplicationCheck } from "./replicationCheck";
+export type { Topology, TopologyResult } from "./topology";
 export type { PostgresNode } from "./postgresNode";
 export type { ReplicationSlot } from "./replicationSlot";

@@ -5,25 +5,26 @@ import { inheritedDependsOn } from "./options";
 import { PostgresNode } from "./postgresNode";
 import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
+import { Topology } from "./topology";
 import {
   ClusterConfigError,
   ClusterSettings,
   PostgresClusterArgs,
   ProblemList,
-  checkClusterName,
   checkPassword,
   validateClusterArgs,
 } from "./settings";
 
 /**
  * A PostgreSQL primary with N streaming read replicas on a Docker host: a private network, one
- * volume and container per node, one physical replication slot per replica, and a post-step that
- * seeds the `Wizards` table and proves every replica has replayed it.
+ * volume and container per node, one physical replication slot per standby, a topology step that
+ * makes the chosen node the primary, and a post-step that seeds the `Wizards` table and proves
+ * every standby has replayed it.
  *
- * Replica containers are created as soon as the primary's container runs; each waits for the
- * primary to accept connections (no crash loop), clones it through its own slot, and is added or
- * removed without touching the primary or the other replicas. The post-step is what `pulumi up`
- * waits on: it finishes only when every replica has replayed a write made after the seed.
+ * Nodes have stable identities (`<name>-primary`, `<name>-replica-n`: node 0 is the first
+ * primary); which node is the primary is the `primary` argument. A node's role lives in its data
+ * directory, so moving the primary (a planned switchover by the topology step) replaces no
+ * container. The post-step is what `pulumi up` waits on.
  */
 export class PostgresCluster extends pulumi.ComponentResource {
   /** The cluster's Docker network. */
@@ -31,9 +32,11 @@ export class PostgresCluster extends pulumi.ComponentResource {
 
   /** Name of the Docker network. */
   public readonly networkName: pulumi.Output<string>;
+  /** Every node: its name, its role (`primary` or `replica`) and its endpoints. */
+  public readonly nodes: pulumi.Output<ClusterNode[]>;
   /** `host:port` of the primary, as published on the Docker host. */
   public readonly primaryEndpoint: pulumi.Output<string>;
-  /** `host:port` of each replica, as published on the Docker host. */
+  /** `host:port` of each replica (every node but the primary), as published on the Docker host. */
   public readonly replicaEndpoints: pulumi.Output<string[]>;
   /**
    * `host:port` of the primary on the cluster's network (its container name and port 5432), for
@@ -49,20 +52,24 @@ export class PostgresCluster extends pulumi.ComponentResource {
    * `load_balance_hosts=random`, libpq 16+). With 0 replicas it points at the primary. Secret.
    */
   public readonly readOnlyConnectionString: pulumi.Output<string>;
-  /** Per-replica state, slot and replay lag from the latest post-step. */
+  /** The primary and per-replica state, slot and replay lag from the latest post-step. */
   public readonly replicationReport: pulumi.Output<ReplicationReport>;
 
-  /** The primary node. */
+  /** Node 0, `<name>-primary`: the first primary (see `nodes` for the current roles). */
   get primary(): PostgresNode {
-    return partsOf(this).primary;
+    return partsOf(this).nodes[0];
   }
-  /** The replica nodes, in order (`replica-1` first). */
+  /** Nodes 1..N, `<name>-replica-n`, in order. */
   get replicas(): readonly PostgresNode[] {
-    return partsOf(this).replicas;
+    return partsOf(this).nodes.slice(1);
   }
-  /** The slot lifetimes on the primary, one per replica. */
+  /** The slot lifetimes, one per replica node (dropped wherever they are when it goes). */
   get slots(): readonly ReplicationSlot[] {
     return partsOf(this).slots;
+  }
+  /** The topology step. */
+  get topology(): Topology {
+    return partsOf(this).topology;
   }
   /** The post-step. */
   get check(): ReplicationCheck {
@@ -71,9 +78,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
 
   constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:PostgresCluster", name, {}, opts);
-    const problems = new ProblemList();
-    checkClusterName(problems, name);
-    const s = validateClusterArgs(args, problems);
+    const s = validateClusterArgs(args, new ProblemList(), name);
     const superuserPassword = resolvedPassword("superuserPassword", s.superuserPassword);
     const replicationPassword = resolvedPassword("replicationPassword", s.replicationPassword);
     const labels = [{ label: "pg-cluster.cluster", value: name }];
@@ -91,129 +96,125 @@ export class PostgresCluster extends pulumi.ComponentResource {
       child(),
     );
 
-    const nodeEnv = (
-      extra: Record<string, string>,
-      secrets: Record<string, pulumi.Output<string>>,
-    ) =>
-      pulumi
-        .all(secrets)
-        .apply((values) =>
-          Object.entries({ ...sharedEnv(s), ...extra, ...values }).map(([k, v]) => `${k}=${v}`),
-        );
-
-    const primaryName = `${name}-primary`;
-    const primary = new PostgresNode(
-      primaryName,
-      {
-        role: "primary",
-        nodeName: primaryName,
-        clusterName: name,
-        image: s.image,
-        networkName: this.network.name,
-        hostPort: s.primaryPort,
-        bindAddress: s.bindAddress,
-        envs: nodeEnv(
-          { PGC_NODE_NAME: primaryName, PGC_DATABASE: s.database },
-          {
-            PGC_SUPERUSER_PASSWORD: superuserPassword,
-            PGC_REPLICATION_PASSWORD: replicationPassword,
-          },
-        ),
-      },
-      child(),
-    );
-
-    const superuserEnv = {
-      PGC_PRIMARY: JSON.stringify({ name: primaryName, host: s.host, port: s.primaryPort }),
+    // Every node gets the same kind of environment, whatever its role: any node may become the
+    // primary, and a role change must not change a container's inputs (that would replace it).
+    const ports = [s.primaryPort, ...s.replicaPorts];
+    const secrets = {
+      PGC_SUPERUSER_PASSWORD: superuserPassword,
+      PGC_REPLICATION_PASSWORD: replicationPassword,
+    };
+    const slots: ReplicationSlot[] = [];
+    const credentials = {
       PGC_SUPERUSER: s.superuser,
       PGC_SUPERUSER_PASSWORD: superuserPassword,
       PGC_DATABASE: s.database,
     };
-
-    const slots: ReplicationSlot[] = [];
-    const replicas: PostgresNode[] = [];
-    for (let n = 1; n <= s.replicas; n++) {
-      const replicaName = `${name}-replica-${n}`;
-      const slot = new ReplicationSlot(
-        `${replicaName}-slot`,
-        { slotName: slotName(n), environment: superuserEnv },
-        // After the primary, before the replica: so on removal the replica goes first, then the slot.
-        child(primary),
-      );
-      slots.push(slot);
-      replicas.push(
-        new PostgresNode(
-          replicaName,
-          {
-            role: "replica",
-            nodeName: replicaName,
-            clusterName: name,
-            image: s.image,
-            networkName: this.network.name,
-            hostPort: s.replicaPorts[n - 1],
-            bindAddress: s.bindAddress,
-            envs: nodeEnv(
+    const addresses: NodeAddress[] = s.nodeNames.map((nodeName, i) => ({
+      name: nodeName,
+      host: s.host,
+      port: ports[i],
+      internalHost: nodeName,
+      slot: nodeSlotName(i),
+    }));
+    const nodes: PostgresNode[] = [];
+    for (const [i, nodeName] of s.nodeNames.entries()) {
+      // A replica node's slot lifetime comes before its container, so on removal the container
+      // goes first, then the slot is dropped; and after node 0, so a destroy drops it first.
+      const slot =
+        i === 0
+          ? undefined
+          : new ReplicationSlot(
+              `${nodeName}-slot`,
               {
-                PGC_NODE_NAME: replicaName,
-                PGC_PRIMARY_HOST: primaryName,
-                PGC_PRIMARY_PORT: String(CONTAINER_PORT),
-                PGC_SLOT_NAME: slotName(n),
+                slotName: nodeSlotName(i),
+                environment: { ...credentials, PGC_NODES: JSON.stringify(addresses) },
               },
-              { PGC_REPLICATION_PASSWORD: replicationPassword },
-            ),
-            // After the primary's container (and so its host name on the network) exists.
-            startAfter: [primary, slot],
-          },
-          child(),
-        ),
+              child(nodes[0]),
+            );
+      if (slot) slots.push(slot);
+      const node = new PostgresNode(
+        nodeName,
+        {
+          nodeName,
+          firstRole: i === 0 ? "primary" : "replica",
+          clusterName: name,
+          image: s.image,
+          networkName: this.network.name,
+          hostPort: ports[i],
+          bindAddress: s.bindAddress,
+          envs: nodeEnv(
+            s,
+            { PGC_NODE_NAME: nodeName, PGC_SLOT_NAME: nodeSlotName(i), PGC_DATABASE: s.database },
+            secrets,
+          ),
+          startAfter: slot ? [slot] : [],
+        },
+        child(),
       );
+      nodes.push(node);
     }
 
-    const replicaNames = replicas.map((r) => r.nodeName);
-    const check = new ReplicationCheck(
-      `${name}-check`,
+    const stepEnv = {
+      ...credentials,
+      PGC_REPLICATION_USER: s.replicationUser,
+      PGC_NODES: JSON.stringify(addresses),
+      PGC_DESIRED_PRIMARY: s.primary,
+      PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
+      // In both steps' inputs: the topology step applies it, and the post-step's report shows it.
+      PGC_SYNCHRONOUS_REPLICAS: String(s.synchronousReplicas),
+    };
+    // Both steps run again when the desired primary changes or a container is created or replaced.
+    const triggers = [s.primary, ...nodes.map((n) => n.container.id)];
+    const topology = new Topology(
+      `${name}-topology`,
       {
         environment: {
-          ...superuserEnv,
-          PGC_REPLICAS: JSON.stringify(
-            replicas.map((r, i) => ({
-              name: r.nodeName,
-              host: s.host,
-              port: r.hostPort,
-              slot: slotName(i + 1),
-            })),
-          ),
-          PGC_SYNC_STANDBY_NAMES: synchronousStandbyNames(s.synchronousReplicas, replicaNames),
-          PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
+          ...stepEnv,
+          PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
         },
-        triggers: [primary.container.id, ...replicas.map((r) => r.container.id)],
+        triggers,
       },
-      child(primary, ...replicas, ...slots),
+      child(...nodes, ...slots),
     );
+    const check = new ReplicationCheck(
+      `${name}-check`,
+      { environment: stepEnv, triggers },
+      child(topology, ...nodes, ...slots),
+    );
+    PARTS.set(this, { nodes, slots, topology, check });
 
     this.networkName = this.network.name;
     // Endpoints and URIs resolve only once the post-step has verified the cluster: whatever is
     // built from them (an app container's environment, say) then starts against a ready cluster.
-    PARTS.set(this, { primary, replicas, slots, check });
     const verified = check.step.id;
-    const verifiedPassword = pulumi.all([verified, superuserPassword]).apply(([, pw]) => pw);
-    this.primaryEndpoint = verified.apply(() => hostPort(s.host, s.primaryPort));
-    this.replicaEndpoints = verified.apply(() => replicas.map((r) => hostPort(s.host, r.hostPort)));
-    this.internalPrimaryEndpoint = verified.apply(() => hostPort(primaryName, CONTAINER_PORT));
-    this.internalReplicaEndpoints = verified.apply(() =>
-      replicas.map((r) => hostPort(r.nodeName, CONTAINER_PORT)),
+    const primary = addresses.find((a) => a.name === s.primary) ?? addresses[0];
+    const standbys = addresses.filter((a) => a !== primary);
+    const published = (a: NodeAddress) => hostPort(s.host, a.port);
+    const internal = (a: NodeAddress) => hostPort(a.internalHost, CONTAINER_PORT);
+    this.nodes = verified.apply(() =>
+      addresses.map((a) => ({
+        name: a.name,
+        role: a === primary ? "primary" : "replica",
+        endpoint: published(a),
+        internalEndpoint: internal(a),
+      })),
     );
+    this.primaryEndpoint = verified.apply(() => published(primary));
+    this.replicaEndpoints = verified.apply(() => standbys.map(published));
+    this.internalPrimaryEndpoint = verified.apply(() => internal(primary));
+    this.internalReplicaEndpoints = verified.apply(() => standbys.map(internal));
+    const verifiedPassword = pulumi.all([verified, superuserPassword]).apply(([, pw]) => pw);
     this.connectionString = pulumi.secret(
-      verifiedPassword.apply((pw) => libpqUri(s, pw, [s.primaryPort], "")),
+      verifiedPassword.apply((pw) => libpqUri(s, pw, [primary.port], "")),
     );
     this.readOnlyConnectionString = pulumi.secret(
       verifiedPassword.apply((pw) =>
-        s.replicas === 0
-          ? libpqUri(s, pw, [s.primaryPort], "")
+        standbys.length === 0
+          ? libpqUri(s, pw, [primary.port], "")
           : libpqUri(
               s,
               pw,
-              s.replicaPorts,
+              standbys.map((a) => a.port),
               "?target_session_attrs=standby&load_balance_hosts=random",
             ),
       ),
@@ -222,6 +223,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
 
     this.registerOutputs({
       networkName: this.networkName,
+      nodes: this.nodes,
       primaryEndpoint: this.primaryEndpoint,
       replicaEndpoints: this.replicaEndpoints,
       internalPrimaryEndpoint: this.internalPrimaryEndpoint,
@@ -233,11 +235,32 @@ export class PostgresCluster extends pulumi.ComponentResource {
   }
 }
 
+/** One node in the {@link PostgresCluster.nodes} output. */
+export interface ClusterNode {
+  /** Node name: its container's name, and the value `primary` takes. */
+  name: string;
+  /** `primary` or `replica`. */
+  role: string;
+  /** `host:port` as published on the Docker host. */
+  endpoint: string;
+  /** `host:port` on the cluster's network. */
+  internalEndpoint: string;
+}
+
+/** Where the host-side steps reach a node, and its slot's name. */
+interface NodeAddress {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly internalHost: string;
+  readonly slot: string;
+}
+
 /** A cluster's sub-components. */
 interface Parts {
-  readonly primary: PostgresNode;
-  readonly replicas: readonly PostgresNode[];
+  readonly nodes: readonly PostgresNode[];
   readonly slots: readonly ReplicationSlot[];
+  readonly topology: Topology;
   readonly check: ReplicationCheck;
 }
 
@@ -254,20 +277,21 @@ function partsOf(cluster: PostgresCluster): Parts {
   return parts;
 }
 
-/** The physical slot of replica `n` on the primary. */
-export function slotName(n: number): string {
-  return `replica_${n}`;
+/**
+ * Node `i`'s physical slot on whichever node is the primary: `replica_n` for replica n (the names
+ * clusters made before roles already use), `primary` for node 0 once it is a standby.
+ */
+export function nodeSlotName(i: number): string {
+  return i === 0 ? "primary" : `replica_${i}`;
 }
 
-/** `synchronous_standby_names` for `k` of the replicas: quorum commit, `ANY k (...)`. */
-export function synchronousStandbyNames(k: number, replicaNames: readonly string[]): string {
-  if (k === 0) return "";
-  return `ANY ${k} (${replicaNames.map((n) => `"${n}"`).join(", ")})`;
-}
-
-/** Environment every node's entrypoint reads. Secrets are added separately. */
-function sharedEnv(s: ClusterSettings): Record<string, string> {
-  return {
+/** The environment of a node's entrypoint: the same keys for every node. */
+function nodeEnv(
+  s: ClusterSettings,
+  extra: Record<string, string>,
+  secrets: Record<string, pulumi.Output<string>>,
+): pulumi.Output<string[]> {
+  const shared = {
     PGC_SUPERUSER: s.superuser,
     PGC_REPLICATION_USER: s.replicationUser,
     PGC_MAX_WAL_SENDERS: String(s.maxWalSenders),
@@ -275,6 +299,11 @@ function sharedEnv(s: ClusterSettings): Record<string, string> {
     PGC_MAX_SLOT_WAL_KEEP_SIZE: s.maxSlotWalKeepSize,
     PGC_MAX_WAL_SIZE: s.maxWalSize,
   };
+  return pulumi
+    .all(secrets)
+    .apply((values) =>
+      Object.entries({ ...shared, ...extra, ...values }).map(([k, v]) => `${k}=${v}`),
+    );
 }
 
 /** A password as a secret Output, checked again once resolved (it may have been an Output). */

@@ -4,7 +4,6 @@ import {
   CONTAINER_ASSETS_DIR,
   CONTAINER_PORT,
   CONTAINER_VOLUME_DIR,
-  NodeRole,
   containerUploads,
   entrypoint,
 } from "./assets";
@@ -12,8 +11,11 @@ import { inheritedDependsOn } from "./options";
 
 /** Arguments of a {@link PostgresNode}. */
 export interface PostgresNodeArgs {
-  /** `primary` or `replica`: which entrypoint runs. */
-  readonly role: NodeRole;
+  /**
+   * The role the node was created for (`primary` for node 0, else `replica`): a label on its
+   * volume only, kept as clusters made before roles could change labelled it.
+   */
+  readonly firstRole: "primary" | "replica";
   /** Physical name of the container (also its host name on the cluster network). */
   readonly nodeName: string;
   /** Label value grouping the cluster's Docker objects. */
@@ -29,7 +31,7 @@ export interface PostgresNodeArgs {
   /** Environment for the entrypoint (`KEY=value`); secret, since it carries passwords. */
   readonly envs: pulumi.Input<string[]>;
   /**
-   * What the container must come after (a replica: the primary and its slot). On the container
+   * What the container must come after (a replica node: its slot's lifetime). On the container
    * only, not the component: the SDK registers a component's children after the component's own
    * dependencies, which would hold back the volume too. @default []
    */
@@ -37,7 +39,7 @@ export interface PostgresNodeArgs {
 }
 
 /**
- * One PostgreSQL server: a named volume and a container that runs the role's entrypoint from
+ * One PostgreSQL server: a named volume and a container that runs the node entrypoint from
  * `assets/`. The container resource is done once the container runs, not once the server is
  * ready: the provider polls health only once a second, which made every stage of an up wait for
  * the next tick. Readiness is awaited by what needs it: a replica's entrypoint waits for the
@@ -57,14 +59,15 @@ export class PostgresNode extends pulumi.ComponentResource {
     super("pg-cluster:index:PostgresNode", name, {}, opts);
     this.nodeName = args.nodeName;
     this.hostPort = args.hostPort;
-    const labels = [
-      { label: "pg-cluster.cluster", value: args.clusterName },
-      { label: "pg-cluster.role", value: args.role },
-    ];
+    // No role label on the container: a node's role changes (switchover) without its container
+    // changing. The volume keeps the labels it was made with: a volume's labels are part of its
+    // identity for the provider, and changing them would replace it, with its data.
+    const labels = [{ label: "pg-cluster.cluster", value: args.clusterName }];
+    const volumeLabels = [...labels, { label: "pg-cluster.role", value: args.firstRole }];
 
     this.volume = new docker.Volume(
       `${name}-data`,
-      { name: `${args.nodeName}-data`, labels },
+      { name: `${args.nodeName}-data`, labels: volumeLabels },
       // Needs nothing but Docker (and what the user's dependsOn names): made at the start of an
       // up, in parallel with everything else, rather than after what the container must wait for.
       { parent: this, dependsOn: inheritedDependsOn(opts) },
@@ -78,7 +81,7 @@ export class PostgresNode extends pulumi.ComponentResource {
         image: args.image,
         entrypoints: entrypoint(),
         envs: pulumi.secret(args.envs),
-        uploads: containerUploads(args.role),
+        uploads: containerUploads(),
         labels,
         networksAdvanced: [{ name: args.networkName, aliases: [args.nodeName] }],
         ports: [{ internal: CONTAINER_PORT, external: args.hostPort, ip: args.bindAddress }],

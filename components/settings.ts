@@ -18,6 +18,7 @@ export const DEFAULTS = {
   maxSlotWalKeepSize: "1GB",
   maxWalSize: "1GB",
   verifyTimeoutSeconds: 120,
+  switchoverMaxLag: "16MB",
 } as const;
 
 /** Arguments of a {@link PostgresCluster}. */
@@ -72,6 +73,18 @@ export interface PostgresClusterArgs {
    * of a large primary is waited out). @default 120
    */
   readonly verifyTimeoutSeconds?: number;
+  /**
+   * The node that is the primary: a node name as listed in the `nodes` output (its container's
+   * name). Changing it moves the primary by a planned switchover, replacing no container; after
+   * a lost primary, naming the most advanced replica promotes it.
+   * @default `<name>-primary`, the node every cluster starts with as its primary
+   */
+  readonly primary?: string;
+  /**
+   * A switchover is refused while the candidate is further than this behind the primary (WAL
+   * not yet replayed), so the write pause stays short. @default "16MB"
+   */
+  readonly switchoverMaxLag?: string;
 }
 
 /** Everything the cluster needs, validated, with defaults applied and derived values computed. */
@@ -91,6 +104,11 @@ export interface ClusterSettings {
   readonly maxSlotWalKeepSize: string;
   readonly maxWalSize: string;
   readonly verifyTimeoutSeconds: number;
+  /** Node names, node 0 (`<name>-primary`) first; empty when validated without a name. */
+  readonly nodeNames: readonly string[];
+  /** The node that must be the primary (one of nodeNames). */
+  readonly primary: string;
+  readonly switchoverMaxLagBytes: number;
   readonly maxWalSenders: number;
   readonly maxReplicationSlots: number;
 }
@@ -244,6 +262,7 @@ export function checkPassword(
 export function validateClusterArgs(
   args: PostgresClusterArgs,
   earlier: ProblemList = new ProblemList(),
+  clusterName?: string,
 ): ClusterSettings {
   const p = earlier;
   const failed = new Set(p.problems.map((x) => x.field));
@@ -394,6 +413,23 @@ export function validateClusterArgs(
     );
   }
 
+  const switchoverMaxLag = args.switchoverMaxLag ?? DEFAULTS.switchoverMaxLag;
+  if (typeof switchoverMaxLag !== "string" || !WAL_SIZE.test(switchoverMaxLag)) {
+    p.add(
+      "switchoverMaxLag",
+      switchoverMaxLag,
+      "must be a positive size with a unit (kB, MB, GB, TB)",
+      "pulumi config set switchoverMaxLag 16MB",
+    );
+  }
+
+  const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
+  const primary = args.primary ?? nodeNames[0] ?? "";
+  if (clusterName !== undefined) {
+    checkClusterName(p, clusterName);
+    checkPrimary(p, clusterName, args.primary, count);
+  }
+
   if (p.problems.length > 0) throw new ClusterConfigError(p.problems);
   return {
     replicas: count,
@@ -411,6 +447,40 @@ export function validateClusterArgs(
     maxSlotWalKeepSize,
     maxWalSize,
     verifyTimeoutSeconds,
+    nodeNames,
+    primary,
+    switchoverMaxLagBytes: Math.round(walSizeMB(switchoverMaxLag) * 1024 * 1024),
     ...replicationCapacity(count),
   };
+}
+
+/** A cluster's node names: node 0 (`<name>-primary`, the first primary), then the replicas. */
+export function clusterNodeNames(clusterName: string, replicas: number): string[] {
+  return [
+    `${clusterName}-primary`,
+    ...Array.from({ length: replicas }, (_, i) => `${clusterName}-replica-${i + 1}`),
+  ];
+}
+
+/** `primary` must name a node that exists after this change. */
+function checkPrimary(
+  p: ProblemList,
+  clusterName: string,
+  primary: string | undefined,
+  replicas: number,
+): void {
+  if (primary === undefined) return;
+  const names = clusterNodeNames(clusterName, replicas);
+  if (names.includes(primary)) return;
+  const removed = clusterNodeNames(clusterName, MAX_REPLICAS).includes(primary);
+  p.add(
+    "primary",
+    primary,
+    removed
+      ? `is a node that replicas = ${replicas} would remove`
+      : "is not a node of this cluster",
+    removed
+      ? `move the primary first (pulumi config set primary ${names[0]}, pulumi up), then scale down`
+      : `pulumi config set primary <one of: ${names.join(", ")}>`,
+  );
 }

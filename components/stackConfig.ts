@@ -1,11 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import {
-  ClusterSettings,
-  PostgresClusterArgs,
-  ProblemList,
-  checkClusterName,
-  validateClusterArgs,
-} from "./settings";
+import { ClusterSettings, PostgresClusterArgs, ProblemList, validateClusterArgs } from "./settings";
 
 /** Stack config keys that hold numbers (Pulumi stores every config value as a string). */
 const NUMBER_KEYS = [
@@ -25,6 +19,8 @@ const STRING_KEYS = [
   "replicationUser",
   "maxSlotWalKeepSize",
   "maxWalSize",
+  "primary",
+  "switchoverMaxLag",
 ] as const;
 
 /** Reads one raw config value; a function so tests can supply a plain map. */
@@ -43,7 +39,6 @@ export function clusterArgsFromConfig(
   settings: ClusterSettings;
 } {
   const problems = new ProblemList();
-  if (clusterName !== undefined) checkClusterName(problems, clusterName);
   const numbers: Record<string, number | undefined> = {};
   for (const key of NUMBER_KEYS) {
     const raw = read(key);
@@ -65,7 +60,7 @@ export function clusterArgsFromConfig(
     superuserPassword: read("superuserPassword") as string,
     replicationPassword: read("replicationPassword") as string,
   };
-  return { args, settings: validateClusterArgs(args, problems) };
+  return { args, settings: validateClusterArgs(args, problems, clusterName) };
 }
 
 /** A {@link ConfigReader} over the current project's stack config. */

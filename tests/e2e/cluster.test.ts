@@ -15,7 +15,8 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
 
   it("brings up a primary and 2 replicas that serve the seeded rows and replicate a new one", async () => {
     const { outputs, summary } = await stack.up();
-    assert.equal(summary.create, 10);
+    // network, 3 volumes, 3 containers, 2 slot steps, the topology step and the post-step
+    assert.equal(summary.create, 11);
     endpoints = {
       primary: outputs.primaryEndpoint as string,
       replicas: outputs.replicaEndpoints as string[],
@@ -76,9 +77,9 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     );
     await stack.expectNoChanges();
     const preview = await stack.preview();
-    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 10 });
+    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 11 });
     const { summary } = await stack.up();
-    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 10 });
+    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 11 });
     const afterUp = await Promise.all(
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );
@@ -94,7 +95,8 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const before = await Promise.all(names.map(inspectContainer));
     const { summary, outputs } = await stack.up({ replicas: "3" });
     assert.equal(summary.create, 3, "slot step, volume and container of replica 3");
-    assert.equal(summary.replace, 1, "only the post-step re-runs");
+    assert.equal(summary.replace, 2, "the topology step and the post-step re-run");
+    assert.equal(summary.update, 2, "the existing slot steps learn the new node list");
     assert.equal(summary.delete, 0);
     const afterUp = await Promise.all(names.map(inspectContainer));
     for (const [i, info] of afterUp.entries()) {

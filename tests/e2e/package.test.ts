@@ -63,10 +63,11 @@ else
       const cluster = schema.resources["pg-cluster:index:PostgresCluster"];
       assert.equal(cluster.isComponent, true);
 
-      // Inputs: every defaulted argument plus the two passwords, which are the required ones.
+      // Inputs: every defaulted argument, primary (its default is derived from the name) and the
+      // two passwords, which are the required ones.
       assert.deepEqual(
         Object.keys(cluster.inputProperties).sort(),
-        [...Object.keys(DEFAULTS), "superuserPassword", "replicationPassword"].sort(),
+        [...Object.keys(DEFAULTS), "primary", "superuserPassword", "replicationPassword"].sort(),
       );
       assert.deepEqual(cluster.requiredInputs.sort(), ["replicationPassword", "superuserPassword"]);
       // The replica count decides how many resources exist: a plain value, never an Output.
@@ -81,6 +82,7 @@ else
       );
       assert.ok(stackOutputs().includes("internalReplicaEndpoints"));
       assert.deepEqual(Object.keys(schema.types).sort(), [
+        "pg-cluster:index:ClusterNode",
         "pg-cluster:index:PrimaryReport",
         "pg-cluster:index:ReplicaReport",
         "pg-cluster:index:ReplicationReport",

@@ -4,6 +4,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import pg from "pg";
 import { ASSETS_DIR, nodeBundle } from "../../components/assets";
+import { replicationCapacity } from "../../components/settings";
+import type { TopologyResult } from "../../components/topology";
 
 /** PostgreSQL server binaries on the host (Debian's postgresql-15, installed by .ci/run). */
 export function postgresBinDir(): string {
@@ -29,6 +31,25 @@ export function requireRoot(): void {
 }
 
 export const SUPERUSER_PASSWORD = "su-it-'quote:colon\\back";
+
+/** Where the host-side steps reach a node (the component's shape, see assets/pgnode.mjs). */
+export interface NodeAddress {
+  name: string;
+  host: string;
+  port: number;
+  internalHost?: string;
+  internalPort?: number;
+  slot?: string;
+}
+
+/** The WAL sender and slot limits the component sets for this many replicas. */
+function replicationCapacityEnv(replicas: number): Record<string, string> {
+  const c = replicationCapacity(replicas);
+  return {
+    PGC_MAX_WAL_SENDERS: String(c.maxWalSenders),
+    PGC_MAX_REPLICATION_SLOTS: String(c.maxReplicationSlots),
+  };
+}
 export const REPLICATION_PASSWORD = "repl-it-'quote:colon";
 
 /** One node: its entrypoint running on the host, with its volume in a scratch directory. */
@@ -48,39 +69,56 @@ export class LocalNode {
     this.logFile = path.join(cluster.dir, `${name}.log`);
   }
 
+  /** The node's container environment, as the component sets it (every node the same keys). */
   env(): Record<string, string> {
     const c = this.cluster;
-    const env: Record<string, string> = {
+    return {
       PATH: `${postgresBinDir()}:${process.env.PATH}`,
       PGC_VOLUME: this.volume,
       PGC_PORT: String(this.port),
       PGC_LISTEN: c.listen,
       PGC_SOCKET_DIR: c.socketDir,
       PGC_NODE_NAME: this.name,
+      PGC_SLOT_NAME: this.slot,
       PGC_SUPERUSER: "postgres",
+      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
       PGC_REPLICATION_USER: "replicator",
       PGC_REPLICATION_PASSWORD: REPLICATION_PASSWORD,
-      PGC_MAX_WAL_SENDERS: "20",
-      PGC_MAX_REPLICATION_SLOTS: "12",
+      PGC_DATABASE: "mydb",
+      ...replicationCapacityEnv(c.nodes.length - 1),
       PGC_MAX_SLOT_WAL_KEEP_SIZE: c.maxSlotWalKeepSize,
+      PGC_MAX_WAL_SIZE: "1GB",
       PGC_REPLICATION_CIDR: c.replicationCidr,
       PGC_REJECT_ADDRESS: c.rejectAddress,
       PGC_SLOT_CHECK_SECONDS: "1",
+      ...this.extraEnv,
     };
-    if (this.role === "primary") {
-      Object.assign(env, { PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD, PGC_DATABASE: "mydb" });
-    } else {
-      Object.assign(env, {
-        PGC_PRIMARY_HOST: "127.0.0.1",
-        PGC_PRIMARY_PORT: String(c.primary.port),
-        PGC_SLOT_NAME: this.slot,
-      });
-    }
-    return { ...env, ...this.extraEnv };
+  }
+
+  /** Where the node's files are unpacked (the container's /opt/pg-cluster). */
+  get home(): string {
+    return path.join(this.cluster.dir, `${this.name}-assets`);
+  }
+
+  /** How the topology step runs this node's ctl.sh (the component: docker exec). */
+  ctlCommand(): { argv: string[]; env: Record<string, string> } {
+    return { argv: ["bash", path.join(this.home, "ctl.sh")], env: this.env() };
   }
 
   get slot(): string {
     return this.name.replace(/-/g, "_");
+  }
+
+  /** Where the host-side steps reach this node. */
+  address(): NodeAddress {
+    return {
+      name: this.name,
+      host: "127.0.0.1",
+      port: this.port,
+      internalHost: "127.0.0.1",
+      internalPort: this.port,
+      slot: this.slot,
+    };
   }
 
   /** Starts the node's real entrypoint from assets/ and waits until it accepts connections. */
@@ -90,22 +128,21 @@ export class LocalNode {
   }
 
   /**
-   * Starts the node's real entrypoint without waiting for it. The role's files reach the node as
-   * they reach a container: the bundle (assets/node.sh with the files inside) unpacks them into
-   * the node's own directory. Not run from assets/ in the checkout: the entrypoint re-executes
-   * itself as the postgres user, who cannot enter a checkout under a 0700 parent (/root, mktemp -d).
+   * Starts the node's real entrypoint without waiting for it. The files reach the node as they
+   * reach a container: the bundle (assets/node.sh with the files inside) unpacks them into the
+   * node's own directory. Not run from assets/ in the checkout: the entrypoint re-executes itself
+   * as the postgres user, who cannot enter a checkout under a 0700 parent (/root, mktemp -d).
    */
   launch(): void {
-    const home = path.join(this.cluster.dir, `${this.name}-assets`);
-    const unpacked = spawnSync("bash", ["-c", nodeBundle(this.role)], {
-      env: { PATH: process.env.PATH ?? "", PGC_HOME: home, PGC_UNPACK_ONLY: "1" },
+    const unpacked = spawnSync("bash", ["-c", nodeBundle()], {
+      env: { PATH: process.env.PATH ?? "", PGC_HOME: this.home, PGC_UNPACK_ONLY: "1" },
       encoding: "utf8",
     });
     if (unpacked.status !== 0) {
-      throw new Error(`unpacking ${this.role}'s assets into ${home} failed: ${unpacked.stderr}`);
+      throw new Error(`unpacking the assets into ${this.home} failed: ${unpacked.stderr}`);
     }
     const log = fs.openSync(this.logFile, "a");
-    this.process = spawn("bash", [path.join(home, `${this.role}.sh`)], {
+    this.process = spawn("bash", [path.join(this.home, "entrypoint.sh")], {
       env: this.env(),
       stdio: ["ignore", log, log],
     });
@@ -214,9 +251,57 @@ export class LocalCluster {
     return this.options.maxSlotWalKeepSize ?? "1GB";
   }
 
+  /** Every node, node 0 first. */
+  get nodes(): LocalNode[] {
+    return [this.primary, ...this.replicas];
+  }
+
+  /** Starts every node's entrypoint, then the topology step bootstraps them, as in `pulumi up`. */
   async start(): Promise<void> {
-    await this.primary.start();
-    await Promise.all(this.replicas.map((r) => r.start()));
+    for (const n of this.nodes) n.launch();
+    const r = await this.topology();
+    if (r.status !== 0) throw new Error(`the topology step failed:\n${r.stderr}`);
+    await Promise.all(this.nodes.map((n) => n.waitReady()));
+  }
+
+  /**
+   * Runs the topology step (assets/topology.mjs) as the component's local.Command does, making
+   * `desired` (default node 0) the primary of these nodes.
+   */
+  async topology(
+    desired: LocalNode = this.primary,
+    nodes: LocalNode[] = this.nodes,
+    extra: Record<string, string> = {},
+  ): Promise<{ status: number; stdout: string; stderr: string; result: TopologyResult | null }> {
+    // Asynchronous: a test's own clients (a writer measuring the switchover) keep running.
+    const r = await runAssetAsync("topology.mjs", {
+      ...this.stepEnv(
+        nodes.map((n) => n.address()),
+        desired.name,
+      ),
+      PGC_CTL: JSON.stringify(Object.fromEntries(nodes.map((n) => [n.name, n.ctlCommand()]))),
+      PGC_SYNCHRONOUS_REPLICAS: "0",
+      ...extra,
+    });
+    let result: TopologyResult | null = null;
+    try {
+      result = JSON.parse(r.stdout);
+    } catch {
+      result = null;
+    }
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr, result };
+  }
+
+  /** What both host-side steps get: the nodes, the desired primary, the superuser. */
+  stepEnv(nodes: NodeAddress[], desired: string): Record<string, string> {
+    return {
+      PGC_NODES: JSON.stringify(nodes),
+      PGC_DESIRED_PRIMARY: desired,
+      PGC_SUPERUSER: "postgres",
+      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
+      PGC_REPLICATION_USER: "replicator",
+      PGC_DATABASE: "mydb",
+    };
   }
 
   /**
@@ -225,7 +310,8 @@ export class LocalCluster {
    */
   verify(
     timeoutSeconds = 60,
-    replicas: { name: string; port: number; slot: string }[] = this.replicas,
+    replicas: NodeAddress[] = this.replicas.map((r) => r.address()),
+    primary: LocalNode = this.primary,
   ): {
     status: number;
     stdout: string;
@@ -233,26 +319,19 @@ export class LocalCluster {
     report: VerifyReport | null;
   } {
     return runAsset("verify.mjs", [], {
-      PGC_PRIMARY: JSON.stringify({ name: "primary", host: "127.0.0.1", port: this.primary.port }),
-      PGC_REPLICAS: JSON.stringify(
-        replicas.map((r) => ({ name: r.name, host: "127.0.0.1", port: r.port, slot: r.slot })),
-      ),
-      PGC_SUPERUSER: "postgres",
-      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
-      PGC_DATABASE: "mydb",
-      PGC_SYNC_STANDBY_NAMES: "",
+      ...this.stepEnv([primary.address(), ...replicas], primary.name),
       PGC_TIMEOUT_SECONDS: String(timeoutSeconds),
     });
   }
 
-  /** Runs the slot-drop program (assets/slot.mjs) as a replica's delete step does. */
+  /** Runs the slot-drop program (assets/slot.mjs) as a replica node's delete step does. */
   dropSlot(slot: string): { status: number; stdout: string; stderr: string } {
     return runAsset("slot.mjs", ["drop"], {
-      PGC_PRIMARY: JSON.stringify({ name: "primary", host: "127.0.0.1", port: this.primary.port }),
+      ...this.stepEnv(
+        this.nodes.map((n) => n.address()),
+        this.primary.name,
+      ),
       PGC_SLOT_NAME: slot,
-      PGC_SUPERUSER: "postgres",
-      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
-      PGC_DATABASE: "mydb",
     });
   }
 
@@ -300,6 +379,25 @@ function runAsset(file: string, args: string[], env: Record<string, string>) {
     report = null;
   }
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, report };
+}
+
+/** Runs a host-side asset program without blocking the test's event loop. */
+function runAssetAsync(
+  file: string,
+  env: Record<string, string>,
+): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(ASSETS_DIR, file)], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ status: code ?? -1, stdout, stderr }));
+  });
 }
 
 /** Writes `rows` rows of ~1 kB on the primary, in batches; returns the table's row count. */

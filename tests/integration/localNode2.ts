@@ -24,7 +24,7 @@ export const NODE_FILES = [
   "ctl.sh",
   "healthcheck.sh",
   "postgresql.conf",
-  "pg_hba.node.conf",
+  "pg_hba.conf",
   "pg_ident.conf",
 ] as const;
 

@@ -58,24 +58,19 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
   const checkEnvironment = () => {
     const c = config();
     const cluster = `pg-cluster-${name}`;
+    const nodes = Array.from({ length: Number(c.replicas) + 1 }, (_, i) => ({
+      name: i === 0 ? `${cluster}-primary` : `${cluster}-replica-${i}`,
+      host: "localhost",
+      port: basePort + i,
+      internalHost: i === 0 ? `${cluster}-primary` : `${cluster}-replica-${i}`,
+      slot: i === 0 ? "primary" : `replica_${i}`,
+    }));
     return {
-      PGC_PRIMARY: JSON.stringify({
-        name: `${cluster}-primary`,
-        host: "localhost",
-        port: basePort,
-      }),
-      PGC_REPLICAS: JSON.stringify(
-        Array.from({ length: Number(c.replicas) }, (_, i) => ({
-          name: `${cluster}-replica-${i + 1}`,
-          host: "localhost",
-          port: basePort + 1 + i,
-          slot: `replica_${i + 1}`,
-        })),
-      ),
+      PGC_NODES: JSON.stringify(nodes),
+      PGC_DESIRED_PRIMARY: (c as Record<string, string>).primary ?? nodes[0].name,
       PGC_SUPERUSER: "postgres",
       PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
       PGC_DATABASE: "mydb",
-      PGC_SYNC_STANDBY_NAMES: "",
       PGC_TIMEOUT_SECONDS: "60",
     };
   };

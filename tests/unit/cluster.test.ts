@@ -16,9 +16,10 @@ const byType = <T extends { type: string }>(rs: T[], type: string): T[] =>
 
 describe("PostgresCluster resources", () => {
   for (const [replicas, expected] of [
-    [0, { containers: 1, volumes: 1, networks: 1, commands: 1 }],
-    [1, { containers: 2, volumes: 2, networks: 1, commands: 2 }],
-    [3, { containers: 4, volumes: 4, networks: 1, commands: 4 }],
+    // commands: the topology step, the post-step and one slot lifetime per replica node
+    [0, { containers: 1, volumes: 1, networks: 1, commands: 2 }],
+    [1, { containers: 2, volumes: 2, networks: 1, commands: 3 }],
+    [3, { containers: 4, volumes: 4, networks: 1, commands: 5 }],
   ] as const) {
     it(`creates the right resources for ${replicas} replica(s)`, async () => {
       const { recorded: rs } = await build(`count${replicas}`, { replicas });
@@ -55,6 +56,17 @@ describe("PostgresCluster resources", () => {
       "names-replica-1-data",
       "names-replica-2-data",
     ]);
+    // A volume's inputs are as clusters made before roles could change had them: any change
+    // (a label too) would replace the volume, and with it the node's data.
+    for (const v of byType(rs, "docker:index/volume:Volume")) {
+      assert.deepEqual(v.inputs.labels, [
+        { label: "pg-cluster.cluster", value: "names" },
+        {
+          label: "pg-cluster.role",
+          value: v.name === "names-primary-data" ? "primary" : "replica",
+        },
+      ]);
+    }
     const logical = rs
       .filter(CUSTOM)
       .map((r) => r.name)
@@ -70,6 +82,7 @@ describe("PostgresCluster resources", () => {
       "names-replica-2",
       "names-replica-2-data",
       "names-replica-2-slot",
+      "names-topology",
     ]);
   });
 
@@ -105,9 +118,10 @@ describe("PostgresCluster resources", () => {
         container.dependsOn.includes(cluster.slots[n - 1]),
         `replica ${n} container after its slot`,
       );
+      // No wait for the primary: a node's entrypoint waits for the topology step.
       assert.ok(
-        container.dependsOn.includes(cluster.primary),
-        `replica ${n} container after the primary`,
+        !container.dependsOn.includes(cluster.primary),
+        `replica ${n} container does not wait for the primary`,
       );
       const dropStep = find("command:local:Command", `order-replica-${n}-slot`);
       assert.ok(
@@ -116,8 +130,11 @@ describe("PostgresCluster resources", () => {
       );
     }
     const check = find("pg-cluster:index:ReplicationCheck", "order-check");
+    const topology = find("pg-cluster:index:Topology", "order-topology");
+    assert.ok(check.dependsOn.includes(cluster.topology), "post-step after the topology step");
     for (const node of [cluster.primary, ...cluster.replicas]) {
       assert.ok(check.dependsOn.includes(node), `post-step depends on ${node.nodeName}`);
+      assert.ok(topology.dependsOn.includes(node), `topology step depends on ${node.nodeName}`);
       // A volume waits for nothing, so every volume is made at the very start of an up.
       const volume = find("docker:index/volume:Volume", `${node.nodeName}-data`);
       assert.deepEqual(volume.dependsOn, [], `${node.nodeName}'s volume depends on nothing`);
@@ -147,7 +164,9 @@ describe("PostgresCluster resources", () => {
     );
     const children = rs.filter((r) => r.name !== "deps");
     // network, 3 nodes with volume and container each, 2 slots and the post-step with a command each
-    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2);
+    // network; 3 nodes with volume and container; 2 slots, the topology step and the post-step
+    // with a command each
+    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2 + 2);
     for (const r of children) {
       assert.ok(r.dependsOn.includes(before), `${r.type} ${r.name} depends on the user's resource`);
     }
@@ -159,11 +178,11 @@ describe("PostgresCluster resources", () => {
     assert.ok(
       rs
         .find((r) => r.name === "deps-check" && r.type === "pg-cluster:index:ReplicationCheck")
-        ?.dependsOn.includes(cluster.primary),
+        ?.dependsOn.includes(cluster.topology),
     );
   });
 
-  it("uploads one bundle per role that unpacks the real asset files byte for byte", async () => {
+  it("uploads the same bundle to every node, which unpacks the real asset files byte for byte", async () => {
     const { recorded: rs } = await build("uploads", {
       replicas: 1,
       primaryPort: 8432,
@@ -171,8 +190,10 @@ describe("PostgresCluster resources", () => {
     });
     const containers = byType(rs, "docker:index/container:Container");
     assert.equal(containers.length, 2);
+    // One bundle for every node: a role change must not change a container's inputs.
+    assert.deepEqual(containers[0].inputs.uploads, containers[1].inputs.uploads);
     for (const c of containers) {
-      const role = c.name.endsWith("primary") ? "primary" : "replica";
+      const role = c.name;
       const uploads = c.inputs.uploads as { file: string; content: string; executable: boolean }[];
       assert.deepEqual(
         uploads.map((u) => [u.file, u.executable]),
@@ -188,12 +209,13 @@ describe("PostgresCluster resources", () => {
         });
         assert.equal(r.status, 0, r.stderr);
         assert.deepEqual(fs.readdirSync(dir).sort(), [
+          "ctl.sh",
+          "entrypoint.sh",
           "healthcheck.sh",
           "lib.sh",
           "pg_hba.conf",
           "pg_ident.conf",
           "postgresql.conf",
-          `${role}.sh`,
         ]);
         for (const f of fs.readdirSync(dir)) {
           assert.equal(
@@ -290,7 +312,7 @@ describe("PostgresCluster resources", () => {
     );
   });
 
-  it("gives the replication password to replicas and both passwords only to the primary", async () => {
+  it("gives every node the same environment keys and both passwords: any node may become the primary", async () => {
     const { recorded: rs } = await build("env", {
       replicas: 1,
       primaryPort: 11432,
@@ -299,17 +321,73 @@ describe("PostgresCluster resources", () => {
     const envOf = (name: string) =>
       byType(rs, "docker:index/container:Container").find((c) => c.inputs.name === name)?.inputs
         .envs;
-    assert.ok(inputIsSecret(envOf("env-primary")), "primary envs reach the engine as a secret");
-    assert.ok(inputIsSecret(envOf("env-replica-1")), "replica envs reach the engine as a secret");
-    const primary = plain<string[]>(envOf("env-primary"));
-    const replica = plain<string[]>(envOf("env-replica-1"));
-    assert.ok(primary.includes(`PGC_SUPERUSER_PASSWORD=${PASSWORDS.superuserPassword}`));
-    assert.ok(primary.includes(`PGC_REPLICATION_PASSWORD=${PASSWORDS.replicationPassword}`));
-    assert.ok(replica.includes(`PGC_REPLICATION_PASSWORD=${PASSWORDS.replicationPassword}`));
-    assert.ok(!replica.some((e) => e.startsWith("PGC_SUPERUSER_PASSWORD=")));
-    assert.ok(replica.includes("PGC_PRIMARY_HOST=env-primary"));
-    assert.ok(replica.includes("PGC_SLOT_NAME=replica_1"));
-    assert.ok(replica.includes("PGC_NODE_NAME=env-replica-1"));
+    assert.ok(inputIsSecret(envOf("env-primary")), "node 0's envs reach the engine as a secret");
+    assert.ok(inputIsSecret(envOf("env-replica-1")), "node 1's envs reach the engine as a secret");
+    const node0 = plain<string[]>(envOf("env-primary"));
+    const node1 = plain<string[]>(envOf("env-replica-1"));
+    const keys = (env: string[]) => env.map((e) => e.slice(0, e.indexOf("="))).sort();
+    assert.deepEqual(keys(node0), keys(node1));
+    for (const env of [node0, node1]) {
+      assert.ok(env.includes(`PGC_SUPERUSER_PASSWORD=${PASSWORDS.superuserPassword}`));
+      assert.ok(env.includes(`PGC_REPLICATION_PASSWORD=${PASSWORDS.replicationPassword}`));
+      // No role and no peer: those would replace the container on a switchover or a scale.
+      assert.ok(!env.some((e) => /^PGC_(ROLE|PRIMARY_HOST|PRIMARY_PORT)=/.test(e)), env.join());
+    }
+    assert.ok(node0.includes("PGC_SLOT_NAME=primary"));
+    assert.ok(node1.includes("PGC_SLOT_NAME=replica_1"));
+    assert.ok(node1.includes("PGC_NODE_NAME=env-replica-1"));
+  });
+
+  it("moves the primary by config alone: no container or volume input changes, the steps re-run, the outputs follow", async () => {
+    const args = { replicas: 2, primaryPort: 15432, replicaBasePort: 15433 };
+    const before = await build("role", args);
+    const after = await build("role", { ...args, primary: "role-replica-1" });
+    const dockerInputs = (rs: typeof before.recorded) =>
+      rs
+        .filter((r) => r.type.startsWith("docker:"))
+        .map((r) => [r.name, plain(r.inputs.envs), r.inputs.uploads, r.inputs.name]);
+    assert.deepEqual(dockerInputs(after.recorded), dockerInputs(before.recorded));
+    const step = (rs: typeof before.recorded, name: string) =>
+      byType(rs, "command:local:Command").find((c) => c.name === name);
+    for (const name of ["role-topology", "role-check"]) {
+      assert.deepEqual(step(before.recorded, name)?.inputs.triggers, [
+        "role-primary",
+        "role-primary-id",
+        "role-replica-1-id",
+        "role-replica-2-id",
+      ]);
+      assert.equal((step(after.recorded, name)?.inputs.triggers as string[])[0], "role-replica-1");
+    }
+    const env = plain<Record<string, string>>(
+      step(after.recorded, "role-topology")?.inputs.environment,
+    );
+    assert.equal(env.PGC_DESIRED_PRIMARY, "role-replica-1");
+    assert.equal(env.PGC_SWITCHOVER_MAX_LAG_BYTES, String(16 * 1024 * 1024));
+    assert.equal(await valueOf(after.cluster.primaryEndpoint), "localhost:15433");
+    assert.deepEqual(await valueOf(after.cluster.replicaEndpoints), [
+      "localhost:15432",
+      "localhost:15434",
+    ]);
+    assert.deepEqual(await valueOf(after.cluster.nodes), [
+      {
+        name: "role-primary",
+        role: "replica",
+        endpoint: "localhost:15432",
+        internalEndpoint: "role-primary:5432",
+      },
+      {
+        name: "role-replica-1",
+        role: "primary",
+        endpoint: "localhost:15433",
+        internalEndpoint: "role-replica-1:5432",
+      },
+      {
+        name: "role-replica-2",
+        role: "replica",
+        endpoint: "localhost:15434",
+        internalEndpoint: "role-replica-2:5432",
+      },
+    ]);
   });
 
   it("does not change the primary's inputs when scaling 2 -> 3 (no restart)", async () => {
@@ -328,7 +406,7 @@ describe("PostgresCluster resources", () => {
     assert.notDeepEqual(replicationCapacity(8), replicationCapacity(9));
   });
 
-  it("has one slot-drop step per replica, run at delete time", async () => {
+  it("has one slot-drop step per replica node, run at delete time on every other node", async () => {
     const { recorded: rs } = await build("slots", {
       replicas: 3,
       primaryPort: 13432,
@@ -343,35 +421,69 @@ describe("PostgresCluster resources", () => {
       const env = plain<Record<string, string>>(step.inputs.environment);
       assert.equal(env.PGC_SUPERUSER_PASSWORD, PASSWORDS.superuserPassword);
       assert.equal(env.PGC_SLOT_NAME, `replica_${i + 1}`);
-      assert.deepEqual(JSON.parse(env.PGC_PRIMARY), {
-        name: "slots-primary",
-        host: "localhost",
-        port: 13432,
-      });
+      assert.deepEqual(
+        JSON.parse(env.PGC_NODES).map((n: { name: string; port: number; slot: string }) => [
+          n.name,
+          n.port,
+          n.slot,
+        ]),
+        [
+          ["slots-primary", 13432, "primary"],
+          ["slots-replica-1", 13433, "replica_1"],
+          ["slots-replica-2", 13434, "replica_2"],
+          ["slots-replica-3", 13435, "replica_3"],
+        ],
+      );
     }
   });
 
-  it("re-runs the post-step when the set of nodes changes, and sets quorum sync when asked", async () => {
+  it("re-runs the steps when the set of nodes changes, and asks for quorum sync when told", async () => {
     const { recorded: rs } = await build("sync", {
       replicas: 2,
       synchronousReplicas: 1,
       primaryPort: 14432,
       replicaBasePort: 14433,
     });
-    const check = byType(rs, "command:local:Command").find((c) => c.name === "sync-check");
-    assert.ok(check);
+    const step = (name: string) => byType(rs, "command:local:Command").find((c) => c.name === name);
+    const check = step("sync-check");
+    const topology = step("sync-topology");
+    assert.ok(check && topology);
     assert.equal(check.inputs.create, "node verify.mjs");
-    assert.deepEqual(check.inputs.triggers, [
-      "sync-primary-id",
-      "sync-replica-1-id",
-      "sync-replica-2-id",
-    ]);
-    assert.ok(inputIsSecret(check.inputs.environment));
-    const env = plain<Record<string, string>>(check.inputs.environment);
-    assert.equal(env.PGC_SYNC_STANDBY_NAMES, 'ANY 1 ("sync-replica-1", "sync-replica-2")');
-    assert.deepEqual(JSON.parse(env.PGC_REPLICAS), [
-      { name: "sync-replica-1", host: "localhost", port: 14433, slot: "replica_1" },
-      { name: "sync-replica-2", host: "localhost", port: 14434, slot: "replica_2" },
+    assert.equal(topology.inputs.create, "node topology.mjs");
+    for (const s of [check, topology]) {
+      assert.deepEqual(s.inputs.triggers, [
+        "sync-primary",
+        "sync-primary-id",
+        "sync-replica-1-id",
+        "sync-replica-2-id",
+      ]);
+      assert.ok(inputIsSecret(s.inputs.environment));
+    }
+    const env = plain<Record<string, string>>(topology.inputs.environment);
+    assert.equal(env.PGC_SYNCHRONOUS_REPLICAS, "1");
+    assert.equal(env.PGC_DESIRED_PRIMARY, "sync-primary");
+    assert.deepEqual(JSON.parse(env.PGC_NODES), [
+      {
+        name: "sync-primary",
+        host: "localhost",
+        port: 14432,
+        internalHost: "sync-primary",
+        slot: "primary",
+      },
+      {
+        name: "sync-replica-1",
+        host: "localhost",
+        port: 14433,
+        internalHost: "sync-replica-1",
+        slot: "replica_1",
+      },
+      {
+        name: "sync-replica-2",
+        host: "localhost",
+        port: 14434,
+        internalHost: "sync-replica-2",
+        slot: "replica_2",
+      },
     ]);
   });
 

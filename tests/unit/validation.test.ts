@@ -27,6 +27,40 @@ function configError(config: Record<string, string>): string {
 }
 
 describe("config validation", () => {
+  it("accepts primary = any node of the cluster, and names the nodes when it is not one", () => {
+    const read = (config: Record<string, string>) => (key: string) =>
+      ({ ...PASSWORDS, ...config })[key];
+    const { settings } = clusterArgsFromConfig(
+      read({ replicas: "2", primary: "pg-cluster-dev-replica-2" }),
+      "pg-cluster-dev",
+    );
+    assert.equal(settings.primary, "pg-cluster-dev-replica-2");
+    assert.equal(
+      clusterArgsFromConfig(read({ replicas: "2" }), "pg-cluster-dev").settings.primary,
+      "pg-cluster-dev-primary",
+    );
+    assert.throws(
+      () => clusterArgsFromConfig(read({ replicas: "1", primary: "replica-1" }), "pg-cluster-dev"),
+      {
+        message:
+          HEADER(1) +
+          '  - primary = "replica-1": is not a node of this cluster. Fix: pulumi config set primary <one of: pg-cluster-dev-primary, pg-cluster-dev-replica-1>',
+      },
+    );
+    assert.throws(
+      () =>
+        clusterArgsFromConfig(
+          read({ replicas: "1", primary: "pg-cluster-dev-replica-2" }),
+          "pg-cluster-dev",
+        ),
+      {
+        message:
+          HEADER(1) +
+          '  - primary = "pg-cluster-dev-replica-2": is a node that replicas = 1 would remove. Fix: move the primary first (pulumi config set primary pg-cluster-dev-primary, pulumi up), then scale down',
+      },
+    );
+  });
+
   it("reports a stack name that does not fit together with bad config, in one error", () => {
     const name = `pg-cluster-${"s".repeat(45)}`;
     let message = "";

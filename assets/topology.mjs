@@ -1,0 +1,507 @@
+// @ts-check
+/**
+ * The cluster's topology step (docs/design/primary-as-role.md): makes the node named in
+ * PGC_DESIRED_PRIMARY the primary and every other node its streaming standby. It keeps no memory
+ * between runs: it observes every node, then continues from wherever the cluster is, so a re-run
+ * after a failure converges. A node becomes writable only by `pg_promote` after the old primary
+ * was proven stopped cleanly and the candidate replayed its last WAL, or by undoing a demotion
+ * while the candidate is still a standby: never two writable primaries.
+ *
+ * What SQL cannot do (stop a server, pg_rewind, bootstrap an empty volume) goes through the node's
+ * own `ctl.sh`, by `docker exec` (or PGC_CTL in tests).
+ *
+ * Environment (set by the PostgresCluster component):
+ *   PGC_NODES            [{"name","host","port","internalHost","internalPort"?,"slot"}, ...]
+ *                        (host:port as the step reaches the node; internalHost:internalPort as
+ *                        the other nodes do, on the cluster network: its name and 5432)
+ *   PGC_DESIRED_PRIMARY  a node name
+ *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE, PGC_REPLICATION_USER
+ *   PGC_SYNCHRONOUS_REPLICAS  k for `ANY k (...)` over the standbys (0: asynchronous)
+ *   PGC_SWITCHOVER_MAX_LAG_BYTES  refuse a candidate further behind (default 16 MiB)
+ *   PGC_TIMEOUT_SECONDS  bound on waiting for a node (default 120)
+ *   PGC_CTL              optional {"<node>": {"argv": [...], "env": {...}}}: how to run a node's
+ *                        ctl.sh (default: docker exec <node> bash /opt/pg-cluster/ctl.sh)
+ * Prints one JSON line: {"primary", "timeline", "actions": [...], "nodes": [{"name","role"}]}.
+ */
+import { spawn } from "node:child_process";
+import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
+
+/**
+ * @typedef {{ name: string, host: string, port: number, internalHost: string,
+ *   internalPort?: number, slot: string }} TopologyNode
+ */
+/**
+ * @typedef {{ node: string, volume: "empty" | "populated", systemIdentifier: string | null,
+ *   state: string | null, checkpointLsn: string | null, timeline: number | null,
+ *   standby: boolean, hold: boolean, running: boolean }} CtlStatus
+ */
+/**
+ * @typedef {{ inRecovery: boolean, systemIdentifier: string, replayLsn: string | null,
+ *   currentLsn: string | null, pause: string | null, receiver: { status: string,
+ *   senderHost: string | null, senderPort: number | null, tli: number } | null,
+ *   upstream: string, upstreamSlot: string }} SqlState
+ */
+/** @typedef {{ node: TopologyNode, sql: SqlState | null, ctl: CtlStatus | null }} Observed */
+
+const CONTAINER_PORT = 5432;
+/** Where the other nodes reach `node`. @param {TopologyNode} node */
+const internalPort = (node) => node.internalPort ?? CONTAINER_PORT;
+const actions = /** @type {string[]} */ ([]);
+
+/** @param {string} what */
+function act(what) {
+  actions.push(what);
+  log(what);
+}
+
+/** A refusal: nothing was changed, and the message says what to do. */
+class Refusal extends Error {}
+
+/**
+ * Runs a verb of a node's ctl.sh and returns the one JSON line it prints.
+ * @param {TopologyNode} node @param {string[]} args @returns {Promise<any>}
+ */
+function ctl(node, ...args) {
+  const custom = process.env.PGC_CTL ? jsonEnv("PGC_CTL")[node.name] : undefined;
+  const argv = custom?.argv ?? ["docker", "exec", node.name, "bash", "/opt/pg-cluster/ctl.sh"];
+  const env = { ...process.env, ...(custom?.env ?? {}) };
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], [...argv.slice(1), ...args], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (err += d));
+    child.on("error", reject);
+    child.on("close", (code) => {
+      if (code !== 0) {
+        reject(new Error(`${node.name}: ctl.sh ${args[0]} failed (exit ${code}): ${err.trim()}`));
+        return;
+      }
+      try {
+        resolve(JSON.parse(out.trim().split("\n").pop() ?? ""));
+      } catch {
+        reject(new Error(`${node.name}: ctl.sh ${args[0]} printed no JSON: ${out}${err}`));
+      }
+    });
+  });
+}
+
+/**
+ * One query on a node in a fresh session, or null when the node does not answer now.
+ * @param {TopologyNode} node @param {string} text @param {unknown[]} [params]
+ */
+async function query(node, text, params = []) {
+  // One attempt: a node that does not answer now is observed through ctl.sh instead.
+  const client = await connect(node, Date.now());
+  try {
+    return (await client.query(text, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** @param {TopologyNode} node @returns {Promise<SqlState | null>} */
+async function sqlState(node) {
+  let rows;
+  try {
+    rows = await query(
+      node,
+      `SELECT pg_is_in_recovery() AS in_recovery,
+              (SELECT system_identifier::text FROM pg_control_system()) AS sysid,
+              pg_last_wal_replay_lsn()::text AS replay,
+              CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current,
+              CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS pause,
+              current_setting('primary_conninfo') AS upstream,
+              current_setting('primary_slot_name') AS upstream_slot,
+              (SELECT row_to_json(r) FROM (SELECT status, sender_host, sender_port, received_tli
+                 FROM pg_stat_wal_receiver) r) AS receiver`,
+    );
+  } catch (err) {
+    if (/cannot connect/.test(String(err))) return null;
+    throw err;
+  }
+  const r = rows[0];
+  return {
+    inRecovery: r.in_recovery,
+    systemIdentifier: r.sysid,
+    replayLsn: r.replay,
+    currentLsn: r.current,
+    pause: r.pause,
+    upstream: r.upstream,
+    upstreamSlot: r.upstream_slot,
+    receiver: r.receiver
+      ? {
+          status: r.receiver.status,
+          senderHost: r.receiver.sender_host,
+          senderPort: r.receiver.sender_port,
+          tli: r.receiver.received_tli,
+        }
+      : null,
+  };
+}
+
+/**
+ * Waits until the node answers SQL, or its ctl status shows why it cannot (empty volume, held),
+ * or the deadline passes (a populated node whose server does not come up is an error).
+ * @param {TopologyNode} node @param {number} deadline @returns {Promise<Observed>}
+ */
+async function observe(node, deadline) {
+  for (;;) {
+    const sql = await sqlState(node);
+    if (sql) return { node, sql, ctl: null };
+    const status = /** @type {CtlStatus} */ (await ctl(node, "status"));
+    if (status.volume === "empty" || status.hold) return { node, sql: null, ctl: status };
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `${node.name} holds a cluster but its server did not accept connections (ctl status: ${JSON.stringify(status)}); check: docker logs ${node.name}`,
+      );
+    }
+    await sleep(100);
+  }
+}
+
+/** @param {string} lsn */
+function lsnBytes(lsn) {
+  const [hi, lo] = lsn.split("/");
+  return BigInt(`0x${hi}`) * 2n ** 32n + BigInt(`0x${lo}`);
+}
+
+/** The timeline a primary writes on (first 8 hex digits of its current WAL file). @param {TopologyNode} node */
+async function writeTimeline(node) {
+  const [r] = await query(node, "SELECT pg_walfile_name(pg_current_wal_lsn()) AS f");
+  return parseInt(r.f.slice(0, 8), 16);
+}
+
+/**
+ * `primary_conninfo` for a standby named `standby` following `upstream` on the cluster network;
+ * the password comes from the node's passfile (wildcard host), never the conninfo.
+ * @param {TopologyNode} upstream @param {TopologyNode} standby
+ */
+function conninfo(upstream, standby, database = "") {
+  return [
+    `host=${upstream.internalHost}`,
+    `port=${internalPort(upstream)}`,
+    `user=${requireEnv("PGC_REPLICATION_USER")}`,
+    ...(database ? [`dbname=${database}`] : []),
+    `application_name=${standby.name}`,
+    "connect_timeout=5 keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
+  ].join(" ");
+}
+
+/**
+ * Whether a standby's settings point at `upstream` through its own slot. Compared by host, port
+ * and slot, not as text: ctl.sh writes the same connection with other options around it.
+ * @param {SqlState} state @param {TopologyNode} upstream @param {TopologyNode} standby
+ */
+function follows(state, upstream, standby) {
+  const field = (/** @type {string} */ key) =>
+    new RegExp(`(?:^|\\s)${key}=(\\S+)`).exec(state.upstream)?.[1].replace(/^'|'$/g, "");
+  return (
+    field("host") === upstream.internalHost &&
+    field("port") === String(internalPort(upstream)) &&
+    state.upstreamSlot === standby.slot
+  );
+}
+
+/** Why `candidate` may not become the primary now (empty: it may). */
+async function candidateProblems(
+  /** @type {TopologyNode} */ primary,
+  /** @type {TopologyNode} */ candidate,
+  /** @type {bigint} */ maxLag,
+) {
+  const c = await sqlState(candidate);
+  if (!c) return [`${candidate.name} does not accept connections`];
+  if (!c.inRecovery) return [`${candidate.name} is not a standby`];
+  const problems = [];
+  const tli = await writeTimeline(primary);
+  if (
+    c.receiver?.status !== "streaming" ||
+    c.receiver.senderHost !== primary.internalHost ||
+    c.receiver.senderPort !== internalPort(primary)
+  ) {
+    problems.push(
+      `${candidate.name} is not streaming from ${primary.name} (WAL receiver: ${JSON.stringify(c.receiver)})`,
+    );
+  } else if (c.receiver.tli !== tli) {
+    problems.push(`${candidate.name} is on timeline ${c.receiver.tli}, the primary on ${tli}`);
+  }
+  // A paused standby of an idle primary shows no lag at all: check the pause itself.
+  if (c.pause !== "not paused") {
+    problems.push(
+      `${candidate.name}'s WAL replay is ${c.pause} (resume it: SELECT pg_wal_replay_resume() on it)`,
+    );
+  }
+  const [p] = await query(primary, "SELECT pg_current_wal_lsn()::text AS lsn");
+  const lag = c.replayLsn === null ? null : lsnBytes(p.lsn) - lsnBytes(c.replayLsn);
+  if (lag === null || lag > maxLag) {
+    problems.push(
+      `${candidate.name} is ${lag ?? "an unknown number of"} bytes behind the primary (limit ${maxLag}; wait for it to catch up, or raise switchoverMaxLag)`,
+    );
+  }
+  return problems;
+}
+
+/** Creates a physical slot reserving WAL now, unless it exists. */
+async function ensureSlot(/** @type {TopologyNode} */ on, /** @type {string} */ slot) {
+  const rows = await query(on, "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [slot]);
+  if (rows.length > 0) return;
+  await query(on, "SELECT pg_create_physical_replication_slot($1, true)", [slot]);
+  act(`created slot ${slot} on ${on.name}`);
+}
+
+/**
+ * Waits until `check` returns true or `ms` pass.
+ * @param {string} what @param {number} ms @param {() => Promise<boolean>} check
+ */
+async function waitUntil(what, ms, check) {
+  const deadline = Date.now() + ms;
+  let last = "";
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch (err) {
+      last = ` (last error: ${err instanceof Error ? err.message : String(err)})`;
+    }
+    if (Date.now() >= deadline) throw new Error(`timed out after ${ms} ms: ${what}${last}`);
+    await sleep(50);
+  }
+}
+
+/**
+ * Planned switchover from `p` to `c`: refuse unless `c` is a caught-up streaming standby; then
+ * stop `p` cleanly and promote `c` once it holds `p`'s last WAL.
+ */
+async function switchover(
+  /** @type {TopologyNode} */ p,
+  /** @type {TopologyNode} */ c,
+  /** @type {TopologyNode[]} */ nodes,
+  /** @type {number} */ timeoutMs,
+) {
+  const maxLag = BigInt(process.env.PGC_SWITCHOVER_MAX_LAG_BYTES ?? String(16 * 1024 * 1024));
+  const problems = await candidateProblems(p, c, maxLag);
+  if (problems.length > 0) {
+    throw new Refusal(
+      `switchover to ${c.name} refused, nothing changed: ${problems.join("; ")}. Or set primary to another node (nodes: ${nodes.map((n) => n.name).join(", ")}).`,
+    );
+  }
+  // Every other node's slot on the candidate first, so no standby needs a re-clone after.
+  for (const q of nodes) if (q !== c) await ensureSlot(c, q.slot);
+  act(`switchover ${p.name} -> ${c.name}: stopping ${p.name} (fast, after a checkpoint)`);
+  const stopped = /** @type {CtlStatus} */ (await ctl(p, "demote"));
+  await promoteAfter(c, p, stopped, timeoutMs);
+}
+
+/**
+ * Promotes `c` once it has replayed past the cleanly stopped old primary's shutdown checkpoint;
+ * if it does not get there, the old primary is made writable again (c never was) and the step fails.
+ */
+async function promoteAfter(
+  /** @type {TopologyNode} */ c,
+  /** @type {TopologyNode} */ p,
+  /** @type {CtlStatus} */ stopped,
+  /** @type {number} */ timeoutMs,
+) {
+  if (stopped.state !== "shut down" || !stopped.checkpointLsn) {
+    // Not a clean stop (a crash): its last WAL is unknown, so it must stay the primary.
+    await ctl(p, "undemote");
+    throw new Error(
+      `${p.name} did not stop cleanly (state: ${stopped.state}); it was started again as the primary and nothing was promoted. Run pulumi up again.`,
+    );
+  }
+  const end = lsnBytes(stopped.checkpointLsn);
+  try {
+    await waitUntil(
+      `${c.name} to replay ${p.name}'s shutdown checkpoint ${stopped.checkpointLsn}`,
+      Math.min(timeoutMs, 30_000),
+      async () => {
+        const s = await sqlState(c);
+        return !!s?.replayLsn && lsnBytes(s.replayLsn) > end;
+      },
+    );
+  } catch (err) {
+    await ctl(p, "undemote");
+    throw new Error(
+      `${c.name} did not receive ${p.name}'s last WAL, so ${p.name} was made the primary again and nothing was lost: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+  await query(c, "SELECT pg_promote(true, 60)");
+  // pg_rewind reads the new primary's timeline from its control file: make it current now.
+  await query(c, "CHECKPOINT");
+  await query(c, "ALTER SYSTEM RESET primary_conninfo");
+  await query(c, "ALTER SYSTEM RESET primary_slot_name");
+  await query(c, "SELECT pg_reload_conf()");
+  act(`promoted ${c.name} (the old primary's last WAL ${stopped.checkpointLsn} replayed)`);
+}
+
+/**
+ * With `p` the primary: every other node streams from it through its own slot (an empty one is
+ * cloned, a demoted one rewound and released, a standby re-pointed by a reload), stale slots are
+ * dropped and synchronous_standby_names follows.
+ */
+async function converge(
+  /** @type {TopologyNode} */ p,
+  /** @type {Observed[]} */ seen,
+  /** @type {number} */ timeoutMs,
+) {
+  const others = seen.filter((o) => o.node !== p);
+  for (const o of others) await ensureSlot(p, o.node.slot);
+  await Promise.all(
+    others.map(async (o) => {
+      const q = o.node;
+      if (o.ctl?.volume === "empty") {
+        act(`cloning ${q.name} from ${p.name}`);
+        await ctl(q, "bootstrap-clone", p.internalHost, String(internalPort(p)));
+      } else if (o.ctl?.hold) {
+        act(`${q.name} rejoins as a standby of ${p.name} (pg_rewind when needed)`);
+        await ctl(q, "follow", p.internalHost, String(internalPort(p)));
+        const rewound = await ctl(q, "rewind", conninfo(p, q, "postgres"));
+        act(`${q.name}: rewind ${rewound.rewind ?? "done"}`);
+        await ctl(q, "release");
+      } else if (o.sql && !follows(o.sql, p, q)) {
+        await query(q, `ALTER SYSTEM SET primary_conninfo = '${conninfo(p, q)}'`);
+        await query(q, `ALTER SYSTEM SET primary_slot_name = '${q.slot}'`);
+        await query(q, "SELECT pg_reload_conf()");
+        act(`${q.name} now follows ${p.name} (reload, no restart)`);
+      }
+    }),
+  );
+  await Promise.all(
+    others.map((o) =>
+      waitUntil(`${o.node.name} to stream from ${p.name}`, timeoutMs, async () => {
+        const s = await sqlState(o.node);
+        return !!s?.inRecovery && s.receiver?.status === "streaming";
+      }),
+    ),
+  );
+  // Slots: on the primary, keep the current nodes' ones; on a standby, none is in use.
+  const keep = new Set(others.map((o) => o.node.slot));
+  for (const o of [{ node: p }, ...others]) {
+    const rows = await query(
+      o.node,
+      "SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical' AND NOT active",
+    );
+    for (const { slot_name } of rows) {
+      if (o.node === p && keep.has(slot_name)) continue;
+      await query(o.node, "SELECT pg_drop_replication_slot($1)", [slot_name]);
+      act(`dropped stale slot ${slot_name} on ${o.node.name}`);
+    }
+  }
+  const k = Number(process.env.PGC_SYNCHRONOUS_REPLICAS ?? "0");
+  const names = k === 0 ? "" : `ANY ${k} (${others.map((o) => `"${o.node.name}"`).join(", ")})`;
+  const [cur] = await query(p, "SELECT current_setting('synchronous_standby_names') AS v");
+  if (cur.v !== names) {
+    await query(p, `ALTER SYSTEM SET synchronous_standby_names = '${names}'`);
+    await query(p, "SELECT pg_reload_conf()");
+    // A reload is asynchronous: wait until new sessions and the WAL senders use it, so the
+    // post-step's report (and the first commit after the up) see it.
+    await waitUntil(`synchronous_standby_names = '${names}' on ${p.name}`, 10_000, async () => {
+      const [r] = await query(
+        p,
+        `SELECT current_setting('synchronous_standby_names') AS v,
+                (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))::int AS sync`,
+      );
+      return r.v === names && (k === 0 ? r.sync === 0 : r.sync >= Math.min(k, others.length));
+    });
+    act(`synchronous_standby_names = '${names}' on ${p.name}`);
+  }
+}
+
+/** @param {Observed[]} seen @param {TopologyNode} desired */
+function lostPrimary(seen, desired) {
+  const holders = seen.filter((o) => o.sql || o.ctl?.volume === "populated");
+  const best = holders
+    .filter((o) => o.sql?.replayLsn)
+    .sort((a, b) =>
+      Number(lsnBytes(b.sql?.replayLsn ?? "0/0") - lsnBytes(a.sql?.replayLsn ?? "0/0")),
+    )[0];
+  return new Refusal(
+    `the primary ${desired.name} has an empty data volume, but ${holders.map((o) => o.node.name).join(" and ")} hold this cluster` +
+      (best ? ` (most advanced: ${best.node.name}, replayed ${best.sql?.replayLsn})` : "") +
+      `. Nothing was changed and no database was created. To recover, make the most advanced replica the primary: pulumi config set primary ${best?.node.name ?? "<a replica>"}, then pulumi up; ${desired.name} will be re-cloned from it as a standby.`,
+  );
+}
+
+async function main() {
+  /** @type {TopologyNode[]} */
+  const nodes = jsonEnv("PGC_NODES");
+  const desired = nodes.find((n) => n.name === requireEnv("PGC_DESIRED_PRIMARY"));
+  if (!desired) throw new Error(`PGC_DESIRED_PRIMARY is not one of PGC_NODES`);
+  const timeoutMs = Number(process.env.PGC_TIMEOUT_SECONDS ?? "120") * 1000;
+  const deadline = Date.now() + timeoutMs;
+
+  let seen = await Promise.all(nodes.map((n) => observe(n, deadline)));
+  const populated = seen.filter((o) => o.sql || o.ctl?.volume === "populated");
+  if (populated.length === 0) {
+    act(`new cluster: initdb on ${desired.name}`);
+    await ctl(desired, "bootstrap-initdb");
+    seen = await Promise.all(nodes.map((n) => observe(n, deadline)));
+  }
+  const ids = new Set(
+    seen.map((o) => o.sql?.systemIdentifier ?? o.ctl?.systemIdentifier).filter(Boolean),
+  );
+  if (ids.size > 1) {
+    throw new Refusal(
+      `the nodes hold different clusters (system identifiers: ${seen.map((o) => `${o.node.name}=${o.sql?.systemIdentifier ?? o.ctl?.systemIdentifier ?? "empty"}`).join(", ")}); nothing was changed. Remove the volume of the node that does not belong, or restore it.`,
+    );
+  }
+  const desiredSeen = /** @type {Observed} */ (seen.find((o) => o.node === desired));
+  if (desiredSeen.ctl?.volume === "empty") throw lostPrimary(seen, desired);
+
+  const writable = seen.filter((o) => o.sql && !o.sql.inRecovery);
+  if (writable.length > 1) {
+    throw new Error(
+      `two writable primaries: ${writable.map((o) => o.node.name).join(", ")}; nothing was changed. Stop the one that should not be written to (docker stop), then run pulumi up.`,
+    );
+  }
+  if (writable.length === 0) {
+    // Mid-switchover (the old primary held after a clean stop) or a primary whose volume is gone.
+    const held = seen.filter((o) => o.ctl?.hold);
+    const unknown = seen.filter((o) => o !== desiredSeen && !o.sql && !o.ctl?.hold);
+    if (!desiredSeen.sql?.inRecovery || unknown.some((o) => o.ctl?.volume === "populated")) {
+      throw new Error(
+        `no node is writable and ${desired.name} cannot be promoted safely (nodes: ${JSON.stringify(seen.map((o) => ({ name: o.node.name, sql: !!o.sql, ctl: o.ctl })))}); nothing was changed.`,
+      );
+    }
+    for (const o of seen) {
+      if (o.sql?.inRecovery && o !== desiredSeen && o.sql.replayLsn && desiredSeen.sql.replayLsn) {
+        if (lsnBytes(o.sql.replayLsn) > lsnBytes(desiredSeen.sql.replayLsn)) {
+          throw new Refusal(
+            `${o.node.name} has replayed more WAL (${o.sql.replayLsn}) than ${desired.name} (${desiredSeen.sql.replayLsn}); nothing was changed. Set primary to ${o.node.name}, then pulumi up.`,
+          );
+        }
+      }
+    }
+    const oldPrimary = held.find((o) => o.ctl?.state === "shut down");
+    if (oldPrimary?.ctl) {
+      await promoteAfter(desired, oldPrimary.node, oldPrimary.ctl, timeoutMs);
+    } else {
+      await query(desired, "SELECT pg_promote(true, 60)");
+      await query(desired, "CHECKPOINT");
+      await query(desired, "ALTER SYSTEM RESET primary_conninfo");
+      await query(desired, "ALTER SYSTEM RESET primary_slot_name");
+      await query(desired, "SELECT pg_reload_conf()");
+      act(`promoted ${desired.name}: no other node holds newer WAL`);
+    }
+  } else if (writable[0].node !== desired) {
+    await switchover(writable[0].node, desired, nodes, timeoutMs);
+  }
+  seen = await Promise.all(nodes.map((n) => observe(n, deadline)));
+  await converge(desired, seen, timeoutMs);
+  const timeline = await writeTimeline(desired);
+  process.stdout.write(
+    `${JSON.stringify({
+      primary: desired.name,
+      timeline,
+      actions,
+      nodes: nodes.map((n) => ({ name: n.name, role: n === desired ? "primary" : "standby" })),
+    })}\n`,
+  );
+}
+
+main().catch((err) => {
+  log(`ERROR: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

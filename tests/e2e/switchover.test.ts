@@ -1,0 +1,198 @@
+/**
+ * The primary is a role chosen by config (issue 9): planned switchovers under a writer that records
+ * every acknowledged id, and a refused switchover that changes nothing.
+ */
+import * as assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import pg from "pg";
+import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
+import { SUPERUSER_PASSWORD, inspectContainer, newStack, queryAt } from "../lib/stack";
+
+/**
+ * Inserts ids one by one into `acked` on whichever node is writable, reconnecting (to each
+ * endpoint in turn) when a write fails; records the ids whose commit was acknowledged and the
+ * longest time between two acknowledgements.
+ */
+class Writer {
+  readonly acked: number[] = [];
+  longestGapMs = 0;
+  private stopped = false;
+  private done: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly endpoints: string[],
+    private readonly firstId: number,
+  ) {}
+
+  start(): void {
+    this.done = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.done;
+  }
+
+  private async writable(): Promise<pg.Client> {
+    for (;;) {
+      for (const ep of this.endpoints) {
+        const [host, port] = ep.split(":");
+        const c = new pg.Client({
+          host,
+          port: Number(port),
+          user: "postgres",
+          password: SUPERUSER_PASSWORD,
+          database: "mydb",
+          connectionTimeoutMillis: 1000,
+        });
+        // A server that stops ends its sessions with an error event: the next write notices.
+        c.on("error", () => {});
+        try {
+          await c.connect();
+          const { rows } = await c.query("SELECT pg_is_in_recovery() AS r");
+          if (!rows[0].r) return c;
+        } catch {
+          // not up, or not writable: the next one
+        }
+        await c.end().catch(() => {});
+      }
+      if (this.stopped) throw new Error("stopped");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  private async run(): Promise<void> {
+    let next = this.firstId;
+    let last = Date.now();
+    let client: pg.Client | undefined;
+    while (!this.stopped) {
+      try {
+        client ??= await this.writable();
+        await client.query("INSERT INTO acked (id) VALUES ($1)", [next]);
+        this.acked.push(next);
+        next++;
+        const now = Date.now();
+        this.longestGapMs = Math.max(this.longestGapMs, now - last);
+        last = now;
+      } catch {
+        await client?.end().catch(() => {});
+        client = undefined;
+        // The id may or may not have been committed: only acknowledged ones are checked.
+        next++;
+      }
+    }
+    await client?.end().catch(() => {});
+  }
+}
+
+if (!isFirstMajorPass()) announceOncePerLayer("the switchover test");
+else
+  describe("the primary is a role chosen by config", { timeout: 900_000 }, () => {
+    const stack = newStack("e2esw");
+    const c = stack.clusterName;
+    const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
+    const endpoints = [0, 1, 2].map((i) => `localhost:${stack.basePort + i}`);
+    after(async () => {
+      await stack.remove();
+    });
+
+    const containerIds = async () =>
+      Promise.all(names.map(async (n) => (await inspectContainer(n))?.Id));
+
+    /** Every acknowledged id on every node; each node in the role asked; no inactive slot. */
+    async function checkCluster(primary: string, acked: number[]): Promise<void> {
+      for (const [i, name] of names.entries()) {
+        const [r] = await queryAt<{ standby: boolean }>(
+          endpoints[i],
+          "SELECT pg_is_in_recovery() AS standby",
+        );
+        assert.equal(
+          r.standby,
+          name !== primary,
+          `${name} is ${name === primary ? "the primary" : "a standby"}`,
+        );
+        const deadline = Date.now() + 10_000;
+        let missing: number[] = [];
+        do {
+          const rows = await queryAt<{ id: number }>(endpoints[i], "SELECT id FROM acked");
+          const have = new Set(rows.map((x) => x.id));
+          missing = acked.filter((id) => !have.has(id));
+          if (missing.length === 0) break;
+          await new Promise((res) => setTimeout(res, 100));
+        } while (Date.now() < deadline);
+        assert.deepEqual(missing, [], `acknowledged ids missing on ${name}`);
+        const slots = await queryAt<{ slot_name: string }>(
+          endpoints[i],
+          "SELECT slot_name FROM pg_replication_slots WHERE NOT active",
+        );
+        assert.deepEqual(slots, [], `no inactive slot on ${name}`);
+      }
+    }
+
+    it("moves the primary to replica-1 and back under writes, losing no acknowledged commit and replacing no container", async () => {
+      await stack.up();
+      await queryAt(endpoints[0], "CREATE TABLE acked (id int PRIMARY KEY)");
+      const before = await containerIds();
+
+      for (const [round, [target, sync]] of [
+        // Synchronous on the way there, asynchronous on the way back (the stack's base config,
+        // so the no-change preview below compares like with like).
+        [names[1], "1"],
+        [names[0], "0"],
+      ].entries()) {
+        const writer = new Writer(endpoints, 1 + round * 1_000_000);
+        writer.start();
+        await new Promise((r) => setTimeout(r, 500));
+        const { outputs } = await stack.up({ primary: target, synchronousReplicas: sync });
+        await new Promise((r) => setTimeout(r, 300));
+        await writer.stop();
+        process.stderr.write(
+          `switchover to ${target} (sync ${sync}): ${writer.acked.length} acknowledged, longest gap ${writer.longestGapMs} ms\n`,
+        );
+        assert.ok(writer.acked.length > 10, "the writer wrote before and after");
+        assert.equal(outputs.primaryEndpoint, endpoints[names.indexOf(target)]);
+        const nodes = outputs.nodes as { name: string; role: string }[];
+        assert.deepEqual(
+          nodes.map((n) => [n.name, n.role]),
+          names.map((n) => [n, n === target ? "primary" : "replica"]),
+        );
+        const report = outputs.replicationReport as {
+          primary: { name: string };
+          replicas: { name: string; caughtUp: boolean; clones?: number }[];
+        };
+        assert.equal(report.primary.name, target);
+        for (const r of report.replicas) {
+          assert.equal(r.caughtUp, true, `${r.name} caught up`);
+          // node 0 never cloned (it ran initdb); replicas cloned once, at creation
+          assert.equal(r.clones ?? 0, r.name === names[0] ? 0 : 1, `${r.name} was not re-cloned`);
+        }
+        await checkCluster(target, writer.acked);
+        assert.deepEqual(await containerIds(), before, "no container was replaced");
+      }
+      await stack.expectNoChanges();
+    });
+
+    it("refuses a switchover to a replica whose replay is paused, and changes nothing", async () => {
+      await queryAt(endpoints[2], "SELECT pg_wal_replay_pause()");
+      try {
+        await assert.rejects(
+          stack.up({ primary: names[2], synchronousReplicas: "1" }),
+          (err: Error) => {
+            assert.match(err.message, /switchover to .*replica-2 refused, nothing changed/);
+            assert.match(err.message, /WAL replay is paused/);
+            return true;
+          },
+        );
+        const [r] = await queryAt<{ standby: boolean }>(
+          endpoints[0],
+          "SELECT pg_is_in_recovery() AS standby",
+        );
+        assert.equal(r.standby, false, "the primary is still the primary");
+      } finally {
+        await queryAt(endpoints[2], "SELECT pg_wal_replay_resume()");
+      }
+      // With replay running again, the same change goes through.
+      const { outputs } = await stack.up({ primary: names[2], synchronousReplicas: "1" });
+      assert.equal(outputs.primaryEndpoint, endpoints[2]);
+    });
+  });

@@ -1,0 +1,241 @@
+/**
+ * The topology step (assets/topology.mjs) with the real entrypoint and ctl.sh on real PostgreSQL
+ * servers on loopback: bootstrap, planned switchover there and back under a writer, a refused
+ * switchover, a re-run that converges, and recovery from a lost primary.
+ */
+import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import { LocalCluster, LocalNode, SUPERUSER_PASSWORD } from "./localCluster";
+
+/** Writes ids to whichever node is writable; keeps the acknowledged ones and the longest gap. */
+class Writer {
+  readonly acked: number[] = [];
+  longestGapMs = 0;
+  private stopped = false;
+  private done: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly nodes: LocalNode[],
+    private id: number,
+  ) {}
+
+  start(): void {
+    this.done = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.done;
+  }
+
+  private async writable(): Promise<pg.Client | undefined> {
+    for (const n of this.nodes) {
+      const c = new pg.Client({
+        host: "127.0.0.1",
+        port: n.port,
+        user: "postgres",
+        password: SUPERUSER_PASSWORD,
+        database: "mydb",
+        connectionTimeoutMillis: 500,
+      });
+      // A server that stops ends its sessions with an error event: the next write notices.
+      c.on("error", () => {});
+      try {
+        await c.connect();
+        if (!(await c.query("SELECT pg_is_in_recovery() AS r")).rows[0].r) return c;
+      } catch {
+        // down or read-only
+      }
+      await c.end().catch(() => {});
+    }
+    return undefined;
+  }
+
+  private async run(): Promise<void> {
+    let last = Date.now();
+    let client: pg.Client | undefined;
+    while (!this.stopped) {
+      try {
+        client ??= await this.writable();
+        if (!client) {
+          await new Promise((r) => setTimeout(r, 10));
+          continue;
+        }
+        this.id++;
+        await client.query("INSERT INTO acked (id) VALUES ($1)", [this.id]);
+        this.acked.push(this.id);
+        this.longestGapMs = Math.max(this.longestGapMs, Date.now() - last);
+        last = Date.now();
+      } catch {
+        await client?.end().catch(() => {});
+        client = undefined;
+      }
+    }
+    await client?.end().catch(() => {});
+  }
+}
+
+async function roles(cluster: LocalCluster): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const n of cluster.nodes) {
+    const [r] = await n.query<{ standby: boolean }>("SELECT pg_is_in_recovery() AS standby");
+    out[n.name] = r.standby ? "standby" : "primary";
+  }
+  return out;
+}
+
+async function missingIds(node: LocalNode, acked: number[]): Promise<number[]> {
+  for (let i = 0; ; i++) {
+    const rows = await node.query<{ id: number }>("SELECT id FROM acked");
+    const have = new Set(rows.map((r) => r.id));
+    const missing = acked.filter((id) => !have.has(id));
+    if (missing.length === 0 || i > 50) return missing;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("the topology step on real servers", { timeout: 600_000 }, () => {
+  const cluster = new LocalCluster({ replicas: 2 });
+  before(async () => {
+    await cluster.start();
+    await cluster.primary.query("CREATE TABLE acked (id int PRIMARY KEY)");
+  });
+  after(async () => {
+    await cluster.destroy();
+  });
+
+  it("bootstraps: node 0 ran initdb, the others cloned from it and stream", async () => {
+    assert.deepEqual(await roles(cluster), {
+      primary: "primary",
+      "replica-1": "standby",
+      "replica-2": "standby",
+    });
+    const report = cluster.verify();
+    assert.equal(report.status, 0, report.stderr);
+    assert.deepEqual(
+      report.report?.replicas.map((r) => [r.name, r.state, r.clones]),
+      [
+        ["replica-1", "streaming", 1],
+        ["replica-2", "streaming", 1],
+      ],
+    );
+  });
+
+  it("switches over to replica-1 and back under writes: no acknowledged id lost, no restart of the other standby, no re-clone", async () => {
+    for (const [round, target] of [cluster.replicas[0], cluster.primary].entries()) {
+      const bystander = cluster.replicas[1];
+      const [started] = await bystander.query<{ t: string }>(
+        "SELECT pg_postmaster_start_time()::text AS t",
+      );
+      const writer = new Writer(cluster.nodes, round * 50_000);
+      writer.start();
+      await new Promise((r) => setTimeout(r, 300));
+      const t0 = Date.now();
+      const r = await cluster.topology(target);
+      const took = Date.now() - t0;
+      if (process.env.PGC_DEBUG) process.stderr.write(r.stderr);
+      await new Promise((res) => setTimeout(res, 300));
+      await writer.stop();
+      assert.equal(r.status, 0, r.stderr);
+      process.stderr.write(
+        `switchover to ${target.name}: step ${took} ms, longest write gap ${writer.longestGapMs} ms, ${writer.acked.length} acknowledged\n`,
+      );
+      assert.equal(r.result?.primary, target.name);
+      const expected = Object.fromEntries(
+        cluster.nodes.map((n) => [n.name, n === target ? "primary" : "standby"]),
+      );
+      assert.deepEqual(await roles(cluster), expected);
+      for (const n of cluster.nodes) {
+        assert.deepEqual(await missingIds(n, writer.acked), [], `ids missing on ${n.name}`);
+        const stale = await n.query("SELECT slot_name FROM pg_replication_slots WHERE NOT active");
+        assert.deepEqual(stale, [], `no inactive slot on ${n.name}`);
+      }
+      const [after] = await bystander.query<{ t: string }>(
+        "SELECT pg_postmaster_start_time()::text AS t",
+      );
+      assert.equal(after.t, started.t, "the other standby was re-pointed by a reload");
+      const report = cluster.verify(
+        60,
+        cluster.nodes.filter((n) => n !== target).map((n) => n.address()),
+        target,
+      );
+      assert.equal(report.status, 0, report.stderr);
+      for (const rep of report.report?.replicas ?? []) {
+        assert.equal(rep.state, "streaming", `${rep.name} streams from ${target.name}`);
+      }
+      assert.equal(cluster.replicas[0].nodeState().clones, 1, "replica-1 never re-cloned");
+    }
+    // A re-run with nothing to do does nothing.
+    const again = await cluster.topology(cluster.primary);
+    assert.equal(again.status, 0, again.stderr);
+    assert.deepEqual(again.result?.actions, []);
+  });
+
+  it("refuses a switchover to a replica whose replay is paused, changing nothing", async () => {
+    const candidate = cluster.replicas[1];
+    await candidate.query("SELECT pg_wal_replay_pause()");
+    try {
+      const r = await cluster.topology(candidate);
+      assert.notEqual(r.status, 0);
+      assert.match(
+        r.stderr,
+        /switchover to replica-2 refused, nothing changed: .*WAL replay is paused/,
+      );
+      assert.deepEqual(await roles(cluster), {
+        primary: "primary",
+        "replica-1": "standby",
+        "replica-2": "standby",
+      });
+    } finally {
+      await candidate.query("SELECT pg_wal_replay_resume()");
+    }
+  });
+
+  it("a lost primary: refuses to create an empty one, then promotes the replica named and rebuilds node 0 as its standby", async () => {
+    await cluster.primary.query(
+      "INSERT INTO acked SELECT g FROM generate_series(100001, 101000) g",
+    );
+    const [{ lsn }] = await cluster.primary.query<{ lsn: string }>(
+      "SELECT pg_current_wal_lsn()::text AS lsn",
+    );
+    for (const n of cluster.replicas) {
+      for (let i = 0; i < 100; i++) {
+        const [r] = await n.query<{ ok: boolean }>(
+          "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok",
+          [lsn],
+        );
+        if (r.ok) break;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
+    // As `docker rm -f` and `docker volume rm` would: the node and its data are gone.
+    await cluster.primary.stop();
+    fs.rmSync(cluster.primary.volume, { recursive: true, force: true });
+    cluster.primary.launch();
+
+    const refused = await cluster.topology(cluster.primary);
+    assert.notEqual(refused.status, 0);
+    assert.match(
+      refused.stderr,
+      /the primary primary has an empty data volume, but replica-1 and replica-2 hold this cluster .*Nothing was changed and no database was created\. To recover, make the most advanced replica the primary: pulumi config set primary replica-\d/,
+    );
+    assert.ok(!fs.existsSync(`${cluster.primary.volume}/pgdata/PG_VERSION`), "no initdb happened");
+
+    const r = await cluster.topology(cluster.replicas[0]);
+    assert.equal(r.status, 0, r.stderr);
+    await cluster.primary.waitReady(60_000);
+    assert.deepEqual(await roles(cluster), {
+      primary: "standby",
+      "replica-1": "primary",
+      "replica-2": "standby",
+    });
+    const [{ n }] = await cluster.replicas[0].query<{ n: string }>(
+      "SELECT count(*) AS n FROM acked WHERE id > 100000",
+    );
+    assert.equal(Number(n), 1000, "the rows written before the loss are served read-write");
+    await cluster.replicas[0].query("INSERT INTO acked VALUES (200001)");
+    assert.deepEqual(await missingIds(cluster.primary, [200001]), [], "node 0 streams again");
+  });
+});
