@@ -15,6 +15,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { LocalWorkspace } from "@pulumi/pulumi/automation";
 import { PulumiStack, UpResult, requirePulumiPlugins } from "../tests/lib/pulumiStack";
+import { AckWriter } from "../tests/lib/writer";
 
 const ROOT = path.resolve(__dirname, "..");
 const OUT = path.join(ROOT, "bench", "results");
@@ -530,6 +531,9 @@ async function main(): Promise<void> {
   results.noopUp = { ...stats(noop), changes: noopChanges };
   log(`no-op up: median ${r1(stats(noop).median)} s, ${noopChanges} changes`);
 
+  // Planned switchover to replica 1 and back, under a client writing through the published ports.
+  results.switchover = await switchovers(s);
+
   // 7. Memory idle.
   const nodes = [
     "pg-cluster-benchmain-primary",
@@ -612,6 +616,51 @@ async function main(): Promise<void> {
   process.stdout.write(report());
 }
 
+/**
+ * The primary moved by config (`primary`) to replica 1 and back, each under a writer that records
+ * every acknowledged id: the longest gap between two acknowledged writes, the ids lost (must be
+ * none), and the time of the switchover's `pulumi up` (to the post-step's end).
+ */
+async function switchovers(s: ReturnType<typeof newStack>): Promise<Record<string, unknown>[]> {
+  psql(PORT, "CREATE TABLE IF NOT EXISTS bench_acked (id bigint PRIMARY KEY)");
+  const endpoints = [0, 1, 2].map((i) => `localhost:${PORT + i}`);
+  const out: Record<string, unknown>[] = [];
+  for (const [i, target] of [
+    "pg-cluster-benchmain-replica-1",
+    "pg-cluster-benchmain-primary",
+  ].entries()) {
+    const writer = new AckWriter({
+      endpoints,
+      password: PASSWORD,
+      table: "bench_acked",
+      firstId: 1 + i * 10_000_000,
+    });
+    writer.start();
+    await sleep(500);
+    const r = await s.up(config(2, { primary: target }));
+    await sleep(500);
+    await writer.stop();
+    const targetPort = PORT + (target.endsWith("replica-1") ? 1 : 0);
+    const have = new Set(
+      (psql(targetPort, "SELECT id FROM bench_acked") ?? "")
+        .split("\n")
+        .filter(Boolean)
+        .map(Number),
+    );
+    const lost = writer.acked.filter((id) => !have.has(id)).length;
+    const row = {
+      to: target,
+      upSeconds: verifiedSeconds(r),
+      longestGapMs: writer.longestGapMs(),
+      acknowledged: writer.acked.length,
+      lost,
+    };
+    log(`switchover to ${target}: ${JSON.stringify(row)}`);
+    out.push(row);
+  }
+  return out;
+}
+
 function report(): string {
   const tv = results.timeToVerified as Record<string, ReturnType<typeof stats>>;
   const tut = results.tutorial as ReturnType<typeof stats>;
@@ -647,6 +696,13 @@ function report(): string {
         bareNoop: ReturnType<typeof stats>;
       }
     | undefined;
+  const sw = (results.switchover ?? []) as {
+    to: string;
+    upSeconds: number;
+    longestGapMs: number;
+    acknowledged: number;
+    lost: number;
+  }[];
   const lines = [
     `# pg-cluster benchmark (${results.date}, ${RUNS} run(s) each, image ${IMAGE})`,
     "",
@@ -684,6 +740,10 @@ function report(): string {
         ]
       : []),
     `| scale-out +1 replica on ${r1(so.dataBytes / 2 ** 30)} GiB | | ${r1(so.oursSeconds)} s (raw pg_basebackup ${r1(so.rawBasebackupSeconds)} s, ×${r1(so.ratio)}) |`,
+    ...sw.map(
+      (x) =>
+        `| planned switchover to ${x.to}: \`pulumi up\` → verified; longest gap between acknowledged writes (goal ≤ 1 s); lost of acknowledged | | ${r1(x.upSeconds)} s; **${x.longestGapMs} ms**; ${x.lost} of ${x.acknowledged} |`,
+    ),
     "",
     `Scale-out steps, in seconds from the start of its \`pulumi up\`: ${(so.steps ?? []).map((p) => `${p.name} (${shortType(p.type)}) ${r2(p.startMs / 1000)}–${r2(p.endMs / 1000)}`).join("; ")}.`,
     "",

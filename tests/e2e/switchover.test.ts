@@ -4,86 +4,9 @@
  */
 import * as assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
-import pg from "pg";
 import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
 import { SUPERUSER_PASSWORD, inspectContainer, newStack, queryAt } from "../lib/stack";
-
-/**
- * Inserts ids one by one into `acked` on whichever node is writable, reconnecting (to each
- * endpoint in turn) when a write fails; records the ids whose commit was acknowledged and the
- * longest time between two acknowledgements.
- */
-class Writer {
-  readonly acked: number[] = [];
-  longestGapMs = 0;
-  private stopped = false;
-  private done: Promise<void> = Promise.resolve();
-
-  constructor(
-    private readonly endpoints: string[],
-    private readonly firstId: number,
-  ) {}
-
-  start(): void {
-    this.done = this.run();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.done;
-  }
-
-  private async writable(): Promise<pg.Client> {
-    for (;;) {
-      for (const ep of this.endpoints) {
-        const [host, port] = ep.split(":");
-        const c = new pg.Client({
-          host,
-          port: Number(port),
-          user: "postgres",
-          password: SUPERUSER_PASSWORD,
-          database: "mydb",
-          connectionTimeoutMillis: 1000,
-        });
-        // A server that stops ends its sessions with an error event: the next write notices.
-        c.on("error", () => {});
-        try {
-          await c.connect();
-          const { rows } = await c.query("SELECT pg_is_in_recovery() AS r");
-          if (!rows[0].r) return c;
-        } catch {
-          // not up, or not writable: the next one
-        }
-        await c.end().catch(() => {});
-      }
-      if (this.stopped) throw new Error("stopped");
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
-  private async run(): Promise<void> {
-    let next = this.firstId;
-    let last = Date.now();
-    let client: pg.Client | undefined;
-    while (!this.stopped) {
-      try {
-        client ??= await this.writable();
-        await client.query("INSERT INTO acked (id) VALUES ($1)", [next]);
-        this.acked.push(next);
-        next++;
-        const now = Date.now();
-        this.longestGapMs = Math.max(this.longestGapMs, now - last);
-        last = now;
-      } catch {
-        await client?.end().catch(() => {});
-        client = undefined;
-        // The id may or may not have been committed: only acknowledged ones are checked.
-        next++;
-      }
-    }
-    await client?.end().catch(() => {});
-  }
-}
+import { AckWriter } from "../lib/writer";
 
 if (!isFirstMajorPass()) announceOncePerLayer("the switchover test");
 else
@@ -140,14 +63,19 @@ else
         [names[1], "1"],
         [names[0], "0"],
       ].entries()) {
-        const writer = new Writer(endpoints, 1 + round * 1_000_000);
+        const writer = new AckWriter({
+          endpoints,
+          password: SUPERUSER_PASSWORD,
+          table: "acked",
+          firstId: 1 + round * 1_000_000,
+        });
         writer.start();
         await new Promise((r) => setTimeout(r, 500));
         const { outputs } = await stack.up({ primary: target, synchronousReplicas: sync });
         await new Promise((r) => setTimeout(r, 300));
         await writer.stop();
         process.stderr.write(
-          `switchover to ${target} (sync ${sync}): ${writer.acked.length} acknowledged, longest gap ${writer.longestGapMs} ms\n`,
+          `switchover to ${target} (sync ${sync}): ${writer.acked.length} acknowledged, longest gap ${writer.longestGapMs()} ms\n`,
         );
         assert.ok(writer.acked.length > 10, "the writer wrote before and after");
         assert.equal(outputs.primaryEndpoint, endpoints[names.indexOf(target)]);

@@ -6,76 +6,8 @@
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import { after, before, describe, it } from "node:test";
-import pg from "pg";
+import { AckWriter } from "../lib/writer";
 import { LocalCluster, LocalNode, SUPERUSER_PASSWORD } from "./localCluster";
-
-/** Writes ids to whichever node is writable; keeps the acknowledged ones and the longest gap. */
-class Writer {
-  readonly acked: number[] = [];
-  longestGapMs = 0;
-  private stopped = false;
-  private done: Promise<void> = Promise.resolve();
-
-  constructor(
-    private readonly nodes: LocalNode[],
-    private id: number,
-  ) {}
-
-  start(): void {
-    this.done = this.run();
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.done;
-  }
-
-  private async writable(): Promise<pg.Client | undefined> {
-    for (const n of this.nodes) {
-      const c = new pg.Client({
-        host: "127.0.0.1",
-        port: n.port,
-        user: "postgres",
-        password: SUPERUSER_PASSWORD,
-        database: "mydb",
-        connectionTimeoutMillis: 500,
-      });
-      // A server that stops ends its sessions with an error event: the next write notices.
-      c.on("error", () => {});
-      try {
-        await c.connect();
-        if (!(await c.query("SELECT pg_is_in_recovery() AS r")).rows[0].r) return c;
-      } catch {
-        // down or read-only
-      }
-      await c.end().catch(() => {});
-    }
-    return undefined;
-  }
-
-  private async run(): Promise<void> {
-    let last = Date.now();
-    let client: pg.Client | undefined;
-    while (!this.stopped) {
-      try {
-        client ??= await this.writable();
-        if (!client) {
-          await new Promise((r) => setTimeout(r, 10));
-          continue;
-        }
-        this.id++;
-        await client.query("INSERT INTO acked (id) VALUES ($1)", [this.id]);
-        this.acked.push(this.id);
-        this.longestGapMs = Math.max(this.longestGapMs, Date.now() - last);
-        last = Date.now();
-      } catch {
-        await client?.end().catch(() => {});
-        client = undefined;
-      }
-    }
-    await client?.end().catch(() => {});
-  }
-}
 
 async function roles(cluster: LocalCluster): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -129,7 +61,12 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
       const [started] = await bystander.query<{ t: string }>(
         "SELECT pg_postmaster_start_time()::text AS t",
       );
-      const writer = new Writer(cluster.nodes, round * 50_000);
+      const writer = new AckWriter({
+        endpoints: cluster.nodes.map((n) => `127.0.0.1:${n.port}`),
+        password: SUPERUSER_PASSWORD,
+        table: "acked",
+        firstId: 1 + round * 50_000,
+      });
       writer.start();
       await new Promise((r) => setTimeout(r, 300));
       const t0 = Date.now();
@@ -140,7 +77,7 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
       await writer.stop();
       assert.equal(r.status, 0, r.stderr);
       process.stderr.write(
-        `switchover to ${target.name}: step ${took} ms, longest write gap ${writer.longestGapMs} ms, ${writer.acked.length} acknowledged\n`,
+        `switchover to ${target.name}: step ${took} ms, longest write gap ${writer.longestGapMs()} ms, ${writer.acked.length} acknowledged\n`,
       );
       assert.equal(r.result?.primary, target.name);
       const expected = Object.fromEntries(
