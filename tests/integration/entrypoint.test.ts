@@ -13,7 +13,8 @@ import { after, describe, it } from "node:test";
 import pg from "pg";
 import { REPLICATION_PASSWORD, SUPERUSER_PASSWORD } from "./localCluster";
 import { EntrypointNode, LocalNodes } from "./localNode2";
-import { AckWriter, sql, waitFor, walReceiver, writeTimeline } from "./switchoverSteps";
+import { AckWriter } from "../lib/writer";
+import { sql, waitFor, walReceiver, writeTimeline } from "./switchoverSteps";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -80,7 +81,11 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
   // 64MB so the slot-watch test can make the upstream invalidate a standby's slot cheaply.
   const nodes = new LocalNodes(["node-a", "node-b", "node-c"], { maxSlotWalKeepSize: "64MB" });
   const [a, b, c] = nodes.nodes;
-  const writer = new AckWriter([a, b]);
+  const writer = new AckWriter({
+    endpoints: [a, b].map((n) => `127.0.0.1:${n.port}`),
+    password: SUPERUSER_PASSWORD,
+    table: "acks",
+  });
 
   after(async () => {
     await writer.stop().catch(() => {});

@@ -4,11 +4,12 @@
  * with its volume in a scratch directory and PostgreSQL on a loopback port. Unlike LocalCluster,
  * nothing starts by itself: a test drives every node's role with `ctl`, as the topology step will.
  */
-import { ChildProcess, spawn } from "node:child_process";
+import { ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ASSETS_DIR } from "../../components/assets";
+import { nodeBundle } from "../../components/assets";
+import { replicationCapacity } from "../../components/settings";
 import {
   REPLICATION_PASSWORD,
   SUPERUSER_PASSWORD,
@@ -16,17 +17,6 @@ import {
   requireRoot,
 } from "./localCluster";
 import { Server, asPostgres } from "./switchoverSteps";
-
-/** The files a node runs or reads, as the component will upload them (assets/). */
-export const NODE_FILES = [
-  "lib.sh",
-  "entrypoint.sh",
-  "ctl.sh",
-  "healthcheck.sh",
-  "postgresql.conf",
-  "pg_hba.conf",
-  "pg_ident.conf",
-] as const;
 
 /** The JSON line every `ctl.sh` verb prints: the node's status after the verb. */
 export interface NodeStatus {
@@ -102,8 +92,10 @@ export class EntrypointNode implements Server {
       PGC_REPLICATION_USER: "replicator",
       PGC_REPLICATION_PASSWORD: REPLICATION_PASSWORD,
       PGC_DATABASE: "mydb",
-      PGC_MAX_WAL_SENDERS: "20",
-      PGC_MAX_REPLICATION_SLOTS: "12",
+      PGC_MAX_WAL_SENDERS: String(replicationCapacity(n.nodes.length - 1).maxWalSenders),
+      PGC_MAX_REPLICATION_SLOTS: String(
+        replicationCapacity(n.nodes.length - 1).maxReplicationSlots,
+      ),
       PGC_MAX_SLOT_WAL_KEEP_SIZE: n.maxSlotWalKeepSize,
       PGC_MAX_WAL_SIZE: "1GB",
       PGC_REPLICATION_CIDR: n.replicationCidr,
@@ -118,11 +110,12 @@ export class EntrypointNode implements Server {
    * user, who cannot enter a checkout under a 0700 parent.
    */
   launch(): void {
-    fs.mkdirSync(this.home, { recursive: true, mode: 0o755 });
-    for (const file of NODE_FILES) {
-      const to = path.join(this.home, file);
-      fs.copyFileSync(path.join(ASSETS_DIR, file), to);
-      fs.chmodSync(to, file.endsWith(".sh") ? 0o755 : 0o644);
+    const unpacked = spawnSync("bash", ["-c", nodeBundle()], {
+      env: { PATH: process.env.PATH ?? "", PGC_HOME: this.home, PGC_UNPACK_ONLY: "1" },
+      encoding: "utf8",
+    });
+    if (unpacked.status !== 0) {
+      throw new Error(`unpacking the assets into ${this.home} failed: ${unpacked.stderr}`);
     }
     const log = fs.openSync(this.logFile, "a");
     this.process = spawn("bash", [path.join(this.home, "entrypoint.sh")], {

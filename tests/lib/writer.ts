@@ -20,7 +20,8 @@ export interface WriterOptions {
 
 export class AckWriter {
   readonly acked: number[] = [];
-  private readonly ackTimes: number[] = [];
+  /** When each acknowledged id was acknowledged (Date.now()). */
+  readonly ackTimes: number[] = [];
   private stopped = false;
   private running: Promise<void> = Promise.resolve();
 
