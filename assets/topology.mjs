@@ -327,13 +327,18 @@ async function promoteAfter(
       `${c.name} did not receive ${p.name}'s last WAL, so ${p.name} was made the primary again and nothing was lost: ${err instanceof Error ? err.message : String(err)}`,
     );
   }
+  await promote(c, `the old primary's last WAL ${stopped.checkpointLsn} replayed`);
+}
+
+/** Promotes a standby and leaves it with no upstream settings. @param {TopologyNode} c @param {string} why */
+async function promote(c, why) {
   await query(c, "SELECT pg_promote(true, 60)");
   // pg_rewind reads the new primary's timeline from its control file: make it current now.
   await query(c, "CHECKPOINT");
   await query(c, "ALTER SYSTEM RESET primary_conninfo");
   await query(c, "ALTER SYSTEM RESET primary_slot_name");
   await query(c, "SELECT pg_reload_conf()");
-  act(`promoted ${c.name} (the old primary's last WAL ${stopped.checkpointLsn} replayed)`);
+  act(`promoted ${c.name} (${why})`);
 }
 
 /**
@@ -409,6 +414,52 @@ async function converge(
   }
 }
 
+/**
+ * No node is writable: an earlier run stopped the old primary and did not finish, or the primary's
+ * volume is gone. Makes the desired node the primary only when that cannot lose a commit: every
+ * populated node answers (or is held by us), and no standby has replayed more than it.
+ * @param {Observed[]} seen @param {Observed} desiredSeen @param {number} timeoutMs
+ */
+async function withoutWritableNode(seen, desiredSeen, timeoutMs) {
+  const desired = desiredSeen.node;
+  const silent = seen.filter(
+    (o) => o !== desiredSeen && !o.sql && !o.ctl?.hold && o.ctl?.volume === "populated",
+  );
+  if (silent.length > 0) {
+    throw new Error(
+      `no node is writable, and ${silent.map((o) => o.node.name).join(", ")} hold the cluster but do not answer, so ${desired.name} cannot be made the primary safely; nothing was changed. Start them (docker start), then pulumi up.`,
+    );
+  }
+  if (desiredSeen.ctl?.hold) {
+    // An earlier run stopped this node to move the primary away and did not finish, and it is
+    // wanted as the primary again. No node is writable and every populated node answers, so none
+    // was promoted in its place: starting it as the primary again is safe.
+    await ctl(desired, "undemote");
+    act(`${desired.name} was stopped by an unfinished switchover; it is the primary again`);
+    return;
+  }
+  if (!desiredSeen.sql?.inRecovery || !desiredSeen.sql.replayLsn) {
+    throw new Error(
+      `no node is writable and ${desired.name} is not a standby that answers; nothing was changed.`,
+    );
+  }
+  const mine = lsnBytes(desiredSeen.sql.replayLsn);
+  const ahead = seen.find(
+    (o) => o.sql?.inRecovery && o.sql.replayLsn && lsnBytes(o.sql.replayLsn) > mine,
+  );
+  if (ahead) {
+    throw new Refusal(
+      `${ahead.node.name} has replayed more WAL (${ahead.sql?.replayLsn}) than ${desired.name} (${desiredSeen.sql.replayLsn}); nothing was changed. Set primary to ${ahead.node.name}, then pulumi up.`,
+    );
+  }
+  const stopped = seen.find((o) => o.ctl?.hold && o.ctl.state === "shut down");
+  if (stopped?.ctl) {
+    await promoteAfter(desired, stopped.node, stopped.ctl, timeoutMs);
+  } else {
+    await promote(desired, "no other node holds newer WAL");
+  }
+}
+
 /** @param {Observed[]} seen @param {TopologyNode} desired */
 function lostPrimary(seen, desired) {
   const holders = seen.filter((o) => o.sql || o.ctl?.volume === "populated");
@@ -457,34 +508,7 @@ async function main() {
     );
   }
   if (writable.length === 0) {
-    // Mid-switchover (the old primary held after a clean stop) or a primary whose volume is gone.
-    const held = seen.filter((o) => o.ctl?.hold);
-    const unknown = seen.filter((o) => o !== desiredSeen && !o.sql && !o.ctl?.hold);
-    if (!desiredSeen.sql?.inRecovery || unknown.some((o) => o.ctl?.volume === "populated")) {
-      throw new Error(
-        `no node is writable and ${desired.name} cannot be promoted safely (nodes: ${JSON.stringify(seen.map((o) => ({ name: o.node.name, sql: !!o.sql, ctl: o.ctl })))}); nothing was changed.`,
-      );
-    }
-    for (const o of seen) {
-      if (o.sql?.inRecovery && o !== desiredSeen && o.sql.replayLsn && desiredSeen.sql.replayLsn) {
-        if (lsnBytes(o.sql.replayLsn) > lsnBytes(desiredSeen.sql.replayLsn)) {
-          throw new Refusal(
-            `${o.node.name} has replayed more WAL (${o.sql.replayLsn}) than ${desired.name} (${desiredSeen.sql.replayLsn}); nothing was changed. Set primary to ${o.node.name}, then pulumi up.`,
-          );
-        }
-      }
-    }
-    const oldPrimary = held.find((o) => o.ctl?.state === "shut down");
-    if (oldPrimary?.ctl) {
-      await promoteAfter(desired, oldPrimary.node, oldPrimary.ctl, timeoutMs);
-    } else {
-      await query(desired, "SELECT pg_promote(true, 60)");
-      await query(desired, "CHECKPOINT");
-      await query(desired, "ALTER SYSTEM RESET primary_conninfo");
-      await query(desired, "ALTER SYSTEM RESET primary_slot_name");
-      await query(desired, "SELECT pg_reload_conf()");
-      act(`promoted ${desired.name}: no other node holds newer WAL`);
-    }
+    await withoutWritableNode(seen, desiredSeen, timeoutMs);
   } else if (writable[0].node !== desired) {
     await switchover(writable[0].node, desired, nodes, timeoutMs);
   }

@@ -4,10 +4,25 @@
  * switchover, a re-run that converges, and recovery from a lost primary.
  */
 import * as assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { AckWriter } from "../lib/writer";
 import { LocalCluster, LocalNode, SUPERUSER_PASSWORD } from "./localCluster";
+
+/** Runs a verb of a node's ctl.sh as the topology step would. */
+function ctl(node: LocalNode, verb: string): Promise<{ status: number | null; stderr: string }> {
+  const { argv, env } = node.ctlCommand();
+  return new Promise((resolve) => {
+    const child = spawn(argv[0], [...argv.slice(1), verb], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("close", (status) => resolve({ status, stderr }));
+  });
+}
 
 async function roles(cluster: LocalCluster): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -130,6 +145,45 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
     }
   });
 
+  it("a switchover interrupted after the old primary stopped: a re-run goes on to the candidate, or back when that node is asked for again", async () => {
+    // The state a run leaves when it dies right after `ctl.sh demote` (step 3 of the design).
+    await cluster.primary.query(
+      "INSERT INTO acked SELECT g FROM generate_series(300001, 300100) g",
+    );
+    let d = await ctl(cluster.primary, "demote");
+    assert.equal(d.status, 0, d.stderr);
+    const onward = await cluster.topology(cluster.replicas[0]);
+    assert.equal(onward.status, 0, onward.stderr);
+    assert.deepEqual(await roles(cluster), {
+      primary: "standby",
+      "replica-1": "primary",
+      "replica-2": "standby",
+    });
+    for (const n of cluster.nodes) {
+      const [{ c }] = await n.query<{ c: string }>(
+        "SELECT count(*) AS c FROM acked WHERE id > 300000",
+      );
+      assert.equal(Number(c), 100, `the rows written before the stop are on ${n.name}`);
+    }
+    // Again, and now the node that was stopped is the one asked for.
+    d = await ctl(cluster.replicas[0], "demote");
+    assert.equal(d.status, 0, d.stderr);
+    const back = await cluster.topology(cluster.replicas[0]);
+    assert.equal(back.status, 0, back.stderr);
+    assert.match(
+      back.stderr,
+      /replica-1 was stopped by an unfinished switchover; it is the primary again/,
+    );
+    assert.deepEqual(await roles(cluster), {
+      primary: "standby",
+      "replica-1": "primary",
+      "replica-2": "standby",
+    });
+    // And back to node 0, so the next test starts where it expects.
+    const home = await cluster.topology(cluster.primary);
+    assert.equal(home.status, 0, home.stderr);
+  });
+
   it("a lost primary: refuses to create an empty one, then promotes the replica named and rebuilds node 0 as its standby", async () => {
     await cluster.primary.query(
       "INSERT INTO acked SELECT g FROM generate_series(100001, 101000) g",
@@ -169,7 +223,7 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
       "replica-2": "standby",
     });
     const [{ n }] = await cluster.replicas[0].query<{ n: string }>(
-      "SELECT count(*) AS n FROM acked WHERE id > 100000",
+      "SELECT count(*) AS n FROM acked WHERE id BETWEEN 100001 AND 101000",
     );
     assert.equal(Number(n), 1000, "the rows written before the loss are served read-write");
     await cluster.replicas[0].query("INSERT INTO acked VALUES (200001)");
