@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { ASSETS_DIR } from "./assets";
+import { HostProgramArgs, hostProgram } from "./assets";
 import { inheritedDependsOn } from "./options";
 
 /**
@@ -57,13 +57,8 @@ export interface ReplicationReport {
   elapsedMs: number;
 }
 
-/** Arguments of a {@link ReplicationCheck}. */
-export interface ReplicationCheckArgs {
-  /** Environment for `assets/verify.mjs` (nodes, credentials, sync setting, timeout). */
-  readonly environment: pulumi.Input<Record<string, pulumi.Input<string>>>;
-  /** Values whose change must re-run the check: the node containers' IDs. */
-  readonly triggers: pulumi.Input<string>[];
-}
+/** Arguments of a {@link ReplicationCheck}: verify.mjs's environment and what re-runs it. */
+export type ReplicationCheckArgs = HostProgramArgs;
 
 /**
  * The cluster's post-step: seeds the Wizards table, writes a marker on the primary and waits until
@@ -78,21 +73,13 @@ export class ReplicationCheck extends pulumi.ComponentResource {
 
   constructor(name: string, args: ReplicationCheckArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:ReplicationCheck", name, {}, opts);
-    this.step = new command.local.Command(
+    ({ step: this.step, result: this.report } = hostProgram<ReplicationReport>(
       name,
-      {
-        create: "node verify.mjs",
-        dir: ASSETS_DIR,
-        environment: pulumi.secret(args.environment),
-        triggers: args.triggers,
-      },
-      { parent: this, dependsOn: inheritedDependsOn(opts) },
-    );
-    // The report holds no secret, but the provider may mark stdout secret because the
-    // environment is: unwrap it so it can be read as a plain stack output.
-    this.report = pulumi
-      .unsecret(this.step.stdout)
-      .apply((out) => JSON.parse(out) as ReplicationReport);
+      "verify.mjs",
+      args,
+      this,
+      inheritedDependsOn(opts),
+    ));
     this.registerOutputs({ step: this.step, report: this.report });
   }
 }

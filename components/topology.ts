@@ -1,6 +1,6 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { ASSETS_DIR } from "./assets";
+import { HostProgramArgs, hostProgram } from "./assets";
 import { inheritedDependsOn } from "./options";
 
 /** What `assets/topology.mjs` prints after a run. */
@@ -13,13 +13,8 @@ export interface TopologyResult {
   actions: string[];
 }
 
-/** Arguments of a {@link Topology}. */
-export interface TopologyArgs {
-  /** Environment for `assets/topology.mjs` (nodes, desired primary, credentials, bounds). */
-  readonly environment: pulumi.Input<Record<string, pulumi.Input<string>>>;
-  /** Values whose change must run the step again: the desired primary and the containers' IDs. */
-  readonly triggers: pulumi.Input<string>[];
-}
+/** Arguments of a {@link Topology}: topology.mjs's environment and what re-runs it. */
+export type TopologyArgs = HostProgramArgs;
 
 /**
  * The cluster's topology step (docs/design/primary-as-role.md): bootstraps a new cluster (initdb
@@ -37,19 +32,13 @@ export class Topology extends pulumi.ComponentResource {
 
   constructor(name: string, args: TopologyArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:Topology", name, {}, opts);
-    this.step = new command.local.Command(
+    ({ step: this.step, result: this.result } = hostProgram<TopologyResult>(
       name,
-      {
-        create: "node topology.mjs",
-        dir: ASSETS_DIR,
-        environment: pulumi.secret(args.environment),
-        triggers: args.triggers,
-      },
-      { parent: this, dependsOn: inheritedDependsOn(opts) },
-    );
-    this.result = pulumi
-      .unsecret(this.step.stdout)
-      .apply((out) => JSON.parse(out) as TopologyResult);
+      "topology.mjs",
+      args,
+      this,
+      inheritedDependsOn(opts),
+    ));
     this.registerOutputs({ step: this.step, result: this.result });
   }
 }

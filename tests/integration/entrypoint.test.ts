@@ -7,11 +7,10 @@
 import * as assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import pg from "pg";
-import { REPLICATION_PASSWORD, SUPERUSER_PASSWORD } from "./localCluster";
+import { REPLICATION_PASSWORD, SUPERUSER_PASSWORD, streamFrom } from "./localCluster";
 import { EntrypointNode, LocalNodes } from "./localNode2";
 import { AckWriter } from "../lib/writer";
 import { sql, waitFor, walReceiver, writeTimeline } from "./switchoverSteps";
@@ -57,13 +56,7 @@ async function sessionFrom(
     user,
     password,
     database,
-    stream: () => {
-      const socket = new net.Socket();
-      const connect = socket.connect.bind(socket);
-      (socket as unknown as { connect: (p: number, h: string) => net.Socket }).connect = (p, h) =>
-        connect({ port: p, host: h, localAddress: source });
-      return socket;
-    },
+    stream: streamFrom(source),
   } as pg.ClientConfig);
   try {
     await client.connect();

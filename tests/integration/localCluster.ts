@@ -1,5 +1,6 @@
 import { ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import pg from "pg";
@@ -398,6 +399,21 @@ function runAssetAsync(
     child.on("error", reject);
     child.on("close", (code) => resolve({ status: code ?? -1, stdout, stderr }));
   });
+}
+
+/**
+ * A `pg` stream factory whose connections leave from `source` (a loopback address), standing in
+ * for a client on another host, inside or at the edge of the cluster's network.
+ */
+export function streamFrom(source: string): () => net.Socket {
+  return () => {
+    const socket = new net.Socket();
+    const connect = socket.connect.bind(socket);
+    // pg calls connect(port, host); bind the source address on the way.
+    (socket as unknown as { connect: (p: number, h: string) => net.Socket }).connect = (p, h) =>
+      connect({ port: p, host: h, localAddress: source });
+    return socket;
+  };
 }
 
 /** Writes `rows` rows of ~1 kB on the primary, in batches; returns the table's row count. */

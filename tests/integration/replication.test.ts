@@ -1,6 +1,5 @@
 import * as assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import * as net from "node:net";
 import * as path from "node:path";
 import pg from "pg";
 import { after, before, describe, it } from "node:test";
@@ -9,6 +8,7 @@ import {
   REPLICATION_PASSWORD,
   SUPERUSER_PASSWORD,
   postgresBinDir,
+  streamFrom,
   writeRows,
 } from "./localCluster";
 
@@ -37,14 +37,7 @@ async function replicationFrom(source: string, port: number, password: string): 
     password,
     database: "replication",
     replication: "true",
-    stream: () => {
-      const socket = new net.Socket();
-      const connect = socket.connect.bind(socket);
-      // pg calls connect(port, host); bind the source address on the way.
-      (socket as unknown as { connect: (p: number, h: string) => net.Socket }).connect = (p, h) =>
-        connect({ port: p, host: h, localAddress: source });
-      return socket;
-    },
+    stream: streamFrom(source),
   } as pg.ClientConfig);
   try {
     await client.connect();
