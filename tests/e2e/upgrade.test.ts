@@ -1,7 +1,8 @@
 /**
- * Existing stacks upgrade in place: a stack made by the previous release (the git tag in
- * UPGRADE_FROM) is brought up, written to, and then brought up by this checkout's code. No volume
- * may be replaced or deleted, every row must still be on every node, no replica may clone again,
+ * Existing stacks upgrade in place: a stack made by the previous release (its program as shipped
+ * in tests/fixtures/release-v0.1.0.tar.gz, or a git ref named by PG_CLUSTER_UPGRADE_FROM) is
+ * brought up, written to, and then brought up by this checkout's code. No volume may be replaced
+ * or deleted, every row must still be on every node, no replica may clone again,
  * and the nodes keep their roles. Containers are replaced when what runs in them changed (this
  * release's one entrypoint does): each once, all at once (rolling them is issue 10).
  * Proven to fail when a volume's inputs change (a label did, during this release's work).
@@ -17,29 +18,30 @@ import pg from "pg";
 import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
 
 const ROOT = path.resolve(__dirname, "..", "..");
-/** The previous release: the last state of main that passed CI before this one's changes. */
-const UPGRADE_FROM = process.env.PG_CLUSTER_UPGRADE_FROM ?? "v0.1.0";
+/**
+ * The previous release: the last state of main that passed CI before this one's changes (commit
+ * 2d998de, tagged v0.1.0), as a file in the repository: CI's fresh clone has no tags (a tag
+ * lookup failed there), so a git ref cannot be relied on. PG_CLUSTER_UPGRADE_FROM names a ref
+ * to upgrade from instead.
+ */
+const UPGRADE_FROM = process.env.PG_CLUSTER_UPGRADE_FROM;
+const RELEASE = path.join(ROOT, "tests", "fixtures", "release-v0.1.0.tar.gz");
+const FROM_LABEL = UPGRADE_FROM ?? "v0.1.0";
 const IMAGE = process.env.PG_CLUSTER_E2E_IMAGE ?? "pg-cluster-postgres:15";
 const PASSWORD = "upgrade-Su-pw-51d0";
 
-function git(...args: string[]): string {
-  return execFileSync("git", ["-C", ROOT, ...args], { encoding: "utf8" });
-}
-
-/** The previous release's files in `dir`, with this checkout's node_modules when the lockfile is the same. */
+/** The previous release's program in `dir`, with this checkout's node_modules if the lock is the same. */
 function checkoutPrevious(dir: string): void {
-  let commit = "";
-  try {
-    commit = git("rev-parse", "--verify", "--quiet", `${UPGRADE_FROM}^{commit}`).trim();
-  } catch {
-    // A clone made without tags: ask its origin once.
-    spawnSync("git", ["-C", ROOT, "fetch", "--quiet", "origin", "tag", UPGRADE_FROM]);
-    commit = git("rev-parse", "--verify", `${UPGRADE_FROM}^{commit}`).trim();
-  }
   fs.mkdirSync(dir, { recursive: true });
-  const archive = spawnSync("git", ["-C", ROOT, "archive", commit], { maxBuffer: 1 << 30 });
-  assert.equal(archive.status, 0, `git archive ${UPGRADE_FROM}: ${archive.stderr}`);
-  execFileSync("tar", ["-x", "-C", dir], { input: archive.stdout });
+  if (UPGRADE_FROM) {
+    const archive = spawnSync("git", ["-C", ROOT, "archive", `${UPGRADE_FROM}^{commit}`], {
+      maxBuffer: 1 << 30,
+    });
+    assert.equal(archive.status, 0, `git archive ${UPGRADE_FROM}: ${archive.stderr}`);
+    execFileSync("tar", ["-x", "-C", dir], { input: archive.stdout });
+  } else {
+    execFileSync("tar", ["-xzf", RELEASE, "-C", dir]);
+  }
   const sameLock =
     fs.readFileSync(path.join(dir, "package-lock.json"), "utf8") ===
     fs.readFileSync(path.join(ROOT, "package-lock.json"), "utf8");
@@ -81,7 +83,7 @@ async function countOn(port: number): Promise<number> {
 
 if (!isFirstMajorPass()) announceOncePerLayer("the upgrade-in-place test");
 else
-  describe(`upgrade in place from ${UPGRADE_FROM}`, { timeout: 600_000 }, () => {
+  describe(`upgrade in place from ${FROM_LABEL}`, { timeout: 600_000 }, () => {
     const work = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-upgrade-"));
     const previous = path.join(work, "previous release");
     const backend = path.join(work, "state");
