@@ -21,6 +21,10 @@
  *   PGC_TIMEOUT_SECONDS  bound on waiting for a node (default 120)
  *   PGC_CTL              optional {"<node>": {"argv": [...], "env": {...}}}: how to run a node's
  *                        ctl.sh (default: docker exec <node> bash /opt/pg-cluster/ctl.sh)
+ *   PGC_HEALTH_PASSWORD  password of the router's check role, pgc_health (made on the primary)
+ *   PGC_ROUTER           optional: the router container; its runtime API is told of a switchover
+ *                        the moment it happens (PGC_ROUTER_ARGV: a JSON argv that takes the
+ *                        command as its last argument, instead of docker exec)
  * Prints one JSON line: {"primary", "timeline", "actions": [...], "nodes": [{"name","role"}]}.
  */
 import { spawn } from "node:child_process";
@@ -253,6 +257,30 @@ async function ensureSlot(/** @type {TopologyNode} */ on, /** @type {string} */ 
 }
 
 /**
+ * The router's check role: may log in to database postgres (pg_hba.conf) and nothing else. Its
+ * checks end in a reset when a node has the wrong role, which it would log twice a second:
+ * log_min_messages = fatal keeps those lines out of the node's log.
+ * @param {TopologyNode} p
+ */
+async function ensureHealthRole(p) {
+  const password = process.env.PGC_HEALTH_PASSWORD;
+  if (!password) return;
+  const literal = `'${password.replace(/'/g, "''")}'`;
+  const [r] = await query(
+    p,
+    "SELECT count(*)::int AS n FROM pg_roles WHERE rolname = 'pgc_health'",
+  );
+  await query(
+    p,
+    `${r.n === 0 ? "CREATE" : "ALTER"} ROLE pgc_health LOGIN CONNECTION LIMIT 16 PASSWORD ${literal}`,
+  );
+  if (r.n === 0) {
+    await query(p, "ALTER ROLE pgc_health SET log_min_messages = fatal");
+    act(`created role pgc_health for the router's checks on ${p.name}`);
+  }
+}
+
+/**
  * Waits until `check` returns true or `ms` pass.
  * @param {string} what @param {number} ms @param {() => Promise<boolean>} check
  */
@@ -290,7 +318,10 @@ async function switchover(
   // Every other node's slot on the candidate first, so no standby needs a re-clone after.
   for (const q of nodes) if (q !== c) await ensureSlot(c, q.slot);
   act(`switchover ${p.name} -> ${c.name}: stopping ${p.name} (fast, after a checkpoint)`);
+  // No new read-only session on the candidate, which is about to become writable.
+  await tellRouter(`set server standbys/${c.name} state maint`);
   const stopped = /** @type {CtlStatus} */ (await ctl(p, "demote"));
+  await tellRouter(`set server primary/${p.name} health down`);
   await promoteAfter(c, p, stopped, timeoutMs);
 }
 
@@ -330,9 +361,46 @@ async function promoteAfter(
   await promote(c, `the old primary's last WAL ${stopped.checkpointLsn} replayed`);
 }
 
+/**
+ * Runs commands on the router's runtime API (HAProxy's stats socket, on loopback in the router).
+ * Never fatal: the router's own role checks reach the same state within a second; this only
+ * makes it immediate.
+ * @param {string[]} commands
+ */
+async function tellRouter(...commands) {
+  const custom = process.env.PGC_ROUTER_ARGV ? jsonEnv("PGC_ROUTER_ARGV") : undefined;
+  const router = process.env.PGC_ROUTER;
+  if (!custom && !router) return;
+  const script = 'exec 3<>/dev/tcp/127.0.0.1/9999 && printf "%s\n" "$1" >&3 && timeout 2 cat <&3';
+  const argv = custom ?? ["docker", "exec", router, "bash", "-c", script, "_"];
+  const line = commands.join("; ");
+  await new Promise((resolve) => {
+    const child = spawn(argv[0], [...argv.slice(1), line], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (out += d));
+    child.on("error", (err) => {
+      log(`router not told (${line}): ${err.message}`);
+      resolve(undefined);
+    });
+    child.on("close", (code) => {
+      if (code !== 0 || out.trim()) log(`router (${line}): exit ${code} ${out.trim()}`);
+      resolve(undefined);
+    });
+  });
+}
+
 /** Promotes a standby and leaves it with no upstream settings. @param {TopologyNode} c @param {string} why */
 async function promote(c, why) {
   await query(c, "SELECT pg_promote(true, 60)");
+  // New sessions for writes go to it now, and read-only sessions that were on it end, so no
+  // read-only client stays on the primary; its standby check then keeps it out of the standbys.
+  await tellRouter(
+    `set server primary/${c.name} health up`,
+    `shutdown sessions server standbys/${c.name}`,
+    `set server standbys/${c.name} health down`,
+    `set server standbys/${c.name} state ready`,
+  );
   // pg_rewind reads the new primary's timeline from its control file: make it current now.
   await query(c, "CHECKPOINT");
   await query(c, "ALTER SYSTEM RESET primary_conninfo");
@@ -352,6 +420,7 @@ async function converge(
   /** @type {number} */ timeoutMs,
 ) {
   const others = seen.filter((o) => o.node !== p);
+  await ensureHealthRole(p);
   for (const o of others) await ensureSlot(p, o.node.slot);
   await Promise.all(
     others.map(async (o) => {
@@ -394,6 +463,8 @@ async function converge(
       act(`dropped stale slot ${slot_name} on ${o.node.name}`);
     }
   }
+  // A run that stopped half-way may have left a node out of the router's standbys.
+  await tellRouter(...seen.map((o) => `set server standbys/${o.node.name} state ready`));
   const k = Number(process.env.PGC_SYNCHRONOUS_REPLICAS ?? "0");
   const names = k === 0 ? "" : `ANY ${k} (${others.map((o) => `"${o.node.name}"`).join(", ")})`;
   const [cur] = await query(p, "SELECT current_setting('synchronous_standby_names') AS v");

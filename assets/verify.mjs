@@ -9,6 +9,8 @@
  *   PGC_DESIRED_PRIMARY  the node that must be the primary (the topology step made it so); every
  *                      other node is checked as its standby
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE
+ *   PGC_ROUTER_ENDPOINTS     optional {"readWrite": {"host","port"}, "readOnly": {...}}: the
+ *                            router's endpoints, each proven to reach a node of the right role
  *   PGC_TIMEOUT_SECONDS      (default 120) the primary must accept connections within this long
  *                            of the step's start; a replica may go this long without progress
  *                            (its clone or its replay advancing), so a clone of a large primary
@@ -212,6 +214,41 @@ async function replicationStatus(primary) {
 }
 
 /**
+ * Which node a router endpoint hands a new session to, once it is one of the role wanted (the
+ * router's checks settle within about a second of a role change).
+ * @param {{ host: string, port: number }} endpoint @param {string} what
+ * @param {(node: string, standby: boolean) => boolean} wanted @param {number} deadline
+ * @returns {Promise<string>}
+ */
+async function routedTo(endpoint, what, wanted, deadline) {
+  let last = "no session";
+  for (;;) {
+    try {
+      const client = await connect({ name: `${what} endpoint`, ...endpoint }, Date.now() + 3000);
+      try {
+        const [r] = (
+          await client.query(
+            "SELECT current_setting('cluster_name') AS node, pg_is_in_recovery() AS standby",
+          )
+        ).rows;
+        if (wanted(r.node, r.standby)) return r.node;
+        last = `${r.node} (${r.standby ? "a standby" : "the primary"})`;
+      } finally {
+        await client.end();
+      }
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `the router's ${what} endpoint ${endpoint.host}:${endpoint.port} did not reach the right node (last: ${last}); check: docker logs of the router container`,
+      );
+    }
+    await sleep(100);
+  }
+}
+
+/**
  * The report leaves out what it could not learn (null or undefined) rather than printing null:
  * its fields are optional in the component's types.
  * @template {Record<string, unknown>} T @param {T} line @returns {any}
@@ -247,6 +284,23 @@ async function main() {
     const results = await Promise.allSettled(
       replicas.map((r) => waitForReplay(primary, r, lsn, runId, timeoutSeconds * 1000)),
     );
+    const routes = process.env.PGC_ROUTER_ENDPOINTS ? jsonEnv("PGC_ROUTER_ENDPOINTS") : undefined;
+    const routeDeadline = Date.now() + 15_000;
+    const endpoints = routes && {
+      readWrite: await routedTo(
+        routes.readWrite,
+        "read-write",
+        (node, standby) => node === primaryNode.name && !standby,
+        routeDeadline,
+      ),
+      // No standby: the read-only endpoint falls back to the primary.
+      readOnly: await routedTo(
+        routes.readOnly,
+        "read-only",
+        (_, standby) => standby === replicas.length > 0,
+        routeDeadline,
+      ),
+    };
     const status = await replicationStatus(primary);
     const primaryRows = (await primary.query("SELECT count(*)::int AS n FROM wizards")).rows[0].n;
     /** @type {import("../components/replicationCheck").ReplicationReport} */
@@ -273,6 +327,7 @@ async function main() {
           lastCloneReason: caughtUp?.node?.lastCloneReason,
         });
       }),
+      ...(endpoints ? { endpoints } : {}),
       seededRows: inserted,
       elapsedMs: Date.now() - started,
     };

@@ -25,6 +25,7 @@ const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? (SMOKE ? 10 : 60))
 const SCALE_GB = Number(process.env.BENCH_SCALE_GB ?? (SMOKE ? 0.2 : 1));
 const IMAGE = process.env.BENCH_IMAGE ?? "pg-cluster-postgres:15";
 const PEER_IMAGE = "pg-cluster-peer:15";
+const ROUTER_IMAGE = process.env.BENCH_ROUTER_IMAGE ?? "pg-cluster-haproxy:2.6";
 const PASSWORD = "bench-Password-1";
 // Below Linux's ephemeral range (32768-60999): a published port in it can collide with the local
 // end of an outgoing connection ("bind: address already in use"), which failed a run at 41001.
@@ -99,6 +100,7 @@ function config(replicas: number, extra: Record<string, string> = {}): Record<st
   return {
     replicas: String(replicas),
     image: IMAGE,
+    routerImage: ROUTER_IMAGE,
     primaryPort: String(PORT),
     replicaBasePort: String(PORT + 1),
     superuserPassword: PASSWORD,

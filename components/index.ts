@@ -18,7 +18,13 @@ export {
 export type { ClusterSettings, ConfigProblem, PostgresClusterArgs } from "./settings";
 export { clusterArgsFromConfig, stackConfigReader } from "./stackConfig";
 export type { ConfigReader } from "./stackConfig";
-export type { PrimaryReport, ReplicaReport, ReplicationReport } from "./replicationCheck";
+export type {
+  PrimaryReport,
+  ReplicaReport,
+  ReplicationReport,
+  RouterReport,
+} from "./replicationCheck";
+export type { Router } from "./router";
 export type { ReplicationCheck } from "./replicationCheck";
 export type { Topology, TopologyResult } from "./topology";
 export type { PostgresNode } from "./postgresNode";

@@ -5,6 +5,7 @@ import { inheritedDependsOn } from "./options";
 import { PostgresNode } from "./postgresNode";
 import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
+import { ROUTER_PORTS, Router, healthPassword } from "./router";
 import { Topology } from "./topology";
 import {
   ClusterConfigError,
@@ -45,13 +46,27 @@ export class PostgresCluster extends pulumi.ComponentResource {
   public readonly internalPrimaryEndpoint: pulumi.Output<string>;
   /** `host:port` of each replica on the cluster's network, for containers attached to it. */
   public readonly internalReplicaEndpoints: pulumi.Output<string[]>;
-  /** Read-write libpq URI (superuser, primary). Secret. */
-  public readonly connectionString: pulumi.Output<string>;
+  /** `host:port` of the router's read-write endpoint: always the current primary. */
+  public readonly readWriteEndpoint: pulumi.Output<string>;
+  /** `host:port` of the router's read-only endpoint: the standbys, or the primary if none is up. */
+  public readonly readOnlyEndpoint: pulumi.Output<string>;
+  /** The router's read-write endpoint on the cluster's network (`<name>-router:5432`). */
+  public readonly internalReadWriteEndpoint: pulumi.Output<string>;
+  /** The router's read-only endpoint on the cluster's network (`<name>-router:5433`). */
+  public readonly internalReadOnlyEndpoint: pulumi.Output<string>;
   /**
-   * Read-only libpq multi-host URI over the replicas (`target_session_attrs=standby`, libpq 14+;
-   * `load_balance_hosts=random`, libpq 16+). With 0 replicas it points at the primary. Secret.
+   * Read-write URI (superuser) through the router, which follows the primary across switchovers:
+   * one `host:port`, so every client takes it (node-postgres, libpq of any version). Secret.
    */
+  public readonly connectionString: pulumi.Output<string>;
+  /** Read-only URI (superuser) through the router's read-only endpoint. Secret. */
   public readonly readOnlyConnectionString: pulumi.Output<string>;
+  /**
+   * Read-only libpq multi-host URI over the standbys' own ports, bypassing the router
+   * (`target_session_attrs=standby`, libpq 14+; `load_balance_hosts=random`, libpq 16+; not
+   * node-postgres). With 0 replicas it points at the primary. Secret.
+   */
+  public readonly multiHostReadOnlyConnectionString: pulumi.Output<string>;
   /** The primary and per-replica state, slot and replay lag from the latest post-step. */
   public readonly replicationReport: pulumi.Output<ReplicationReport>;
 
@@ -74,6 +89,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
   /** The post-step. */
   get check(): ReplicationCheck {
     return partsOf(this).check;
+  }
+  /** The router (HAProxy) behind the read-write and read-only endpoints. */
+  get router(): Router {
+    return partsOf(this).router;
   }
 
   constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -154,6 +173,26 @@ export class PostgresCluster extends pulumi.ComponentResource {
       nodes.push(node);
     }
 
+    // The router: every node is a server of both backends; its checks find the roles.
+    const routerName = `${name}-router`;
+    const health = pulumi.secret(superuserPassword.apply(healthPassword));
+    const router = new Router(
+      routerName,
+      {
+        routerName,
+        clusterName: name,
+        image: s.routerImage,
+        networkName: this.network.name,
+        servers: s.nodeNames.map((n) => ({ name: n })),
+        healthPassword: health,
+        bindAddress: s.bindAddress,
+        readWritePort: s.readWritePort,
+        readOnlyPort: s.readOnlyPort,
+      },
+      child(),
+    );
+    const routed = (port: number) => ({ host: s.host, port });
+
     const stepEnv = {
       ...credentials,
       PGC_REPLICATION_USER: s.replicationUser,
@@ -171,17 +210,29 @@ export class PostgresCluster extends pulumi.ComponentResource {
         environment: {
           ...stepEnv,
           PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
+          PGC_HEALTH_PASSWORD: health,
+          PGC_ROUTER: routerName,
         },
         triggers,
       },
-      child(...nodes, ...slots),
+      child(...nodes, ...slots, router),
     );
     const check = new ReplicationCheck(
       `${name}-check`,
-      { environment: stepEnv, triggers },
-      child(topology, ...nodes, ...slots),
+      {
+        environment: {
+          ...stepEnv,
+          PGC_ROUTER_ENDPOINTS: JSON.stringify({
+            readWrite: routed(s.readWritePort),
+            readOnly: routed(s.readOnlyPort),
+          }),
+        },
+        // A replaced router is proven again too.
+        triggers: [...triggers, router.container.id],
+      },
+      child(topology, ...nodes, ...slots, router),
     );
-    PARTS.set(this, { nodes, slots, topology, check });
+    PARTS.set(this, { nodes, slots, topology, check, router });
 
     this.networkName = this.network.name;
     // Endpoints and URIs resolve only once the post-step has verified the cluster: whatever is
@@ -203,11 +254,22 @@ export class PostgresCluster extends pulumi.ComponentResource {
     this.replicaEndpoints = verified.apply(() => standbys.map(published));
     this.internalPrimaryEndpoint = verified.apply(() => internal(primary));
     this.internalReplicaEndpoints = verified.apply(() => standbys.map(internal));
+    this.readWriteEndpoint = verified.apply(() => hostPort(s.host, s.readWritePort));
+    this.readOnlyEndpoint = verified.apply(() => hostPort(s.host, s.readOnlyPort));
+    this.internalReadWriteEndpoint = verified.apply(() =>
+      hostPort(routerName, ROUTER_PORTS.readWrite),
+    );
+    this.internalReadOnlyEndpoint = verified.apply(() =>
+      hostPort(routerName, ROUTER_PORTS.readOnly),
+    );
     const verifiedPassword = pulumi.all([verified, superuserPassword]).apply(([, pw]) => pw);
     this.connectionString = pulumi.secret(
-      verifiedPassword.apply((pw) => libpqUri(s, pw, [primary.port], "")),
+      verifiedPassword.apply((pw) => libpqUri(s, pw, [s.readWritePort], "")),
     );
     this.readOnlyConnectionString = pulumi.secret(
+      verifiedPassword.apply((pw) => libpqUri(s, pw, [s.readOnlyPort], "")),
+    );
+    this.multiHostReadOnlyConnectionString = pulumi.secret(
       verifiedPassword.apply((pw) =>
         standbys.length === 0
           ? libpqUri(s, pw, [primary.port], "")
@@ -228,8 +290,13 @@ export class PostgresCluster extends pulumi.ComponentResource {
       replicaEndpoints: this.replicaEndpoints,
       internalPrimaryEndpoint: this.internalPrimaryEndpoint,
       internalReplicaEndpoints: this.internalReplicaEndpoints,
+      readWriteEndpoint: this.readWriteEndpoint,
+      readOnlyEndpoint: this.readOnlyEndpoint,
+      internalReadWriteEndpoint: this.internalReadWriteEndpoint,
+      internalReadOnlyEndpoint: this.internalReadOnlyEndpoint,
       connectionString: this.connectionString,
       readOnlyConnectionString: this.readOnlyConnectionString,
+      multiHostReadOnlyConnectionString: this.multiHostReadOnlyConnectionString,
       replicationReport: this.replicationReport,
     });
   }
@@ -262,6 +329,7 @@ interface Parts {
   readonly slots: readonly ReplicationSlot[];
   readonly topology: Topology;
   readonly check: ReplicationCheck;
+  readonly router: Router;
 }
 
 /**

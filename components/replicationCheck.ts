@@ -45,12 +45,22 @@ export interface PrimaryReport {
   wizards: number;
 }
 
+/** Where the router's endpoints lead, as the post-step found by connecting through them. */
+export interface RouterReport {
+  /** The node behind the read-write endpoint: the primary. */
+  readWrite: string;
+  /** The node a read-only session landed on: a standby, or the primary when there is none. */
+  readOnly: string;
+}
+
 /** What `assets/verify.mjs` prints: the state of replication right after a verified write. */
 export interface ReplicationReport {
   /** The primary. */
   primary: PrimaryReport;
   /** Every replica, in order. */
   replicas: ReplicaReport[];
+  /** The node each router endpoint handed the post-step's session to. */
+  endpoints?: RouterReport;
   /** Wizards rows the post-step inserted (0 once seeded). */
   seededRows: number;
   /** How long the post-step took. */

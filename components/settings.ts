@@ -19,6 +19,7 @@ export const DEFAULTS = {
   maxWalSize: "1GB",
   verifyTimeoutSeconds: 120,
   switchoverMaxLag: "16MB",
+  routerImage: "haproxy:2.6",
 } as const;
 
 /** Arguments of a {@link PostgresCluster}. */
@@ -39,6 +40,22 @@ export interface PostgresClusterArgs {
   readonly primaryPort?: number;
   /** Host port of the first replica; replica n gets `replicaBasePort + n - 1`. @default 5433 */
   readonly replicaBasePort?: number;
+  /**
+   * Host port of the router's read-write endpoint (`connectionString`): always the current
+   * primary. @default primaryPort - 2 (5430), so each cluster's ports stay in one range
+   */
+  readonly readWritePort?: number;
+  /**
+   * Host port of the router's read-only endpoint (`readOnlyConnectionString`): the standbys,
+   * round-robin, or the primary while no standby is up. @default readWritePort + 1 (5431)
+   */
+  readonly readOnlyPort?: number;
+  /**
+   * Docker image of the router (HAProxy 2.6 or later, `haproxy` on PATH and bash): the official
+   * `haproxy` image or the local `pg-cluster-haproxy:2.6` (scripts/provision-image.sh --local router).
+   * @default "haproxy:2.6"
+   */
+  readonly routerImage?: string;
   /** Host address the ports are published on. @default "127.0.0.1" (never all interfaces by default) */
   readonly bindAddress?: string;
   /** Host name that endpoints and the post-step use to reach the published ports. @default "localhost" */
@@ -93,6 +110,9 @@ export interface ClusterSettings {
   readonly image: string;
   readonly primaryPort: number;
   readonly replicaPorts: readonly number[];
+  readonly readWritePort: number;
+  readonly readOnlyPort: number;
+  readonly routerImage: string;
   readonly bindAddress: string;
   readonly host: string;
   readonly database: string;
@@ -323,6 +343,33 @@ export function validateClusterArgs(
     );
   }
 
+  const routerPorts = checkRouterPorts(p, args, primaryPortOk === true ? primaryPort : undefined);
+  if (primaryPortOk === true && basePortOk === true) {
+    const nodePorts = [primaryPort, ...replicaPorts];
+    for (const [field, port] of Object.entries(routerPorts)) {
+      if (port === undefined || !nodePorts.includes(port)) continue;
+      const node = nodePorts.indexOf(port);
+      p.add(
+        field,
+        port,
+        `${node === 0 ? "the primary" : `replica ${node}`} publishes host port ${port} too`,
+        `pulumi config set ${field} <a port no node uses>` +
+          (args[field as keyof typeof routerPorts] === undefined
+            ? " (by default readWritePort = primaryPort - 2 and readOnlyPort = readWritePort + 1)"
+            : ""),
+      );
+    }
+  }
+  const routerImage = args.routerImage ?? DEFAULTS.routerImage;
+  if (typeof routerImage !== "string" || !IMAGE.test(routerImage)) {
+    p.add(
+      "routerImage",
+      routerImage,
+      "is not a Docker image reference",
+      "pulumi config set routerImage haproxy:2.6 (or the local pg-cluster-haproxy:2.6)",
+    );
+  }
+
   const bindAddress = args.bindAddress ?? DEFAULTS.bindAddress;
   if (
     typeof bindAddress !== "string" ||
@@ -436,6 +483,9 @@ export function validateClusterArgs(
     image: image as string,
     primaryPort,
     replicaPorts,
+    readWritePort: routerPorts.readWritePort ?? 0,
+    readOnlyPort: routerPorts.readOnlyPort ?? 0,
+    routerImage: routerImage as string,
     bindAddress,
     host,
     database: String(names[0][1]),
@@ -483,4 +533,42 @@ function checkPrimary(
       ? `move the primary first (pulumi config set primary ${names[0]}, pulumi up), then scale down`
       : `pulumi config set primary <one of: ${names.join(", ")}>`,
   );
+}
+
+/**
+ * The router's two host ports: given, or next below the primary's port (primaryPort - 2 and - 1,
+ * so two clusters given different primaryPorts never collide). Undefined where invalid.
+ */
+function checkRouterPorts(
+  p: ProblemList,
+  args: PostgresClusterArgs,
+  primaryPort: number | undefined,
+): { readWritePort?: number; readOnlyPort?: number } {
+  const rw = args.readWritePort ?? (primaryPort === undefined ? undefined : primaryPort - 2);
+  const rwOk =
+    rw !== undefined &&
+    checkInteger(
+      p,
+      "readWritePort",
+      rw,
+      1,
+      65534,
+      args.readWritePort === undefined
+        ? `it defaults to primaryPort - 2; pulumi config set readWritePort <1..65534>`
+        : "pulumi config set readWritePort <1..65534>",
+    );
+  const ro = args.readOnlyPort ?? (rwOk ? rw + 1 : undefined);
+  const roOk =
+    ro !== undefined &&
+    checkInteger(p, "readOnlyPort", ro, 1, 65535, "pulumi config set readOnlyPort <1..65535>");
+  if (rwOk && roOk && rw === ro) {
+    p.add(
+      "readOnlyPort",
+      ro,
+      "is the read-write endpoint's port too",
+      `pulumi config set readOnlyPort ${rw + 1}`,
+    );
+    return { readWritePort: rw };
+  }
+  return { readWritePort: rwOk ? rw : undefined, readOnlyPort: roOk ? ro : undefined };
 }

@@ -6,12 +6,15 @@ const NUMBER_KEYS = [
   "replicas",
   "primaryPort",
   "replicaBasePort",
+  "readWritePort",
+  "readOnlyPort",
   "synchronousReplicas",
   "verifyTimeoutSeconds",
 ] as const;
 /** Stack config keys that hold strings. */
 const STRING_KEYS = [
   "image",
+  "routerImage",
   "bindAddress",
   "host",
   "database",

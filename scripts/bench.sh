@@ -8,6 +8,7 @@ bash scripts/provision-node-deps.sh
 bash scripts/provision-docker.sh --compose
 apt_install postgresql-15
 bash scripts/provision-image.sh --local 15 >/dev/null
+bash scripts/provision-image.sh --local router >/dev/null
 bash scripts/provision-toolchain.sh
 # shellcheck source=env.sh
 source scripts/env.sh

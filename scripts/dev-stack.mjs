@@ -8,7 +8,8 @@
 //   node scripts/dev-stack.mjs sources -> the sources hash alone (after up.sh changed the config)
 //   node scripts/dev-stack.mjs record SOURCES-HASH -> after a successful up: writes the stamp,
 //                                                     then prints what `outputs` prints
-//   node scripts/dev-stack.mjs outputs -> the primary endpoint, then the replication report (JSON)
+//   node scripts/dev-stack.mjs outputs -> the read-write and read-only endpoints, then the
+//                                         replication report (JSON)
 //   pulumi config --json | node scripts/dev-stack.mjs config -> "key value" lines, secrets masked
 //
 // Environment (set by scripts/dev-stack.sh): PG_CLUSTER_REPO, PG_CLUSTER_STACK,
@@ -305,13 +306,16 @@ function record(hash) {
   outputs(d);
 }
 
-/** The primary endpoint, then the replication report as JSON, from the state's stack outputs. */
+/**
+ * The router's read-write and read-only endpoints (one line), then the replication report as
+ * JSON, from the state's stack outputs.
+ */
 function outputs(d = deployment()) {
   const stack = (d?.resources ?? []).find((r) => r.type === "pulumi:pulumi:Stack");
   const o = stack?.outputs ?? {};
   // A secret output is stored encrypted; show what `pulumi stack output` would show.
   const shown = (v) => (v && typeof v === "object" && "ciphertext" in v ? "[secret]" : v);
-  process.stdout.write(`${shown(o.primaryEndpoint) ?? ""}\n`);
+  process.stdout.write(`${shown(o.readWriteEndpoint) ?? ""} ${shown(o.readOnlyEndpoint) ?? ""}\n`);
   process.stdout.write(`${JSON.stringify(shown(o.replicationReport) ?? null, null, 2)}\n`);
 }
 

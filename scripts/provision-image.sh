@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Ensure a PostgreSQL Docker image exists locally, without needing a container registry.
+# Ensure a PostgreSQL (or router) Docker image exists locally, without needing a container registry.
 #
 # Usage: scripts/provision-image.sh [IMAGE]        (default IMAGE: postgres:16)
 #        scripts/provision-image.sh --local 15|17  (ensure pg-cluster-postgres:<major>)
+#        scripts/provision-image.sh --local router (ensure pg-cluster-haproxy:2.6)
 # Prints the image name on stdout when it is ready; everything else goes to stderr.
 #
 # IMAGE present -> nothing to do. Otherwise:
 #  - our local names are built from Debian packages with debootstrap (no registry):
 #      pg-cluster-postgres:15  Debian bookworm, postgresql-15
 #      pg-cluster-postgres:17  Debian trixie,   postgresql-17
+#      pg-cluster-haproxy:2.6  Debian bookworm, haproxy (the cluster's router)
 #    The rootfs is cached as $PG_CLUSTER_CACHE/images/<name>-<major>.<recipe>.tar, so a rebuild is
 #    only `docker import` (delete the tarball to force a fresh debootstrap).
 #  - any other IMAGE is pulled (bounded to ~20 s).
@@ -18,11 +20,13 @@
 # Image contract (checked after every build): initdb, postgres, pg_ctl, pg_basebackup, pg_isready,
 # psql on PATH; a postgres user and group; /var/run/postgresql writable by postgres; setpriv and
 # bash; initdb works with locale C.UTF-8. No ENTRYPOINT: callers give the command.
+# Router contract: haproxy 2.6 on PATH, bash; `haproxy -c` accepts a minimal TCP config.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LOCAL_REPO=pg-cluster-postgres
+ROUTER_IMAGE=pg-cluster-haproxy:2.6
 # Bump when the build recipe changes: older tarballs and images are then rebuilt.
 RECIPE=r1
 PULL_TIMEOUT="${PG_CLUSTER_PULL_TIMEOUT:-20}"
@@ -36,9 +40,10 @@ case "${1:-}" in
   --local)
     case "${2:-}" in
       15|17) image="$LOCAL_REPO:$2" ;;
-      *) usage; die "--local needs 15 or 17 (got '${2:-}'); e.g. scripts/provision-image.sh --local 15" ;;
+      router) image="$ROUTER_IMAGE" ;;
+      *) usage; die "--local needs 15, 17 or router (got '${2:-}'); e.g. scripts/provision-image.sh --local 15" ;;
     esac
-    [ "$#" -eq 2 ] || die "too many arguments; usage: scripts/provision-image.sh --local 15|17" ;;
+    [ "$#" -eq 2 ] || die "too many arguments; usage: scripts/provision-image.sh --local 15|17|router" ;;
   -h|--help) usage; exit 0 ;;
   -*) usage; die "unknown option '$1'" ;;
   *)
@@ -46,14 +51,16 @@ case "${1:-}" in
     image="${1:-postgres:16}" ;;
 esac
 
-# local_major IMAGE — the PostgreSQL major of one of our buildable names, or nothing.
+# local_major IMAGE — the PostgreSQL major of one of our buildable names ("router" for the
+# router's image), or nothing.
 local_major() {
   case "$1" in
     "$LOCAL_REPO:15") echo 15 ;;
     "$LOCAL_REPO:17") echo 17 ;;
+    "$ROUTER_IMAGE") echo router ;;
   esac
 }
-suite_for() { case "$1" in 15) echo bookworm ;; 17) echo trixie ;; esac; }
+suite_for() { case "$1" in 15 | router) echo bookworm ;; 17) echo trixie ;; esac; }
 
 # image_ok IMAGE — present locally (and, for our own names, built by the current recipe).
 image_ok() {
@@ -81,6 +88,7 @@ if [ -z "$major" ]; then
   log "this script can build these images locally from Debian packages (no registry needed):"
   log "  $LOCAL_REPO:15  (Debian bookworm, PostgreSQL 15)   scripts/provision-image.sh --local 15"
   log "  $LOCAL_REPO:17  (Debian trixie, PostgreSQL 17)     scripts/provision-image.sh --local 17"
+  log "  $ROUTER_IMAGE  (Debian bookworm, HAProxy 2.6)    scripts/provision-image.sh --local router"
   printf '[pg-cluster] ERROR: image %s is not available (not local, pull failed) and cannot be built here; use %s:15 or %s:17, or docker load %s first.\n' \
     "$image" "$LOCAL_REPO" "$LOCAL_REPO" "$image" >&2
   exit "$EXIT_NOT_BUILDABLE"
@@ -90,12 +98,17 @@ fi
 # (Our names exist on no registry, so no pull is tried for them.)
 suite="$(suite_for "$major")"
 images_dir="$PG_CLUSTER_CACHE/images"
-tarball="$images_dir/$LOCAL_REPO-$major.$RECIPE.tar"
+if [ "$major" = router ]; then
+  repo="${ROUTER_IMAGE%%:*}" packages="haproxy" what="HAProxy"
+else
+  repo="$LOCAL_REPO" packages="postgresql-$major,ca-certificates,util-linux" what="PostgreSQL $major"
+fi
+tarball="$images_dir/$repo-$major.$RECIPE.tar"
 root="$images_dir/rootfs-$major.build"
 mkdir -p "$images_dir"
 
 # One build per major at a time (two `npm run up` at once, or 15 and 17 in parallel, are fine).
-exec 9>"$images_dir/$LOCAL_REPO-$major.lock"
+exec 9>"$images_dir/$repo-$major.lock"
 if ! flock -n 9; then
   log "another run is building $image; waiting for it"
   flock 9
@@ -119,18 +132,18 @@ remove_root() {
 }
 
 if [ ! -s "$tarball" ]; then
-  log "building local image $image with PostgreSQL $major from Debian packages (no registry)"
+  log "building local image $image with $what from Debian packages (no registry)"
   [ "$(uname -s)" = Linux ] || die "building $image needs Linux with debootstrap; build it on a Linux machine and 'docker load' it."
   need_root "building $image (debootstrap)"
   apt_install debootstrap debian-archive-keyring gpgv
   remove_root
   trap 'remove_root; rm -f "$tarball.tmp"' EXIT
-  rm -f "$images_dir/$LOCAL_REPO-$major".*.tar   # tarballs of older recipes
+  rm -f "$images_dir/$repo-$major".*.tar   # tarballs of older recipes
 
   deboot_log="$images_dir/debootstrap-$major.log"
-  log "debootstrap $suite with postgresql-$major (about 1-2 min; log: $deboot_log)"
+  log "debootstrap $suite with $packages (about 1-2 min; log: $deboot_log)"
   t0="$(now)"
-  if ! debootstrap --variant=minbase --include="postgresql-$major,ca-certificates,util-linux" \
+  if ! debootstrap --variant=minbase --include="$packages" \
       "$suite" "$root" "$DEBIAN_MIRROR" >"$deboot_log" 2>&1; then
     tail -n 20 "$deboot_log" >&2 || true
     die "debootstrap of $suite failed (log above, full log: $deboot_log); check that $DEBIAN_MIRROR is reachable (or set PG_CLUSTER_DEBIAN_MIRROR) and re-run."
@@ -138,11 +151,14 @@ if [ ! -s "$tarball" ]; then
   unmount_under "$root"
   log "debootstrap done in $(since "$t0") s"
 
-  log "removing Debian's default cluster, creating /var/run/postgresql, trimming docs, translations and apt caches"
-  rm -rf "$root/etc/postgresql/$major/main" "$root/var/lib/postgresql/$major/main"
-  chroot "$root" install -d -o postgres -g postgres -m 2775 /run/postgresql
-  [ -L "$root/var/run" ] || [ -d "$root/var/run/postgresql" ] \
-    || chroot "$root" install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+  if [ "$major" != router ]; then
+    log "removing Debian's default cluster, creating /var/run/postgresql"
+    rm -rf "$root/etc/postgresql/$major/main" "$root/var/lib/postgresql/$major/main"
+    chroot "$root" install -d -o postgres -g postgres -m 2775 /run/postgresql
+    [ -L "$root/var/run" ] || [ -d "$root/var/run/postgresql" ] \
+      || chroot "$root" install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+  fi
+  log "trimming docs, translations and apt caches"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
     "$root"/var/log/*.log "$root/etc/resolv.conf" "$root/etc/hostname"
@@ -156,7 +172,33 @@ if [ ! -s "$tarball" ]; then
   trap - EXIT
   log "rootfs cached ($(du -h "$tarball" | cut -f1)) in $(since "$t0") s"
 else
-  log "building local image $image with PostgreSQL $major from Debian packages (no registry): importing cached rootfs $tarball"
+  log "building local image $image with $what from Debian packages (no registry): importing cached rootfs $tarball"
+fi
+
+if [ "$major" = router ]; then
+  # The official haproxy image's config path, so either image runs the component's upload.
+  t0="$(now)"
+  docker import \
+    --change 'ENV LANG=C.UTF-8' \
+    --change "LABEL pg-cluster.recipe=$RECIPE pg-cluster.debian-suite=$suite" \
+    --change 'CMD ["haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]' \
+    --message "pg-cluster: Debian $suite + haproxy via debootstrap" \
+    "$tarball" "$image" >/dev/null
+  log "docker import done in $(since "$t0") s"
+  # shellcheck disable=SC2016  # expanded inside the container
+  check='set -eu
+command -v bash >/dev/null
+haproxy -v | grep -q "version 2\.6\." || { haproxy -v >&2; echo "not HAProxy 2.6" >&2; exit 1; }
+printf "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\nlisten l\n  bind 127.0.0.1:5432\n  server s 127.0.0.1:5433\n" >/tmp/c.cfg
+haproxy -c -q -f /tmp/c.cfg'
+  if ! out="$(docker run --rm "$image" bash -c "$check" 2>&1)"; then
+    printf '%s\n' "$out" >&2
+    docker rmi "$image" >/dev/null 2>&1 || true
+    rm -f "$tarball"
+    die "$image does not meet the router image contract (output above); removed it and its cached rootfs, re-run to rebuild from scratch."
+  fi
+  log "$image verified (HAProxy 2.6, bash, haproxy -c) "
+  done_ok
 fi
 
 t0="$(now)"

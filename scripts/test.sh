@@ -63,6 +63,7 @@ for layer in "${layers[@]}"; do
       [ "$layer" = e2e ] || majors=("${majors[0]}")
       for major in "${majors[@]}"; do
         bash scripts/provision-image.sh --local "$major" >/dev/null
+        bash scripts/provision-image.sh --local router >/dev/null
         export PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major"
         run_layer "$layer (PostgreSQL $major)" "${node_test[@]}" tests/"$layer"/*.test.ts
       done

@@ -18,18 +18,18 @@ export PG_CLUSTER_DOCKER_READY=1
 
 # report — the replication report and how to connect, from `stack_state outputs` on stdin.
 report() {
-  local primary json cluster="pg-cluster-$STACK"
-  read -r primary
+  local rw ro json
+  read -r rw ro
   json="$(cat)"
   cat <<EOT
 
 Replication report (stack $STACK):
 $json
 
-Connect:
-  docker exec -it $cluster-primary psql -U postgres -d mydb          # primary, read-write
-  docker exec -it $cluster-replica-1 psql -U postgres -d mydb        # a replica, read-only
-  psql "host=${primary%:*} port=${primary##*:} user=postgres dbname=mydb"   # password: pulumi config get superuserPassword --config-file .state/Pulumi.$STACK.yaml
+Connect (password: pulumi config get superuserPassword --config-file .state/Pulumi.$STACK.yaml):
+  psql "host=${rw%:*} port=${rw##*:} user=postgres dbname=mydb"   # read-write: always the primary
+  psql "host=${ro%:*} port=${ro##*:} user=postgres dbname=mydb"   # read-only: the replicas
+  docker exec -it pg-cluster-$STACK-primary psql -U postgres -d mydb   # one node, in its container
 Tear down: npm run down
 EOT
 }
@@ -78,23 +78,34 @@ for key in superuserPassword replicationPassword; do
   fi
 done
 
-# Image: the configured one if Docker has it or can pull it; otherwise our local build.
-image="${cfg[image]:-postgres:16}"
-status=0
-bash scripts/provision-image.sh "$image" >/dev/null || status=$?
-if [ "$status" = 3 ]; then
-  log "image $image is not present and cannot be pulled (no registry reachable): building and using pg-cluster-postgres:15 (PostgreSQL 15 from Debian packages) for stack $STACK"
-  image="$(bash scripts/provision-image.sh --local 15)"
-  pulumi_stack config set image "$image"
-  config_changed=1
-elif [ "$status" != 0 ]; then
-  die "cannot provide image $image (above)."
-fi
+# Images (the nodes', the router's): the configured one if Docker has it or can pull it;
+# otherwise our local build of the same kind, which becomes the stack's config.
+# ensure_image KEY DEFAULT LOCAL WHAT
+ensure_image() {
+  local key="$1" image="${cfg[$1]:-$2}" status=0 errors
+  errors="$(mktemp)"
+  bash scripts/provision-image.sh "$image" >/dev/null 2>"$errors" || status=$?
+  if [ "$status" = 3 ]; then
+    rm -f "$errors"
+    log "image $image is not present and cannot be pulled (no registry reachable): building and using the local $4 image for stack $STACK"
+    image="$(bash scripts/provision-image.sh --local "$3")"
+    pulumi_stack config set "$key" "$image"
+    config_changed=1
+  elif [ "$status" != 0 ]; then
+    cat "$errors" >&2
+    rm -f "$errors"
+    die "cannot provide image $image (above)."
+  fi
+  rm -f "$errors"
+}
+ensure_image image postgres:16 15 "PostgreSQL 15 (pg-cluster-postgres:15, from Debian packages)"
+ensure_image routerImage haproxy:2.6 router "HAProxy 2.6 (pg-cluster-haproxy:2.6, from Debian packages)"
 
 # Preflight the host ports: Docker's own error for a taken port does not say what to do.
 command -v ss >/dev/null || apt_install iproute2
 replicas="${cfg[replicas]:-1}" primary_port="${cfg[primaryPort]:-5432}" base_port="${cfg[replicaBasePort]:-5433}"
-ports=("$primary_port")
+rw_port="${cfg[readWritePort]:-$((primary_port - 2))}"
+ports=("$primary_port" "$rw_port" "${cfg[readOnlyPort]:-$((rw_port + 1))}")
 for ((n = 0; n < replicas; n++)); do ports+=($((base_port + n))); done
 published="$(docker ps --format '{{.Names}} {{.Ports}}')"
 listening="$(ss -ltnH | awk '{ print $4 }')"
@@ -102,7 +113,7 @@ for port in "${ports[@]}"; do
   owner="$(printf '%s\n' "$published" | awk -v p=":$port->" 'index($0, p) { print $1; exit }')"
   case "$owner" in pg-cluster-"$STACK"-*) continue ;; esac
   if [ -n "$owner" ] || printf '%s\n' "$listening" | grep -q ":$port\$"; then
-    die "host port $port is already in use${owner:+ by container $owner}. Fix: stop what uses it, or move the cluster: pulumi config set primaryPort (or replicaBasePort) <port> --stack $STACK --config-file .state/Pulumi.$STACK.yaml"
+    die "host port $port is already in use${owner:+ by container $owner}. Fix: stop what uses it, or move the cluster: pulumi config set primaryPort (or replicaBasePort, readWritePort, readOnlyPort) <port> --stack $STACK --config-file .state/Pulumi.$STACK.yaml"
   fi
 done
 

@@ -17,6 +17,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import pg from "pg";
+import { ROUTER_IMAGE } from "../lib/majors";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const IMAGE = process.env.PG_CLUSTER_E2E_IMAGE ?? "pg-cluster-postgres:15";
@@ -158,6 +159,7 @@ describe(`the README's Pulumi CLI workflow on ${IMAGE}`, { timeout: WORKFLOW_TIM
     await pulumi(["config", "set", "--secret", "superuserPassword"], superuserPassword);
     await pulumi(["config", "set", "--secret", "replicationPassword"], replicationPassword);
     await pulumi(["config", "set", "image", IMAGE]);
+    await pulumi(["config", "set", "routerImage", ROUTER_IMAGE]);
     await pulumi(["config", "set", "primaryPort", String(basePort)]);
     await pulumi(["config", "set", "replicaBasePort", String(basePort + 1)]);
 

@@ -15,8 +15,8 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
 
   it("brings up a primary and 2 replicas that serve the seeded rows and replicate a new one", async () => {
     const { outputs, summary } = await stack.up();
-    // network, 3 volumes, 3 containers, 2 slot steps, the topology step and the post-step
-    assert.equal(summary.create, 11);
+    // network, 3 volumes, 3 containers, 2 slot steps, the router, the topology step and the post-step
+    assert.equal(summary.create, 12);
     endpoints = {
       primary: outputs.primaryEndpoint as string,
       replicas: outputs.replicaEndpoints as string[],
@@ -56,9 +56,31 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
         10_000,
       );
     }
+    // The router: one host:port each that any client takes, leading to the right role.
+    assert.equal(outputs.readWriteEndpoint, `localhost:${stack.basePort - 2}`);
+    assert.equal(outputs.readOnlyEndpoint, `localhost:${stack.basePort - 1}`);
+    const role = "SELECT current_setting('cluster_name') AS node, pg_is_in_recovery() AS standby";
+    const [rw] = await queryAt<{ node: string; standby: boolean }>(
+      outputs.readWriteEndpoint as string,
+      role,
+    );
+    assert.deepEqual(rw, { node: `${c}-primary`, standby: false });
+    const readers = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const sessions: { node: string; standby: boolean }[] = await queryAt(
+        outputs.readOnlyEndpoint as string,
+        role,
+      );
+      assert.equal(sessions[0].standby, true, `read-only session ${i} landed on a standby`);
+      readers.add(sessions[0].node);
+    }
+    assert.deepEqual([...readers].sort(), [`${c}-replica-1`, `${c}-replica-2`], "round-robin");
     const report = outputs.replicationReport as {
       replicas: { name: string; state: string; caughtUp: boolean }[];
+      endpoints: { readWrite: string; readOnly: string };
     };
+    assert.equal(report.endpoints.readWrite, `${c}-primary`);
+    assert.match(report.endpoints.readOnly, /-replica-[12]$/);
     assert.deepEqual(
       report.replicas.map((r) => [r.name, r.state, r.caughtUp]),
       [
@@ -77,9 +99,9 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     );
     await stack.expectNoChanges();
     const preview = await stack.preview();
-    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 11 });
+    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 12 });
     const { summary } = await stack.up();
-    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 11 });
+    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 12 });
     const afterUp = await Promise.all(
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );
@@ -95,7 +117,11 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const before = await Promise.all(names.map(inspectContainer));
     const { summary, outputs } = await stack.up({ replicas: "3" });
     assert.equal(summary.create, 3, "slot step, volume and container of replica 3");
-    assert.equal(summary.replace, 2, "the topology step and the post-step re-run");
+    assert.equal(
+      summary.replace,
+      3,
+      "the router (its config lists every node); the topology step and the post-step re-run",
+    );
     assert.equal(summary.update, 2, "the existing slot steps learn the new node list");
     assert.equal(summary.delete, 0);
     const afterUp = await Promise.all(names.map(inspectContainer));
@@ -124,7 +150,7 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const { summary } = await stack.up({ replicas: "1" });
     assert.equal(summary.delete, 6);
     const objects = await dockerObjects(c);
-    assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-replica-1`]);
+    assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-replica-1`, `${c}-router`]);
     assert.deepEqual(objects.volumes, [`${c}-primary-data`, `${c}-replica-1-data`]);
     const slots = await queryAt<{ slot_name: string }>(
       `localhost:${stack.basePort}`,
@@ -140,7 +166,13 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const { outputs } = await stack.up({ replicas: "0" });
     assert.deepEqual(outputs.replicaEndpoints, []);
     const objects = await dockerObjects(c);
-    assert.deepEqual(objects.containers, [`${c}-primary`]);
+    assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-router`]);
+    // No standby: the read-only endpoint falls back to the primary.
+    const [ro] = await queryAt<{ standby: boolean }>(
+      outputs.readOnlyEndpoint as string,
+      "SELECT pg_is_in_recovery() AS standby",
+    );
+    assert.equal(ro.standby, false);
     const [w] = await queryAt<{ n: string }>(
       `localhost:${stack.basePort}`,
       "SELECT count(*) AS n FROM wizards",

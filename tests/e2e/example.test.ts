@@ -3,7 +3,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { isFirstMajorPass, announceOncePerLayer } from "../lib/majors";
+import { ROUTER_IMAGE, isFirstMajorPass, announceOncePerLayer } from "../lib/majors";
 import { after, before, describe, it } from "node:test";
 import { LocalWorkspace, Stack } from "@pulumi/pulumi/automation";
 
@@ -74,28 +74,29 @@ else
         );
         await stack.setAllConfig({
           image: { value: IMAGE },
+          routerImage: { value: ROUTER_IMAGE },
           basePort: { value: String(basePort) },
           superuserPassword: { value: "example-Su-pw-7c1e", secret: true },
           replicationPassword: { value: "example-Repl-pw-93ab", secret: true },
         });
         const up = await stack.up();
         assert.equal(up.summary.result, "succeeded");
-        assert.deepEqual(up.outputs.ordersReplicaInNetwork.value, [
-          `${prefix}-orders-replica-1:5432`,
-        ]);
+        assert.equal(up.outputs.ordersReadOnlyInNetwork.value, `${prefix}-orders-router:5433`);
         assert.equal(up.outputs.ordersEndpoint.value, `localhost:${basePort}`);
-        assert.equal(up.outputs.inventoryEndpoint.value, `localhost:${basePort + 2}`);
+        assert.equal(up.outputs.inventoryEndpoint.value, `localhost:${basePort + 4}`);
 
-        // The app container found the replica by its in-network name and reads the seeded rows.
+        // The app container reaches the router by its in-network name, which hands its read-only
+        // session to the replica; it reads the seeded rows there.
         const reader = up.outputs.readerName.value as string;
         const deadline = Date.now() + 30_000;
         let logs = "";
-        while (!logs.includes("wizards: Harry,Ron,Hermione") && Date.now() < deadline) {
+        const line = `wizards: Harry,Ron,Hermione from ${prefix}-orders-replica-1`;
+        while (!logs.includes(line) && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 500));
           const r = spawnSync("docker", ["logs", reader], { encoding: "utf8" });
           logs = r.stdout + r.stderr;
         }
-        assert.match(logs, /wizards: Harry,Ron,Hermione/, `reader's log:\n${logs.slice(-2000)}`);
+        assert.ok(logs.includes(line), `reader's log:\n${logs.slice(-2000)}`);
         const inspect = JSON.parse(docker("inspect", reader))[0] as { Config: { Env: string[] } };
         assert.ok(
           !inspect.Config.Env.some((e) => e.includes("example-Su-pw-7c1e")),

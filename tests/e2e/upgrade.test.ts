@@ -15,7 +15,7 @@ import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import { EngineEvent, LocalWorkspace, Stack } from "@pulumi/pulumi/automation";
 import pg from "pg";
-import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
+import { ROUTER_IMAGE, announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 /**
@@ -143,6 +143,8 @@ else
         path.join(ROOT, `Pulumi.${stackName}.yaml`),
       );
       current = await LocalWorkspace.createOrSelectStack({ stackName, workDir: ROOT }, { envVars });
+      // New in this release: the router, whose image must be one this engine has.
+      await current.setConfig("routerImage", { value: ROUTER_IMAGE });
       const planned = dockerSteps();
       await current.preview({ onEvent: planned.onEvent });
       const volumeSteps = (steps: string[]) => steps.filter((x) => x.endsWith("-data"));

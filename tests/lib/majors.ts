@@ -15,3 +15,9 @@ export function announceOncePerLayer(what: string): void {
     `NOTE: ${what} runs in the e2e layer's first pass only (PostgreSQL ${(process.env.PG_CLUSTER_E2E_MAJORS ?? "15 17").trim().split(/\s+/)[0]}); this pass is ${process.env.PG_CLUSTER_E2E_IMAGE}.\n`,
   );
 }
+
+/**
+ * The router image every e2e stack runs (PG_CLUSTER_E2E_ROUTER_IMAGE; default the local build of
+ * scripts/provision-image.sh --local router, since no registry is reachable here).
+ */
+export const ROUTER_IMAGE = process.env.PG_CLUSTER_E2E_ROUTER_IMAGE ?? "pg-cluster-haproxy:2.6";

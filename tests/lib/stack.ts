@@ -4,6 +4,7 @@
  */
 import pg from "pg";
 import { dockerApi } from "./docker";
+import { ROUTER_IMAGE } from "./majors";
 import { ChangeSummary, PulumiStack, UpResult } from "./pulumiStack";
 
 export const SUPERUSER_PASSWORD = "e2e-Su-pw-4f9b21c7";
@@ -47,6 +48,7 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
   const basePort = 20000 + Math.floor(Math.random() * 120) * 100;
   const config = (extra: Record<string, string> = {}) => ({
     image: IMAGE,
+    routerImage: ROUTER_IMAGE,
     replicas: "2",
     primaryPort: String(basePort),
     replicaBasePort: String(basePort + 1),

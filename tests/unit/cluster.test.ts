@@ -9,6 +9,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { PASSWORDS, build, inputIsSecret, isSecret, plain, recorded, valueOf } from "./harness";
 import { PostgresCluster, replicationCapacity } from "../../components";
 import { ASSETS_DIR } from "../../components/assets";
+import { healthPassword } from "../../components/router";
 
 const CUSTOM = (r: { custom: boolean }) => r.custom;
 const byType = <T extends { type: string }>(rs: T[], type: string): T[] =>
@@ -16,10 +17,11 @@ const byType = <T extends { type: string }>(rs: T[], type: string): T[] =>
 
 describe("PostgresCluster resources", () => {
   for (const [replicas, expected] of [
-    // commands: the topology step, the post-step and one slot lifetime per replica node
-    [0, { containers: 1, volumes: 1, networks: 1, commands: 2 }],
-    [1, { containers: 2, volumes: 2, networks: 1, commands: 3 }],
-    [3, { containers: 4, volumes: 4, networks: 1, commands: 5 }],
+    // containers: one per node and the router; commands: the topology step, the post-step and
+    // one slot lifetime per replica node
+    [0, { containers: 2, volumes: 1, networks: 1, commands: 2 }],
+    [1, { containers: 3, volumes: 2, networks: 1, commands: 3 }],
+    [3, { containers: 5, volumes: 4, networks: 1, commands: 5 }],
   ] as const) {
     it(`creates the right resources for ${replicas} replica(s)`, async () => {
       const { recorded: rs } = await build(`count${replicas}`, { replicas });
@@ -50,6 +52,7 @@ describe("PostgresCluster resources", () => {
       "names-primary",
       "names-replica-1",
       "names-replica-2",
+      "names-router",
     ]);
     assert.deepEqual(physical("docker:index/volume:Volume"), [
       "names-primary-data",
@@ -82,6 +85,7 @@ describe("PostgresCluster resources", () => {
       "names-replica-2",
       "names-replica-2-data",
       "names-replica-2-slot",
+      "names-router",
       "names-topology",
     ]);
   });
@@ -163,10 +167,9 @@ describe("PostgresCluster resources", () => {
       { dependsOn: [before] },
     );
     const children = rs.filter((r) => r.name !== "deps");
-    // network, 3 nodes with volume and container each, 2 slots and the post-step with a command each
     // network; 3 nodes with volume and container; 2 slots, the topology step and the post-step
-    // with a command each
-    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2 + 2);
+    // with a command each; the router with its container
+    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2 + 2 + 2);
     for (const r of children) {
       assert.ok(r.dependsOn.includes(before), `${r.type} ${r.name} depends on the user's resource`);
     }
@@ -188,7 +191,9 @@ describe("PostgresCluster resources", () => {
       primaryPort: 8432,
       replicaBasePort: 8433,
     });
-    const containers = byType(rs, "docker:index/container:Container");
+    const containers = byType(rs, "docker:index/container:Container").filter(
+      (c) => c.name !== "uploads-router",
+    );
     assert.equal(containers.length, 2);
     // One bundle for every node: a role change must not change a container's inputs.
     assert.deepEqual(containers[0].inputs.uploads, containers[1].inputs.uploads);
@@ -253,6 +258,11 @@ describe("PostgresCluster resources", () => {
       "ports-replica-1": [{ internal: 5432, external: 9433, ip: "127.0.0.1" }],
       "ports-replica-2": [{ internal: 5432, external: 9434, ip: "127.0.0.1" }],
       "ports-replica-3": [{ internal: 5432, external: 9435, ip: "127.0.0.1" }],
+      // The router's read-write and read-only endpoints, by default just below the primary's.
+      "ports-router": [
+        { internal: 5432, external: 9430, ip: "127.0.0.1" },
+        { internal: 5433, external: 9431, ip: "127.0.0.1" },
+      ],
     });
   });
 
@@ -278,17 +288,27 @@ describe("PostgresCluster resources", () => {
     });
     assert.equal(await isSecret(cluster.connectionString), true);
     assert.equal(await isSecret(cluster.readOnlyConnectionString), true);
+    assert.equal(await isSecret(cluster.multiHostReadOnlyConnectionString), true);
     assert.equal(await isSecret(cluster.primary.container.envs as pulumi.Output<unknown>), true);
     for (const r of cluster.replicas)
       assert.equal(await isSecret(r.container.envs as pulumi.Output<unknown>), true);
     for (const s of cluster.slots)
       assert.equal(await isSecret(s.dropStep.environment as pulumi.Output<unknown>), true);
     assert.equal(await isSecret(cluster.check.step.environment as pulumi.Output<unknown>), true);
-    // No input reaches the engine with a password outside a secret.
+    // No input reaches the engine with a password outside a secret (the router's check role's
+    // included: its config upload carries it).
+    const health = healthPassword(PASSWORDS.superuserPassword);
+    const router = byType(rs, "docker:index/container:Container").find(
+      (c) => c.name === "secrets-router",
+    );
+    assert.ok(
+      inputIsSecret(router?.inputs.uploads) ||
+        inputIsSecret((router?.inputs.uploads as unknown[])[0]),
+    );
     for (const r of rs) {
       for (const [key, value] of Object.entries(r.inputs)) {
         if (inputIsSecret(value)) continue;
-        for (const pw of Object.values(PASSWORDS)) {
+        for (const pw of [...Object.values(PASSWORDS), health]) {
           assert.ok(
             !JSON.stringify(value ?? null).includes(pw),
             `${r.name}.${key} carries a password in the clear`,
@@ -302,12 +322,17 @@ describe("PostgresCluster resources", () => {
       const text = JSON.stringify(await valueOf(out as pulumi.Output<unknown>));
       for (const pw of Object.values(PASSWORDS)) assert.ok(!text.includes(pw));
     }
+    // The connection strings lead to the router: one host:port, which every client takes.
     assert.equal(
       await valueOf(cluster.connectionString),
-      `postgresql://postgres:${PASSWORDS.superuserPassword}@localhost:10432/mydb`,
+      `postgresql://postgres:${PASSWORDS.superuserPassword}@localhost:10430/mydb`,
     );
     assert.equal(
       await valueOf(cluster.readOnlyConnectionString),
+      `postgresql://postgres:${PASSWORDS.superuserPassword}@localhost:10431/mydb`,
+    );
+    assert.equal(
+      await valueOf(cluster.multiHostReadOnlyConnectionString),
       `postgresql://postgres:${PASSWORDS.superuserPassword}@localhost:10433,localhost:10434/mydb?target_session_attrs=standby&load_balance_hosts=random`,
     );
   });
@@ -355,6 +380,8 @@ describe("PostgresCluster resources", () => {
         "role-primary-id",
         "role-replica-1-id",
         "role-replica-2-id",
+        // The post-step also proves a replaced router.
+        ...(name === "role-check" ? ["role-router-id"] : []),
       ]);
       assert.equal((step(after.recorded, name)?.inputs.triggers as string[])[0], "role-replica-1");
     }
@@ -456,6 +483,7 @@ describe("PostgresCluster resources", () => {
         "sync-primary-id",
         "sync-replica-1-id",
         "sync-replica-2-id",
+        ...(s === check ? ["sync-router-id"] : []),
       ]);
       assert.ok(inputIsSecret(s.inputs.environment));
     }

@@ -138,9 +138,24 @@ describe("config validation", () => {
 
   it("rejects two nodes on one host port", () => {
     assert.equal(
-      configError({ replicas: "2", primaryPort: "5434" }),
+      configError({ replicas: "2", primaryPort: "5434", readWritePort: "6000" }),
       HEADER(1) +
         "  - primaryPort = 5434: the primary and replica 2 would both publish host port 5434 (replicas use 5433..5434). Fix: give the primary a port outside that range, or move the replicas with pulumi config set replicaBasePort 5435",
+    );
+  });
+
+  it("rejects a router port that a node publishes, saying where the default came from", () => {
+    assert.equal(
+      configError({ replicas: "2", primaryPort: "5435" }),
+      HEADER(2) +
+        "  - readWritePort = 5433: replica 1 publishes host port 5433 too. Fix: pulumi config set readWritePort <a port no node uses> (by default readWritePort = primaryPort - 2 and readOnlyPort = readWritePort + 1)\n" +
+        "  - readOnlyPort = 5434: replica 2 publishes host port 5434 too. Fix: pulumi config set readOnlyPort <a port no node uses> (by default readWritePort = primaryPort - 2 and readOnlyPort = readWritePort + 1)",
+    );
+    assert.equal(
+      configError({ replicas: "1", readWritePort: "5432", readOnlyPort: "5432" }),
+      HEADER(2) +
+        "  - readOnlyPort = 5432: is the read-write endpoint's port too. Fix: pulumi config set readOnlyPort 5433\n" +
+        "  - readWritePort = 5432: the primary publishes host port 5432 too. Fix: pulumi config set readWritePort <a port no node uses>",
     );
   });
 
