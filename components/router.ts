@@ -108,15 +108,18 @@ export function routerConfig(servers: readonly RouterServer[], password: string)
     "# Rendered by pg-cluster (components/router.ts); replaced, not edited.",
     "global",
     `  stats socket ipv4@127.0.0.1:${ROUTER_ADMIN_PORT} level admin`,
-    "  log stdout format raw local0 notice",
     "resolvers docker",
     "  nameserver dns 127.0.0.11:53",
     "  hold valid 1s",
     "defaults",
     "  mode tcp",
-    "  log global",
-    "  option dontlognull",
-    "  timeout connect 3s",
+    // A refused connect (a node stopping) is retried once, on another server when there is one,
+    // rather than three times on the same one a second apart (HAProxy's default); the pause
+    // before a retry is min(timeout connect, 1s). A client so gets its session or its error
+    // within about half a second, and reconnects to the new primary.
+    "  retries 1",
+    "  option redispatch 1",
+    "  timeout connect 500ms",
     "  timeout check 2s",
     // Idle client sessions are closed after an hour (both directions); TCP keepalives keep
     // firewalls from dropping them sooner.

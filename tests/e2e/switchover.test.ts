@@ -1,10 +1,14 @@
 /**
  * The primary is a role chosen by config (issue 9): planned switchovers under a writer that records
- * every acknowledged id, and a refused switchover that changes nothing.
+ * every acknowledged id, and a refused switchover that changes nothing. Clients of the router's
+ * endpoints (node-postgres and psql of libpq 15) follow each switchover: the read-write ones to
+ * the new primary, the read-only ones never onto a primary.
  */
 import * as assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { after, describe, it } from "node:test";
 import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
+import { RoleProbe } from "../lib/roleProbe";
 import { SUPERUSER_PASSWORD, inspectContainer, newStack, queryAt } from "../lib/stack";
 import { AckWriter } from "../lib/writer";
 
@@ -15,10 +19,16 @@ else
     const c = stack.clusterName;
     const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
     const endpoints = [0, 1, 2].map((i) => `localhost:${stack.basePort + i}`);
+    const readWrite = `localhost:${stack.basePort - 2}`;
+    const readOnly = `localhost:${stack.basePort - 1}`;
     after(async () => {
       await stack.remove();
     });
 
+    const routerLog = () => {
+      const r = spawnSync("docker", ["logs", "-t", `${c}-router`], { encoding: "utf8" });
+      return (r.stdout + r.stderr).split("\n").slice(-40).join("\n");
+    };
     const containerIds = async () =>
       Promise.all(names.map(async (n) => (await inspectContainer(n))?.Id));
 
@@ -69,15 +79,70 @@ else
           table: "acked",
           firstId: 1 + round * 1_000_000,
         });
+        // A writer as an application writes: through the router's read-write endpoint only.
+        const routed = new AckWriter({
+          endpoints: [readWrite],
+          password: SUPERUSER_PASSWORD,
+          table: "acked",
+          firstId: 500_000 + round * 1_000_000,
+        });
+        const probes = {
+          "node-postgres read-only": new RoleProbe({
+            endpoint: readOnly,
+            password: SUPERUSER_PASSWORD,
+            client: "node-postgres",
+          }),
+          "psql read-only": new RoleProbe({
+            endpoint: readOnly,
+            password: SUPERUSER_PASSWORD,
+            client: "psql",
+          }),
+          "node-postgres read-write": new RoleProbe({
+            endpoint: readWrite,
+            password: SUPERUSER_PASSWORD,
+            client: "node-postgres",
+          }),
+          "psql read-write": new RoleProbe({
+            endpoint: readWrite,
+            password: SUPERUSER_PASSWORD,
+            client: "psql",
+          }),
+        };
         writer.start();
+        routed.start();
+        for (const p of Object.values(probes)) p.start();
         await new Promise((r) => setTimeout(r, 500));
+        const upStart = Date.now();
         const { outputs } = await stack.up({ primary: target, synchronousReplicas: sync });
-        await new Promise((r) => setTimeout(r, 300));
-        await writer.stop();
+        const upDone = Date.now();
+        await new Promise((r) => setTimeout(r, 1500));
+        await Promise.all([writer.stop(), routed.stop()]);
+        await Promise.all(Object.values(probes).map((p) => p.stop()));
         process.stderr.write(
-          `switchover to ${target} (sync ${sync}): ${writer.acked.length} acknowledged, longest gap ${writer.longestGapMs()} ms\n`,
+          `switchover to ${target} (sync ${sync}): ${writer.acked.length} acknowledged, longest gap ${writer.longestGapMs()} ms; through the router: ${routed.acked.length} acknowledged, longest gap ${routed.longestGapMs()} ms\n`,
         );
         assert.ok(writer.acked.length > 10, "the writer wrote before and after");
+        assert.ok(
+          routed.acked.length > 10 && routed.ackTimes[routed.ackTimes.length - 1] > upDone,
+          "the router's writer wrote before and after",
+        );
+        for (const [what, probe] of Object.entries(probes)) {
+          const answers = probe.answers();
+          const readOnlyClient = what.endsWith("read-only");
+          process.stderr.write(
+            `  ${what}: ${answers.length} answers, ${probe.observations.length - answers.length} errors, longest silence ${probe.longestSilenceMs()} ms\n`,
+          );
+          // Two standbys stay up throughout (the one not chosen, then the old primary too).
+          const wrong = answers.filter((a) => a.standby !== readOnlyClient);
+          assert.deepEqual(
+            wrong.map((a) => a.node),
+            [],
+            `${what} client reached only ${readOnlyClient ? "standbys" : "the primary"} (wrong answers at ${wrong.map((a) => a.t - upStart).join(", ")} ms after the up started; up took ${upDone - upStart} ms); the router's log:\n${routerLog()}`,
+          );
+          const last = answers[answers.length - 1];
+          assert.ok(last && last.t > upDone, `${what} client answered after the switchover`);
+          if (!readOnlyClient) assert.equal(last.node, target, `${what} client is on ${target}`);
+        }
         assert.equal(outputs.primaryEndpoint, endpoints[names.indexOf(target)]);
         const nodes = outputs.nodes as { name: string; role: string }[];
         assert.deepEqual(
@@ -94,7 +159,7 @@ else
           // node 0 never cloned (it ran initdb); replicas cloned once, at creation
           assert.equal(r.clones ?? 0, r.name === names[0] ? 0 : 1, `${r.name} was not re-cloned`);
         }
-        await checkCluster(target, writer.acked);
+        await checkCluster(target, [...writer.acked, ...routed.acked]);
         assert.deepEqual(await containerIds(), before, "no container was replaced");
       }
       await stack.expectNoChanges();
