@@ -507,8 +507,11 @@ async function converge(
 /**
  * No node is writable: an earlier run stopped the old primary and did not finish, or the primary's
  * volume is gone. Makes the desired node the primary only when that cannot lose a commit: every
- * populated node answers (or is held by us), and no standby has replayed more than it.
+ * populated node answers (or is held by us), and no standby has replayed more than it. Returns the
+ * node that is writable after it: the desired one, or an old primary started again because its
+ * demotion was cut short by a crash (the caller then moves the primary by a switchover).
  * @param {Observed[]} seen @param {Observed} desiredSeen @param {number} timeoutMs
+ * @returns {Promise<TopologyNode>}
  */
 async function withoutWritableNode(seen, desiredSeen, timeoutMs) {
   const desired = desiredSeen.node;
@@ -526,7 +529,19 @@ async function withoutWritableNode(seen, desiredSeen, timeoutMs) {
     // was promoted in its place: starting it as the primary again is safe.
     await ctl(desired, "undemote");
     act(`${desired.name} was stopped by an unfinished switchover; it is the primary again`);
-    return;
+    return desired;
+  }
+  const crashed = seen.find((o) => o.ctl?.hold && o.ctl.state !== "shut down");
+  if (crashed) {
+    // A demotion cut short by a crash (the node was killed while it stopped): its last WAL is
+    // unknown and may hold acknowledged commits no standby received. No node is writable and no
+    // standby was promoted, so starting it as the primary again (crash recovery) is safe; the
+    // primary then moves by a planned switchover, which proves the candidate has everything.
+    await ctl(crashed.node, "undemote");
+    act(
+      `${crashed.node.name} was killed while a switchover stopped it (state: ${crashed.ctl?.state}); it is the primary again, and the switchover starts over`,
+    );
+    return crashed.node;
   }
   if (!desiredSeen.sql?.inRecovery || !desiredSeen.sql.replayLsn) {
     throw new Error(
@@ -548,6 +563,7 @@ async function withoutWritableNode(seen, desiredSeen, timeoutMs) {
   } else {
     await promote(desired, "no other node holds newer WAL");
   }
+  return desired;
 }
 
 /** @param {Observed[]} seen @param {TopologyNode} desired */
@@ -597,10 +613,19 @@ async function main() {
       `two writable primaries: ${writable.map((o) => o.node.name).join(", ")}; nothing was changed. Stop the one that should not be written to (docker stop), then run pulumi up.`,
     );
   }
-  if (writable.length === 0) {
-    await withoutWritableNode(seen, desiredSeen, timeoutMs);
-  } else if (writable[0].node !== desired) {
-    await switchover(writable[0].node, desired, nodes, timeoutMs);
+  const primary =
+    writable.length === 0
+      ? await withoutWritableNode(seen, desiredSeen, timeoutMs)
+      : writable[0].node;
+  if (primary !== desired) {
+    if (writable.length === 0) {
+      // Started again just now: its standbys reconnect within a second or two.
+      await waitUntil(`${desired.name} to stream from ${primary.name} again`, 30_000, async () => {
+        const s = await sqlState(desired);
+        return s?.receiver?.status === "streaming";
+      }).catch(() => {}); // if not, the switchover's preconditions say why
+    }
+    await switchover(primary, desired, nodes, timeoutMs);
   }
   seen = await Promise.all(nodes.map((n) => observe(n, deadline)));
   await converge(desired, seen, timeoutMs);

@@ -224,7 +224,11 @@ describe(`the README's Pulumi CLI workflow on ${IMAGE}`, { timeout: WORKFLOW_TIM
     await pulumi(["up", "--yes"]);
     assert.deepEqual(await output("replicaEndpoints"), [`localhost:${basePort + 1}`]);
     const objects = await dockerObjects(cluster);
-    assert.deepEqual(objects.containers, [`${cluster}-primary`, `${cluster}-replica-1`]);
+    assert.deepEqual(objects.containers, [
+      `${cluster}-primary`,
+      `${cluster}-replica-1`,
+      `${cluster}-router`,
+    ]);
     assert.deepEqual(objects.volumes, [`${cluster}-primary-data`, `${cluster}-replica-1-data`]);
   });
 

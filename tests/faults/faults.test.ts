@@ -1,5 +1,5 @@
 import * as assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
@@ -15,6 +15,7 @@ import {
   waitCaughtUp,
   writeWal,
 } from "../lib/faults";
+import { AckWriter } from "../lib/writer";
 import {
   REPLICATION_PASSWORD,
   SUPERUSER_PASSWORD,
@@ -26,6 +27,8 @@ import {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ROOT = path.resolve(__dirname, "..", "..");
+/** A node's demotion marker (ctl.sh), in its volume. */
+const HOLD = "/var/lib/postgresql/data/conf/hold";
 
 describe("faults on a primary and 2 replicas", { timeout: 20 * 60_000 }, () => {
   // A small max_wal_size so "several times max_wal_size" of WAL is quick to write.
@@ -339,6 +342,56 @@ describe("faults on a primary and 2 replicas", { timeout: 20 * 60_000 }, () => {
       for (const s of secrets) assert.ok(!text.includes(s), `a password appears in the ${what}`);
     }
     assert.ok(logs.includes("database system is ready to accept"), "the logs were read");
+  });
+
+  // Last in this block: it moves the primary to replica-1.
+  it("9. SIGKILL of the old primary while a switchover stops it: the next up converges, one primary, no acknowledged id lost", async (t) => {
+    await queryAt(primary, "CREATE TABLE sw_kill (id int PRIMARY KEY)");
+    const writer = new AckWriter({
+      endpoints: nodes,
+      password: SUPERUSER_PASSWORD,
+      table: "sw_kill",
+    });
+    writer.start();
+    await sleep(500);
+    const target = `${c}-replica-1`;
+    const first = stack.up({ primary: target }).then(
+      () => "completed",
+      (err: Error) => `failed: ${err.message.split("\n").find((l) => /ERROR|error/.test(l)) ?? ""}`,
+    );
+    // The demotion has begun once the old primary holds (conf/hold in its volume): watched from
+    // inside the container, every 10 ms, and killed at once.
+    // (Asynchronously: the writer and the up run in this process.)
+    const watched = await new Promise<number | null>((resolve) => {
+      const loop = `for i in $(seq 18000); do [ -e ${HOLD} ] && exit 0; sleep 0.01; done; exit 1`;
+      spawn("docker", ["exec", `${c}-primary`, "bash", "-c", loop]).on("close", resolve);
+    });
+    assert.equal(watched, 0, "the old primary's demotion began");
+    dockerCli("kill", "-s", "KILL", `${c}-primary`);
+    const firstResult = await first;
+    await sleep(500);
+    ensureStarted(`${c}-primary`);
+    const { outputs } = await stack.up({ primary: target });
+    await sleep(300);
+    await writer.stop();
+    const roles = await Promise.all(
+      nodes.map(async (n) => {
+        const [r] = await queryAt<{ standby: boolean }>(n, "SELECT pg_is_in_recovery() AS standby");
+        return r.standby;
+      }),
+    );
+    assert.deepEqual(roles, [true, false, true], "replica-1 is the one primary");
+    assert.equal((outputs.replicationReport as { primary: { name: string } }).primary.name, target);
+    for (const n of nodes) {
+      assert.deepEqual(
+        await missingIds(n, "sw_kill", writer.acked),
+        [],
+        `acknowledged ids on ${n}`,
+      );
+    }
+    t.diagnostic(
+      `first up ${firstResult}; the next up converged; ${writer.acked.length} acknowledged ids on every node, longest write gap ${writer.longestGapMs()} ms`,
+    );
   });
 });
 
