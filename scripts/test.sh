@@ -60,6 +60,8 @@ for layer in "${layers[@]}"; do
       source scripts/env.sh
       # e2e runs on every PostgreSQL major we build images for; the fault layer on the first.
       read -ra majors <<<"${PG_CLUSTER_E2E_MAJORS:-15 17}"
+      # Every major's image exists either way: the fault layer swaps majors (the version guard).
+      for major in "${majors[@]}"; do bash scripts/provision-image.sh --local "$major" >/dev/null; done
       [ "$layer" = e2e ] || majors=("${majors[0]}")
       for major in "${majors[@]}"; do
         bash scripts/provision-image.sh --local "$major" >/dev/null

@@ -15,8 +15,9 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
 
   it("brings up a primary and 2 replicas that serve the seeded rows and replicate a new one", async () => {
     const { outputs, summary } = await stack.up();
-    // network, 3 volumes, 3 containers, 2 slot steps, the router, the topology step and the post-step
-    assert.equal(summary.create, 12);
+    // network, 3 volumes, 3 containers, 2 slot steps, the router, the version guard, the topology
+    // step and the post-step
+    assert.equal(summary.create, 13);
     endpoints = {
       primary: outputs.primaryEndpoint as string,
       replicas: outputs.replicaEndpoints as string[],
@@ -99,9 +100,9 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     );
     await stack.expectNoChanges();
     const preview = await stack.preview();
-    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 12 });
+    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 13 });
     const { summary } = await stack.up();
-    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 12 });
+    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 13 });
     const afterUp = await Promise.all(
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );

@@ -63,11 +63,18 @@ else
       const cluster = schema.resources["pg-cluster:index:PostgresCluster"];
       assert.equal(cluster.isComponent, true);
 
-      // Inputs: every defaulted argument, primary (its default is derived from the name) and the
-      // two passwords, which are the required ones.
+      // Inputs: every defaulted argument, those whose defaults are derived (primary from the
+      // name, the router's ports from primaryPort) and the two passwords, the required ones.
       assert.deepEqual(
         Object.keys(cluster.inputProperties).sort(),
-        [...Object.keys(DEFAULTS), "primary", "superuserPassword", "replicationPassword"].sort(),
+        [
+          ...Object.keys(DEFAULTS),
+          "primary",
+          "readWritePort",
+          "readOnlyPort",
+          "superuserPassword",
+          "replicationPassword",
+        ].sort(),
       );
       assert.deepEqual(cluster.requiredInputs.sort(), ["replicationPassword", "superuserPassword"]);
       // The replica count decides how many resources exist: a plain value, never an Output.
@@ -86,6 +93,7 @@ else
         "pg-cluster:index:PrimaryReport",
         "pg-cluster:index:ReplicaReport",
         "pg-cluster:index:ReplicationReport",
+        "pg-cluster:index:RouterReport",
       ]);
       assert.ok("caughtUp" in schema.types["pg-cluster:index:ReplicaReport"].properties);
     });

@@ -17,6 +17,7 @@ import {
 } from "../lib/faults";
 import { AckWriter } from "../lib/writer";
 import {
+  IMAGE,
   REPLICATION_PASSWORD,
   SUPERUSER_PASSWORD,
   dockerObjects,
@@ -481,8 +482,9 @@ describe("bad input and a broken environment", { timeout: 10 * 60_000 }, () => {
       await assert.rejects(stack.up(bad), message, JSON.stringify(bad));
     }
     const { summary } = await stack.preview();
-    // network, 2 volumes, 2 containers, the slot step, the topology step and the post-step
-    assert.equal(summary.create, 8, "nothing was created by the rejected runs");
+    // network, 2 volumes, 2 containers, the router, the version guard, the slot step, the
+    // topology step and the post-step
+    assert.equal(summary.create, 10, "nothing was created by the rejected runs");
     assert.deepEqual(await dockerObjects(stack.clusterName), {
       containers: [],
       volumes: [],
@@ -541,5 +543,28 @@ describe("bad input and a broken environment", { timeout: 10 * 60_000 }, () => {
     const { summary } = await stack.up();
     assert.ok(summary.create > 0);
     assert.ok(await accepting(`localhost:${stack.basePort}`));
+  });
+
+  it("8e. an image of another PostgreSQL major: refused within seconds naming both majors, no container replaced", async (t) => {
+    const names = ["primary", "replica-1"].map((n) => `${stack.clusterName}-${n}`);
+    const ids = () => names.map((n) => dockerCli("inspect", "-f", "{{.Id}}", n));
+    const before = ids();
+    const [major, other] = IMAGE.endsWith(":15") ? ["15", "17"] : ["17", "15"];
+    const t0 = Date.now();
+    await assert.rejects(stack.up({ image: `pg-cluster-postgres:${other}` }), (err: Error) => {
+      assert.match(
+        err.message,
+        new RegExp(
+          `image pg-cluster-postgres:${other} runs PostgreSQL ${other}, but the data in .*-primary-data.* was written by PostgreSQL ${major}; nothing was changed \\(no container was replaced\\)`,
+        ),
+      );
+      assert.match(err.message, /pg_upgrade/);
+      return true;
+    });
+    const seconds = (Date.now() - t0) / 1000;
+    assert.deepEqual(ids(), before, "no container was replaced");
+    // With the image set back, there is nothing to do.
+    await stack.expectNoChanges();
+    t.diagnostic(`refused after ${seconds.toFixed(1)} s (the whole failed up)`);
   });
 });

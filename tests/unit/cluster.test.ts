@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, it } from "node:test";
+import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { PASSWORDS, build, inputIsSecret, isSecret, plain, recorded, valueOf } from "./harness";
@@ -17,11 +18,11 @@ const byType = <T extends { type: string }>(rs: T[], type: string): T[] =>
 
 describe("PostgresCluster resources", () => {
   for (const [replicas, expected] of [
-    // containers: one per node and the router; commands: the topology step, the post-step and
-    // one slot lifetime per replica node
-    [0, { containers: 2, volumes: 1, networks: 1, commands: 2 }],
-    [1, { containers: 3, volumes: 2, networks: 1, commands: 3 }],
-    [3, { containers: 5, volumes: 4, networks: 1, commands: 5 }],
+    // containers: one per node and the router; commands: the version guard, the topology step,
+    // the post-step and one slot lifetime per replica node
+    [0, { containers: 2, volumes: 1, networks: 1, commands: 3 }],
+    [1, { containers: 3, volumes: 2, networks: 1, commands: 4 }],
+    [3, { containers: 5, volumes: 4, networks: 1, commands: 6 }],
   ] as const) {
     it(`creates the right resources for ${replicas} replica(s)`, async () => {
       const { recorded: rs } = await build(`count${replicas}`, { replicas });
@@ -76,6 +77,7 @@ describe("PostgresCluster resources", () => {
       .sort();
     assert.deepEqual(logical, [
       "names-check",
+      "names-guard",
       "names-net",
       "names-primary",
       "names-primary-data",
@@ -134,11 +136,21 @@ describe("PostgresCluster resources", () => {
       );
     }
     const check = find("pg-cluster:index:ReplicationCheck", "order-check");
+    const guard = find("command:local:Command", "order-guard");
+    assert.deepEqual(guard.dependsOn, [], "the version guard waits for nothing");
     const topology = find("pg-cluster:index:Topology", "order-topology");
     assert.ok(check.dependsOn.includes(cluster.topology), "post-step after the topology step");
     for (const node of [cluster.primary, ...cluster.replicas]) {
       assert.ok(check.dependsOn.includes(node), `post-step depends on ${node.nodeName}`);
       assert.ok(topology.dependsOn.includes(node), `topology step depends on ${node.nodeName}`);
+      // Every node container is created or replaced only after the version guard passed (the
+      // one command a container depends on).
+      assert.ok(
+        find("docker:index/container:Container", node.nodeName).dependsOn.some(
+          (d) => d instanceof command.local.Command,
+        ),
+        `${node.nodeName}'s container after the version guard`,
+      );
       // A volume waits for nothing, so every volume is made at the very start of an up.
       const volume = find("docker:index/volume:Volume", `${node.nodeName}-data`);
       assert.deepEqual(volume.dependsOn, [], `${node.nodeName}'s volume depends on nothing`);
@@ -168,8 +180,8 @@ describe("PostgresCluster resources", () => {
     );
     const children = rs.filter((r) => r.name !== "deps");
     // network; 3 nodes with volume and container; 2 slots, the topology step and the post-step
-    // with a command each; the router with its container
-    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2 + 2 + 2);
+    // with a command each; the router with its container; the version guard
+    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2 + 2 + 2 + 1);
     for (const r of children) {
       assert.ok(r.dependsOn.includes(before), `${r.type} ${r.name} depends on the user's resource`);
     }

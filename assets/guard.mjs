@@ -1,0 +1,92 @@
+// @ts-check
+/**
+ * The cluster's major-version guard: runs before any node container is created or replaced with
+ * a (new) image, and fails, changing nothing, when that image's PostgreSQL major differs from the
+ * one that wrote a node's data (`PG_VERSION` in its volume). A server cannot start on another
+ * major's data directory, so an image swap across majors would only take every node down.
+ *
+ * Environment (set by the PostgresCluster component):
+ *   PGC_IMAGE    the nodes' image
+ *   PGC_CLUSTER  the cluster's name: its volumes carry the label pg-cluster.cluster=<name>
+ * Uses the docker CLI with the environment's DOCKER_HOST (the engine the docker provider uses).
+ * Prints one JSON line: {"image", "major", "volumes": [{"volume", "major"}]} ("major" null when no
+ * volume holds data yet, so nothing had to be compared).
+ */
+import { spawnSync } from "node:child_process";
+import { log, requireEnv } from "./pgnode.mjs";
+
+/** @param {string[]} args @param {number} [timeoutMs] */
+function docker(args, timeoutMs = 60_000) {
+  const r = spawnSync("docker", args, { encoding: "utf8", timeout: timeoutMs });
+  if (r.error) throw new Error(`docker ${args[0]}: ${r.error.message}`);
+  return { ok: r.status === 0, out: r.stdout.trim(), err: r.stderr.trim() };
+}
+
+/** The last line of a docker error, which says what went wrong. @param {string} text */
+const lastLine = (text) => text.split("\n").filter(Boolean).pop() ?? "";
+
+function main() {
+  const image = requireEnv("PGC_IMAGE");
+  const cluster = requireEnv("PGC_CLUSTER");
+  const volumes = docker(["volume", "ls", "-q", "--filter", `label=pg-cluster.cluster=${cluster}`])
+    .out.split("\n")
+    .filter(Boolean);
+  if (volumes.length === 0) {
+    process.stdout.write(`${JSON.stringify({ image, major: null, volumes: [] })}\n`);
+    return;
+  }
+  if (!docker(["image", "inspect", image]).ok) {
+    log(`image ${image} is not on this Docker engine: pulling it`);
+    const pull = docker(["pull", image], 300_000);
+    if (!pull.ok) {
+      throw new Error(
+        `image ${image} is not on this Docker engine and cannot be pulled (${lastLine(pull.err)}); nothing was changed. Fix: pulumi config set image <an image this engine has or can pull>, e.g. the one the cluster runs now.`,
+      );
+    }
+  }
+  // One container reads the server's version and every volume's PG_VERSION (read-only mounts).
+  const mounts = volumes.flatMap((v, i) => ["-v", `${v}:/pgc/${i}:ro`]);
+  const script =
+    'postgres --version; for i in "$@"; do printf "%s %s\\n" "$i" "$(cat /pgc/$i/pgdata/PG_VERSION 2>/dev/null)"; done';
+  const run = docker([
+    "run",
+    "--rm",
+    "--network",
+    "none",
+    "--entrypoint",
+    "bash",
+    ...mounts,
+    image,
+    "-c",
+    script,
+    "_",
+    ...volumes.map((_, i) => String(i)),
+  ]);
+  const major = /\(PostgreSQL\) (\d+)/.exec(run.out)?.[1];
+  if (!run.ok || !major) {
+    throw new Error(
+      `cannot read the PostgreSQL version of image ${image} (docker run: ${lastLine(run.err) || run.out}); nothing was changed. Fix: use an image that meets the image contract in README.md (postgres on PATH, bash).`,
+    );
+  }
+  const found = run.out
+    .split("\n")
+    .slice(1)
+    .map((line) => line.split(" "))
+    .map(([i, v]) => ({ volume: volumes[Number(i)], major: v || null }));
+  const other = found.filter((f) => f.major !== null && f.major !== major);
+  if (other.length > 0) {
+    const was = [...new Set(other.map((f) => f.major))].join(", ");
+    throw new Error(
+      `image ${image} runs PostgreSQL ${major}, but the data in ${other.map((f) => f.volume).join(", ")} was written by PostgreSQL ${was}; nothing was changed (no container was replaced). A server cannot run on another major's data directory, so a major upgrade is not an image swap. Fix: set the image back to a PostgreSQL ${was} image (pulumi config set image <it>); to move to ${major}, upgrade with pg_upgrade into new volumes, or bring up a new cluster on ${major} and move the data by logical replication or pg_dump/pg_restore.`,
+    );
+  }
+  log(`image ${image} runs PostgreSQL ${major}, as the data in every volume does`);
+  process.stdout.write(`${JSON.stringify({ image, major, volumes: found })}\n`);
+}
+
+try {
+  main();
+} catch (err) {
+  log(`ERROR: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+}
