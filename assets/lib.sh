@@ -106,7 +106,7 @@ pgc_network() {
 # (postgresql.auto.conf), where a switchover changes it without replacing the container.
 pgc_render_config() {
   local cidr gateway reject=""
-  pgc_require PGC_SUPERUSER PGC_REPLICATION_USER PGC_MAX_WAL_SENDERS PGC_MAX_REPLICATION_SLOTS PGC_MAX_SLOT_WAL_KEEP_SIZE PGC_MAX_WAL_SIZE
+  pgc_require PGC_SUPERUSER PGC_REPLICATION_USER PGC_MAX_WAL_SENDERS PGC_MAX_REPLICATION_SLOTS
   cidr="${PGC_REPLICATION_CIDR:-}"
   gateway="${PGC_REJECT_ADDRESS-__auto__}"
   if [ -z "$cidr" ] || [ "$gateway" = __auto__ ]; then
@@ -136,8 +136,11 @@ pgc_render_config() {
     # A standby must have at least the primary's values for these, so every node gets the same.
     echo "max_wal_senders = $PGC_MAX_WAL_SENDERS"
     echo "max_replication_slots = $PGC_MAX_REPLICATION_SLOTS"
-    echo "max_slot_wal_keep_size = '$PGC_MAX_SLOT_WAL_KEEP_SIZE'"
-    echo "max_wal_size = '$PGC_MAX_WAL_SIZE'"
+    # Reloadable settings are not here: the topology step sets them with ALTER SYSTEM and a
+    # reload (postgresql.auto.conf, which is read after this file), so changing one replaces and
+    # restarts nothing. These lines only give a node started on its own (tests) a value.
+    [ -z "${PGC_MAX_SLOT_WAL_KEEP_SIZE:-}" ] || echo "max_slot_wal_keep_size = '$PGC_MAX_SLOT_WAL_KEEP_SIZE'"
+    [ -z "${PGC_MAX_WAL_SIZE:-}" ] || echo "max_wal_size = '$PGC_MAX_WAL_SIZE'"
     echo "min_wal_size = '${PGC_MIN_WAL_SIZE:-32MB}'"
   } >"$PGC_CONF_DIR/node.conf"
   chmod 600 "$PGC_CONF_DIR"/*.conf

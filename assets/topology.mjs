@@ -18,6 +18,8 @@
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE, PGC_REPLICATION_USER
  *   PGC_SYNCHRONOUS_REPLICAS  k for `ANY k (...)` over the standbys (0: asynchronous)
  *   PGC_SWITCHOVER_MAX_LAG_BYTES  refuse a candidate further behind (default 16 MiB)
+ *   PGC_SETTINGS         {"<setting>": "<size>", ...}: reloadable size settings every node must
+ *                        have; set by ALTER SYSTEM and pg_reload_conf(), never by a restart
  *   PGC_TIMEOUT_SECONDS  bound on waiting for a node (default 120)
  *   PGC_CTL              optional {"<node>": {"argv": [...], "env": {...}}}: how to run a node's
  *                        ctl.sh (default: docker exec <node> bash /opt/pg-cluster/ctl.sh)
@@ -478,6 +480,7 @@ async function converge(
       act(`dropped stale slot ${slot_name} on ${o.node.name}`);
     }
   }
+  await applySettings([p, ...others.map((o) => o.node)]);
   // The router's read-only backend: every streaming standby in, the primary out (also after a
   // run that stopped half-way).
   await tellRouter(
@@ -502,6 +505,46 @@ async function converge(
     });
     act(`synchronous_standby_names = '${names}' on ${p.name}`);
   }
+}
+
+/**
+ * Every node gets the reloadable settings asked for (PGC_SETTINGS): `ALTER SYSTEM` where a value
+ * differs (compared as sizes, so "1024MB" is "1GB"), then `pg_reload_conf()`, and a wait until
+ * new sessions see it. No restart: these are `sighup` settings.
+ * @param {TopologyNode[]} nodes
+ */
+async function applySettings(nodes) {
+  /** @type {Record<string, string>} */
+  const wanted = process.env.PGC_SETTINGS ? jsonEnv("PGC_SETTINGS") : {};
+  const entries = Object.entries(wanted);
+  if (entries.length === 0) return;
+  const differing = async (/** @type {TopologyNode} */ node) => {
+    const names = [];
+    for (const [name, value] of entries) {
+      const [r] = await query(
+        node,
+        "SELECT pg_size_bytes(current_setting($1)) = pg_size_bytes($2) AS same",
+        [name, value],
+      );
+      if (!r.same) names.push(name);
+    }
+    return names;
+  };
+  await Promise.all(
+    nodes.map(async (node) => {
+      const names = await differing(node);
+      if (names.length === 0) return;
+      // Names come from the component's fixed list, values are validated sizes.
+      for (const name of names) await query(node, `ALTER SYSTEM SET ${name} = '${wanted[name]}'`);
+      await query(node, "SELECT pg_reload_conf()");
+      await waitUntil(`${names.join(", ")} reloaded on ${node.name}`, 10_000, async () => {
+        return (await differing(node)).length === 0;
+      });
+      act(
+        `${node.name}: ${names.map((n) => `${n} = ${wanted[n]}`).join(", ")} (reload, no restart)`,
+      );
+    }),
+  );
 }
 
 /**

@@ -11,6 +11,7 @@ export {
   DEFAULTS,
   MAX_CLUSTER_NAME_LENGTH,
   MAX_REPLICAS,
+  RELOADABLE_SETTINGS,
   clusterNodeNames,
   replicationCapacity,
   validateClusterArgs,

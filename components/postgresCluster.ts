@@ -12,6 +12,7 @@ import {
   ClusterSettings,
   PostgresClusterArgs,
   ProblemList,
+  RELOADABLE_SETTINGS,
   checkPassword,
   validateClusterArgs,
 } from "./settings";
@@ -220,6 +221,15 @@ export class PostgresCluster extends pulumi.ComponentResource {
         environment: {
           ...stepEnv,
           PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
+          // Applied to every node by ALTER SYSTEM and a reload: a change re-runs only this step.
+          PGC_SETTINGS: JSON.stringify(
+            Object.fromEntries(
+              Object.entries(RELOADABLE_SETTINGS).map(([arg, setting]) => [
+                setting,
+                s[arg as keyof typeof RELOADABLE_SETTINGS],
+              ]),
+            ),
+          ),
           PGC_HEALTH_PASSWORD: health,
           PGC_ROUTER: routerName,
         },
@@ -382,8 +392,6 @@ function nodeEnv(
     PGC_REPLICATION_USER: s.replicationUser,
     PGC_MAX_WAL_SENDERS: String(s.maxWalSenders),
     PGC_MAX_REPLICATION_SLOTS: String(s.maxReplicationSlots),
-    PGC_MAX_SLOT_WAL_KEEP_SIZE: s.maxSlotWalKeepSize,
-    PGC_MAX_WAL_SIZE: s.maxWalSize,
   };
   return pulumi
     .all(secrets)

@@ -22,6 +22,16 @@ export const DEFAULTS = {
   routerImage: "haproxy:2.6",
 } as const;
 
+/**
+ * Arguments applied to running nodes by `ALTER SYSTEM` and `pg_reload_conf()` (PostgreSQL context
+ * `sighup`): changing one replaces and restarts no container. Argument -> PostgreSQL setting.
+ * (`synchronousReplicas` is reloaded too, as `synchronous_standby_names` on the primary.)
+ */
+export const RELOADABLE_SETTINGS = {
+  maxWalSize: "max_wal_size",
+  maxSlotWalKeepSize: "max_slot_wal_keep_size",
+} as const;
+
 /** Arguments of a {@link PostgresCluster}. */
 export interface PostgresClusterArgs {
   /**

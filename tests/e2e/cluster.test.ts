@@ -113,6 +113,33 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     }
   });
 
+  it("changes maxWalSize and maxSlotWalKeepSize by a reload: no container replaced or restarted", async () => {
+    const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
+    const before = await Promise.all(names.map(inspectContainer));
+    const serverStart = (i: number) =>
+      queryAt<{ t: string }>(
+        `localhost:${stack.basePort + i}`,
+        "SELECT pg_postmaster_start_time()::text AS t",
+      ).then((rows) => rows[0].t);
+    const startedBefore = await Promise.all(names.map((_, i) => serverStart(i)));
+    const { summary } = await stack.up({ maxWalSize: "2GB", maxSlotWalKeepSize: "512MB" });
+    assert.equal(summary.replace ?? 0, 0, "nothing replaced");
+    const afterUp = await Promise.all(names.map(inspectContainer));
+    for (const [i, info] of afterUp.entries()) {
+      assert.equal(info?.Id, before[i]?.Id, `${names[i]} kept`);
+      assert.equal(info?.State.StartedAt, before[i]?.State.StartedAt, `${names[i]} not restarted`);
+      const [r] = await queryAt<{ wal: string; keep: string }>(
+        `localhost:${stack.basePort + i}`,
+        "SELECT current_setting('max_wal_size') AS wal, current_setting('max_slot_wal_keep_size') AS keep",
+      );
+      assert.deepEqual([r.wal, r.keep], ["2GB", "512MB"], `settings on ${names[i]}`);
+      assert.equal(await serverStart(i), startedBefore[i], `${names[i]}'s server not restarted`);
+    }
+    // Back to the base config, the same way (the later tests expect it).
+    await stack.up();
+    await stack.expectNoChanges();
+  });
+
   it("scales 2 -> 3 without touching the primary or the existing replicas", async () => {
     const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
     const before = await Promise.all(names.map(inspectContainer));

@@ -8,7 +8,8 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { PASSWORDS, build, inputIsSecret, isSecret, plain, recorded, valueOf } from "./harness";
-import { PostgresCluster, replicationCapacity } from "../../components";
+import { DEFAULTS, PostgresCluster, replicationCapacity } from "../../components";
+import { RELOADABLE_SETTINGS } from "../../components/settings";
 import { ASSETS_DIR } from "../../components/assets";
 import { healthPassword } from "../../components/router";
 
@@ -427,6 +428,39 @@ describe("PostgresCluster resources", () => {
         internalEndpoint: "role-replica-2:5432",
       },
     ]);
+  });
+
+  it("changes a reloadable setting without touching any container: only the topology step's settings differ", async () => {
+    const args = { replicas: 2, primaryPort: 16432, replicaBasePort: 16433 };
+    // One value per reloadable argument, other than its default.
+    const changed = Object.fromEntries(Object.keys(RELOADABLE_SETTINGS).map((k) => [k, "2GB"]));
+    const before = await build("reload", args);
+    const after = await build("reload", { ...args, ...changed });
+    const dockerInputs = (rs: typeof before.recorded) =>
+      rs.filter((r) => r.type.startsWith("docker:")).map((r) => [r.name, plain(r.inputs)]);
+    assert.deepEqual(dockerInputs(after.recorded), dockerInputs(before.recorded));
+    const topology = (rs: typeof before.recorded) =>
+      byType(rs, "command:local:Command").find((c) => c.name === "reload-topology");
+    const settings = (rs: typeof before.recorded) =>
+      JSON.parse(plain<Record<string, string>>(topology(rs)?.inputs.environment).PGC_SETTINGS);
+    assert.deepEqual(
+      settings(after.recorded),
+      Object.fromEntries(Object.values(RELOADABLE_SETTINGS).map((name) => [name, "2GB"])),
+    );
+    assert.deepEqual(
+      settings(before.recorded),
+      Object.fromEntries(
+        Object.entries(RELOADABLE_SETTINGS).map(([arg, name]) => [
+          name,
+          DEFAULTS[arg as keyof typeof RELOADABLE_SETTINGS],
+        ]),
+      ),
+    );
+    // The same triggers: the step re-runs because its environment changed, and replaces nothing.
+    assert.deepEqual(
+      topology(after.recorded)?.inputs.triggers,
+      topology(before.recorded)?.inputs.triggers,
+    );
   });
 
   it("does not change the primary's inputs when scaling 2 -> 3 (no restart)", async () => {
