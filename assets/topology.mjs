@@ -553,10 +553,10 @@ async function applySettings(nodes) {
  * populated node answers (or is held by us), and no standby has replayed more than it. Returns the
  * node that is writable after it: the desired one, or an old primary started again because its
  * demotion was cut short by a crash (the caller then moves the primary by a switchover).
- * @param {Observed[]} seen @param {Observed} desiredSeen @param {number} timeoutMs
+ * @param {Observed[]} seen @param {Observed} desiredSeen
  * @returns {Promise<TopologyNode>}
  */
-async function withoutWritableNode(seen, desiredSeen, timeoutMs) {
+async function withoutWritableNode(seen, desiredSeen) {
   const desired = desiredSeen.node;
   const silent = seen.filter(
     (o) => o !== desiredSeen && !o.sql && !o.ctl?.hold && o.ctl?.volume === "populated",
@@ -574,17 +574,24 @@ async function withoutWritableNode(seen, desiredSeen, timeoutMs) {
     act(`${desired.name} was stopped by an unfinished switchover; it is the primary again`);
     return desired;
   }
-  const crashed = seen.find((o) => o.ctl?.hold && o.ctl.state !== "shut down");
-  if (crashed) {
-    // A demotion cut short by a crash (the node was killed while it stopped): its last WAL is
-    // unknown and may hold acknowledged commits no standby received. No node is writable and no
-    // standby was promoted, so starting it as the primary again (crash recovery) is safe; the
-    // primary then moves by a planned switchover, which proves the candidate has everything.
-    await ctl(crashed.node, "undemote");
+  const held = seen.find((o) => o !== desiredSeen && o.ctl?.hold);
+  if (held?.ctl) {
+    // An earlier run stopped this old primary for a switchover and did not finish. If it stopped
+    // cleanly and the candidate has replayed its shutdown checkpoint (its last WAL), the
+    // candidate holds every commit: promote it. Otherwise (a crash during the stop, or WAL the
+    // candidate never received) only the old primary has it: no node is writable and none was
+    // promoted, so start it as the primary again, and the switchover starts over.
+    const end = held.ctl.state === "shut down" ? held.ctl.checkpointLsn : null;
+    const replayed = desiredSeen.sql?.replayLsn;
+    if (end && desiredSeen.sql?.inRecovery && replayed && lsnBytes(replayed) > lsnBytes(end)) {
+      await promote(desired, `it had replayed ${held.node.name}'s shutdown checkpoint ${end}`);
+      return desired;
+    }
+    await ctl(held.node, "undemote");
     act(
-      `${crashed.node.name} was killed while a switchover stopped it (state: ${crashed.ctl?.state}); it is the primary again, and the switchover starts over`,
+      `${held.node.name} was stopped by an unfinished switchover (state: ${held.ctl.state}) and ${desired.name} lacks its last WAL; it is the primary again, and the switchover starts over`,
     );
-    return crashed.node;
+    return held.node;
   }
   if (!desiredSeen.sql?.inRecovery || !desiredSeen.sql.replayLsn) {
     throw new Error(
@@ -600,12 +607,7 @@ async function withoutWritableNode(seen, desiredSeen, timeoutMs) {
       `${ahead.node.name} has replayed more WAL (${ahead.sql?.replayLsn}) than ${desired.name} (${desiredSeen.sql.replayLsn}); nothing was changed. Set primary to ${ahead.node.name}, then pulumi up.`,
     );
   }
-  const stopped = seen.find((o) => o.ctl?.hold && o.ctl.state === "shut down");
-  if (stopped?.ctl) {
-    await promoteAfter(desired, stopped.node, stopped.ctl, timeoutMs);
-  } else {
-    await promote(desired, "no other node holds newer WAL");
-  }
+  await promote(desired, "no other node holds newer WAL");
   return desired;
 }
 
@@ -657,9 +659,7 @@ async function main() {
     );
   }
   const primary =
-    writable.length === 0
-      ? await withoutWritableNode(seen, desiredSeen, timeoutMs)
-      : writable[0].node;
+    writable.length === 0 ? await withoutWritableNode(seen, desiredSeen) : writable[0].node;
   if (primary !== desired) {
     if (writable.length === 0) {
       // Started again just now: its standbys reconnect within a second or two.

@@ -9,6 +9,8 @@
  *   PGC_DESIRED_PRIMARY  the node that must be the primary (the topology step made it so); every
  *                      other node is checked as its standby
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE
+ *   PGC_NODE_CONTAINERS      "1": each node is the Docker container of its name (docker CLI with the
+ *                            environment's DOCKER_HOST), so the report can say it was replaced
  *   PGC_ROUTER_ENDPOINTS     optional {"readWrite": {"host","port"}, "readOnly": {...}}: the
  *                            router's endpoints, each proven to reach a node of the right role
  *   PGC_TIMEOUT_SECONDS      (default 120) the primary must accept connections within this long
@@ -16,6 +18,7 @@
  *                            (its clone or its replay advancing), so a clone of a large primary
  *                            is waited out as long as it advances
  */
+import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 
@@ -195,6 +198,55 @@ async function waitForReplay(primary, replica, lsn, runId, timeoutMs) {
   }
 }
 
+/** When the previous post-step wrote its marker (the end of the last up that verified), or null. */
+async function previousMarker(/** @type {import("pg").Client} */ primary) {
+  try {
+    const { rows } = await primary.query(
+      "SELECT extract(epoch FROM written_at)::float8 * 1000 AS t FROM pgcluster.marker WHERE id = 1",
+    );
+    return rows[0]?.t ? new Date(rows[0].t) : null;
+  } catch (err) {
+    // No marker table yet: a new cluster.
+    if (/does not exist/.test(String(err))) return null;
+    throw err;
+  }
+}
+
+/**
+ * What this up did to a node, judged against the previous post-step's marker: `created` (no
+ * earlier verified up, or its data directory was written since: a new node, or a re-clone),
+ * `replaced` (its container was created since), `restarted` (its server started since),
+ * `reloaded` (its configuration was reloaded since), or `nothing`.
+ * @param {import("./pgnode.mjs").NodeAddress} node @param {Date | null} since
+ */
+async function lastUp(node, since) {
+  if (!since) return "created";
+  const client = await connect(node, Date.now() + 5000);
+  let t;
+  try {
+    [t] = (
+      await client.query(
+        `SELECT extract(epoch FROM (pg_stat_file('PG_VERSION')).modification)::float8 * 1000 AS data,
+                extract(epoch FROM pg_postmaster_start_time())::float8 * 1000 AS started,
+                extract(epoch FROM pg_conf_load_time())::float8 * 1000 AS loaded`,
+      )
+    ).rows;
+  } finally {
+    await client.end();
+  }
+  // Its data directory is new: initdb or a clone wrote it during this up.
+  if (new Date(t.data) > since) return "created";
+  if (process.env.PGC_NODE_CONTAINERS === "1") {
+    const r = spawnSync("docker", ["inspect", "-f", "{{.Created}}", node.name], {
+      encoding: "utf8",
+    });
+    if (r.status === 0 && new Date(r.stdout.trim()) > since) return "replaced";
+  }
+  if (new Date(t.started) > since) return "restarted";
+  if (new Date(t.loaded) > since) return "reloaded";
+  return "nothing";
+}
+
 /** A verdict on a replica, as opposed to a lost connection, which is retried. */
 class Fatal extends Error {}
 
@@ -277,6 +329,8 @@ async function main() {
     }
     const inserted = await seed(primary);
     log(`Wizards seeded (${inserted} row(s) inserted)`);
+    const since = await previousMarker(primary);
+    log(`previous verified up: ${since ? since.toISOString() : "none"}`);
     const runId = randomUUID();
     const lsn = await writeMarker(primary, runId);
     log(`marker ${runId} written at LSN ${lsn}; waiting for ${replicas.length} replica(s)`);
@@ -302,10 +356,15 @@ async function main() {
       ),
     };
     const status = await replicationStatus(primary);
+    const changes = await Promise.all(
+      nodes.map((n) => lastUp(n, since).catch((err) => `unknown (${err.message})`)),
+    );
+    const changeOf = (/** @type {import("./pgnode.mjs").NodeAddress} */ n) =>
+      changes[nodes.indexOf(n)];
     const primaryRows = (await primary.query("SELECT count(*)::int AS n FROM wizards")).rows[0].n;
     /** @type {import("../components/replicationCheck").ReplicationReport} */
     const report = {
-      primary: { name: primaryNode.name, lsn, wizards: primaryRows },
+      primary: { name: primaryNode.name, lsn, wizards: primaryRows, lastUp: changeOf(primaryNode) },
       replicas: replicas.map((r, i) => {
         const stat =
           status.find((s) => s.slot_name === r.slot) ??
@@ -325,6 +384,7 @@ async function main() {
           wizards: caughtUp?.wizards,
           clones: caughtUp?.node?.clones,
           lastCloneReason: caughtUp?.node?.lastCloneReason,
+          lastUp: changeOf(r),
         });
       }),
       ...(endpoints ? { endpoints } : {}),

@@ -242,6 +242,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
       {
         environment: {
           ...stepEnv,
+          PGC_NODE_CONTAINERS: "1",
+          // What the topology step did: when a run of it changed something (a reload, say), the
+          // post-step runs again and reports it.
+          PGC_TOPOLOGY_RESULT: topology.step.stdout,
           PGC_ROUTER_ENDPOINTS: JSON.stringify({
             readWrite: routed(s.readWritePort),
             readOnly: routed(s.readOnlyPort),

@@ -33,6 +33,8 @@ export interface ReplicaReport {
   clones?: number;
   /** Why it last cloned (`initial clone`, `slot lost`). */
   lastCloneReason?: string;
+  /** What this up did to it: see {@link PrimaryReport.lastUp}. */
+  lastUp?: string;
 }
 
 /** The primary's line in the {@link ReplicationReport}. */
@@ -43,6 +45,12 @@ export interface PrimaryReport {
   lsn: string;
   /** Rows in `wizards` on the primary. */
   wizards: number;
+  /**
+   * What this up did to the node, judged against the previous verified up: `created` (a new
+   * node), `replaced` (a new container on its volume), `restarted` (its server), `reloaded` (its configuration), or
+   * `nothing`.
+   */
+  lastUp?: string;
 }
 
 /** Where the router's endpoints lead, as the post-step found by connecting through them. */

@@ -12,6 +12,13 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
   });
 
   let endpoints: { primary: string; replicas: string[] };
+  type Report = {
+    primary: { lastUp: string };
+    replicas: { name: string; state: string; caughtUp: boolean; lastUp: string }[];
+    endpoints: { readWrite: string; readOnly: string };
+  };
+  /** What the last up did to each node, the primary first. */
+  const lastUps = (r: Report) => [r.primary.lastUp, ...r.replicas.map((x) => x.lastUp)];
 
   it("brings up a primary and 2 replicas that serve the seeded rows and replicate a new one", async () => {
     const { outputs, summary } = await stack.up();
@@ -76,10 +83,8 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
       readers.add(sessions[0].node);
     }
     assert.deepEqual([...readers].sort(), [`${c}-replica-1`, `${c}-replica-2`], "round-robin");
-    const report = outputs.replicationReport as {
-      replicas: { name: string; state: string; caughtUp: boolean }[];
-      endpoints: { readWrite: string; readOnly: string };
-    };
+    const report = outputs.replicationReport as Report;
+    assert.deepEqual(lastUps(report), ["created", "created", "created"]);
     assert.equal(report.endpoints.readWrite, `${c}-primary`);
     assert.match(report.endpoints.readOnly, /-replica-[12]$/);
     assert.deepEqual(
@@ -122,8 +127,16 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
         "SELECT pg_postmaster_start_time()::text AS t",
       ).then((rows) => rows[0].t);
     const startedBefore = await Promise.all(names.map((_, i) => serverStart(i)));
-    const { summary } = await stack.up({ maxWalSize: "2GB", maxSlotWalKeepSize: "512MB" });
+    const { summary, outputs } = await stack.up({
+      maxWalSize: "2GB",
+      maxSlotWalKeepSize: "512MB",
+    });
     assert.equal(summary.replace ?? 0, 0, "nothing replaced");
+    assert.deepEqual(lastUps(outputs.replicationReport as Report), [
+      "reloaded",
+      "reloaded",
+      "reloaded",
+    ]);
     const afterUp = await Promise.all(names.map(inspectContainer));
     for (const [i, info] of afterUp.entries()) {
       assert.equal(info?.Id, before[i]?.Id, `${names[i]} kept`);
@@ -172,6 +185,12 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     );
     assert.equal(rows.length, 1);
     assert.equal((outputs.replicaEndpoints as string[]).length, 3);
+    assert.deepEqual(lastUps(outputs.replicationReport as Report), [
+      "nothing",
+      "nothing",
+      "nothing",
+      "created",
+    ]);
   });
 
   it("scales 3 -> 1: removed replicas' containers, volumes and slots are gone", async () => {

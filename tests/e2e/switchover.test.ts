@@ -62,7 +62,7 @@ else
       }
     }
 
-    it("moves the primary to replica-1 and back under writes, losing no acknowledged commit and replacing no container", async () => {
+    it("moves the primary to replica-1 and back under writes, losing no acknowledged commit and replacing no container", async (t) => {
       await stack.up();
       await queryAt(endpoints[0], "CREATE TABLE acked (id int PRIMARY KEY)");
       const before = await containerIds();
@@ -111,6 +111,8 @@ else
         writer.start();
         routed.start();
         for (const p of Object.values(probes)) p.start();
+        // Stopped however the round ends: a running client would keep the test process alive.
+        t.after(() => Promise.all([writer, routed, ...Object.values(probes)].map((x) => x.stop())));
         await new Promise((r) => setTimeout(r, 500));
         const upStart = Date.now();
         const { outputs } = await stack.up({ primary: target, synchronousReplicas: sync });

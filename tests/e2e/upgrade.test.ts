@@ -177,8 +177,18 @@ else
         assert.equal(n, 1000, `rows on port ${port}`);
       }
       const report = up.outputs.replicationReport.value as {
-        replicas: { name: string; clones?: number }[];
+        primary: { lastUp?: string };
+        replicas: { name: string; clones?: number; lastUp?: string }[];
       };
       for (const r of report.replicas) assert.equal(r.clones, 1, `${r.name} did not clone again`);
+      // The report says what the up did: each node got a new container on its old volume.
+      assert.deepEqual(
+        [report.primary.lastUp, ...report.replicas.map((r) => r.lastUp)],
+        ["replaced", "replaced", "replaced"],
+        `the post-step's view (engine log of the up):\n${up.stdout
+          .split("\n")
+          .filter((l) => /check/.test(l))
+          .join("\n")}`,
+      );
     });
   });

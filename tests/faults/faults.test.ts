@@ -49,6 +49,7 @@ describe("faults on a primary and 2 replicas", { timeout: 20 * 60_000 }, () => {
     const writer = new CountingWriter(primary, "load_kill");
     await writer.prepare();
     writer.start();
+    t.after(() => writer.stop());
     await sleep(1500);
     dockerCli("kill", "-s", "KILL", `${c}-replica-1`);
     await sleep(1000);
@@ -111,6 +112,7 @@ describe("faults on a primary and 2 replicas", { timeout: 20 * 60_000 }, () => {
     const writer = new CountingWriter(primary, "load_restart", 1_000_000);
     await writer.prepare();
     writer.start();
+    t.after(() => writer.stop());
     await sleep(1000);
     const restart = spawnSync("docker", ["restart", "-t", "30", `${c}-primary`]);
     assert.equal(restart.status, 0);
@@ -136,6 +138,7 @@ describe("faults on a primary and 2 replicas", { timeout: 20 * 60_000 }, () => {
     const writer = new CountingWriter(primary, "load_crash", 2_000_000);
     await writer.prepare();
     writer.start();
+    t.after(() => writer.stop());
     await sleep(1500);
     dockerCli("kill", "-s", "KILL", `${c}-primary`);
     const killed = Date.now();
@@ -354,6 +357,8 @@ describe("faults on a primary and 2 replicas", { timeout: 20 * 60_000 }, () => {
       table: "sw_kill",
     });
     writer.start();
+    // A failed assertion must not leave the writer running (the test process would never end).
+    t.after(() => writer.stop());
     await sleep(500);
     const target = `${c}-replica-1`;
     const first = stack.up({ primary: target }).then(
