@@ -453,6 +453,72 @@ describe("a replica that falls behind max_slot_wal_keep_size", { timeout: 10 * 6
   });
 });
 
+describe("a lost primary", { timeout: 10 * 60_000 }, () => {
+  const stack = newStack("fltgone");
+  const c = stack.clusterName;
+  const nodes = [0, 1, 2].map((i) => `localhost:${stack.basePort + i}`);
+  after(async () => {
+    await stack.remove();
+  });
+
+  it("10. its container and volume removed: the up refuses, naming the most advanced replica; set as primary, it serves every row read-write and node 0 is rebuilt as its standby", async (t) => {
+    await stack.up();
+    await queryAt(nodes[0], "CREATE TABLE gone AS SELECT g AS id FROM generate_series(1, 1000) g");
+    await waitCaughtUp(nodes[0], nodes.slice(1));
+    dockerCli("rm", "-f", `${c}-primary`);
+    dockerCli("volume", "rm", `${c}-primary-data`);
+
+    let suggested = "";
+    // With --refresh, as `npm run up` runs when Docker differs from the state: the engine then
+    // sees the container and volume gone and makes them again, empty.
+    await assert.rejects(stack.up({}, { refresh: true }), (err: Error) => {
+      const m =
+        /the primary \S+-primary has an empty data volume, but .* hold this cluster.*Nothing was changed and no database was created.*pulumi config set primary (\S+), then pulumi up/s.exec(
+          err.message,
+        );
+      assert.ok(m, err.message.slice(-3000));
+      suggested = m[1];
+      return true;
+    });
+    assert.match(suggested, /-replica-[12]$/);
+    // No initdb happened on the recreated, empty node 0.
+    const status = JSON.parse(
+      dockerCli("exec", `${c}-primary`, "bash", "/opt/pg-cluster/ctl.sh", "status"),
+    ) as { volume: string };
+    assert.equal(status.volume, "empty", "node 0's new volume holds no database");
+
+    const { outputs } = await stack.up({ primary: suggested });
+    const rw = outputs.readWriteEndpoint as string;
+    const [r] = await queryAt<{ n: string; node: string; standby: boolean }>(
+      rw,
+      "SELECT count(*) AS n, current_setting('cluster_name') AS node, pg_is_in_recovery() AS standby FROM gone",
+    );
+    assert.deepEqual([Number(r.n), r.node, r.standby], [1000, suggested, false]);
+    await queryAt(rw, "INSERT INTO gone VALUES (1001)");
+    // Node 0 was re-cloned from the new primary and streams from it.
+    await waitUntil(
+      "node 0 replays the new row",
+      async () => {
+        const [x] = await queryAt<{ n: string; standby: boolean }>(
+          nodes[0],
+          "SELECT count(*) AS n, pg_is_in_recovery() AS standby FROM gone",
+        );
+        return Number(x.n) === 1001 && x.standby;
+      },
+      60_000,
+    );
+    const report = outputs.replicationReport as {
+      primary: { name: string };
+      replicas: { name: string; caughtUp: boolean; lastUp?: string }[];
+    };
+    assert.equal(report.primary.name, suggested);
+    const node0 = report.replicas.find((x) => x.name === `${c}-primary`);
+    assert.equal(node0?.caughtUp, true);
+    assert.equal(node0?.lastUp, "created");
+    t.diagnostic(`the up named ${suggested}; promoted, and node 0 rebuilt as its standby`);
+  });
+});
+
 describe("bad input and a broken environment", { timeout: 10 * 60_000 }, () => {
   const stack = newStack("fltenv", { replicas: "1" });
   after(async () => {
