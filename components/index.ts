@@ -28,5 +28,6 @@ export type {
 export type { Router } from "./router";
 export type { ReplicationCheck } from "./replicationCheck";
 export type { Topology, TopologyResult } from "./topology";
+export type { VersionCheck, VersionGuard } from "./versionGuard";
 export type { PostgresNode } from "./postgresNode";
 export type { ReplicationSlot } from "./replicationSlot";

@@ -1,12 +1,13 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { CONTAINER_PORT, hostProgram } from "./assets";
+import { CONTAINER_PORT } from "./assets";
 import { inheritedDependsOn } from "./options";
 import { PostgresNode } from "./postgresNode";
 import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
 import { ROUTER_PORTS, Router, healthPassword } from "./router";
 import { Topology } from "./topology";
+import { VersionGuard } from "./versionGuard";
 import {
   ClusterConfigError,
   ClusterSettings,
@@ -139,13 +140,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
     // Before any node container is created or replaced with an image: that image's PostgreSQL
     // major must be the one the volumes' data was written by (assets/guard.mjs), or the up stops
     // here, having replaced nothing.
-    const { step: guard } = hostProgram<MajorVersionCheck>(
-      `${name}-guard`,
-      "guard.mjs",
-      { environment: { PGC_IMAGE: s.image, PGC_CLUSTER: name }, triggers: [s.image] },
-      this,
-      userDeps,
-    );
+    const guard = new VersionGuard(`${name}-guard`, { image: s.image, clusterName: name }, child());
     const nodes: PostgresNode[] = [];
     for (const [i, nodeName] of s.nodeNames.entries()) {
       // A replica node's slot lifetime comes before its container, so on removal the container
@@ -177,7 +172,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
             { PGC_NODE_NAME: nodeName, PGC_SLOT_NAME: nodeSlotName(i), PGC_DATABASE: s.database },
             secrets,
           ),
-          startAfter: slot ? [slot, guard] : [guard],
+          startAfter: slot ? [slot, guard.step] : [guard.step],
         },
         child(),
       );
@@ -336,14 +331,6 @@ export interface ClusterNode {
   endpoint: string;
   /** `host:port` on the cluster's network. */
   internalEndpoint: string;
-}
-
-/** What `assets/guard.mjs` prints. */
-interface MajorVersionCheck {
-  image: string;
-  /** The image's PostgreSQL major; null when no volume held data yet. */
-  major: string | null;
-  volumes: { volume: string; major: string | null }[];
 }
 
 /** Where the host-side steps reach a node, and its slot's name. */

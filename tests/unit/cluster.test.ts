@@ -181,8 +181,8 @@ describe("PostgresCluster resources", () => {
     );
     const children = rs.filter((r) => r.name !== "deps");
     // network; 3 nodes with volume and container; 2 slots, the topology step and the post-step
-    // with a command each; the router with its container; the version guard
-    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2 + 2 + 2 + 1);
+    // with a command each; the router with its container; the version guard with its command
+    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2 + 2 + 2 + 2);
     for (const r of children) {
       assert.ok(r.dependsOn.includes(before), `${r.type} ${r.name} depends on the user's resource`);
     }

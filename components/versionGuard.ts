@@ -1,0 +1,51 @@
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import { hostProgram } from "./assets";
+import { inheritedDependsOn } from "./options";
+
+/** What `assets/guard.mjs` prints. */
+export interface VersionCheck {
+  /** The nodes' image. */
+  image: string;
+  /** The image's PostgreSQL major; null when no volume held data yet (nothing compared). */
+  major: string | null;
+  /** Each volume of the cluster and the major that wrote its data (null: empty). */
+  volumes: { volume: string; major: string | null }[];
+}
+
+/** Arguments of a {@link VersionGuard}. */
+export interface VersionGuardArgs {
+  /** The nodes' image. */
+  readonly image: string;
+  /** The cluster's name: its volumes carry the label `pg-cluster.cluster=<name>`. */
+  readonly clusterName: string;
+}
+
+/**
+ * The major-version guard: every node container depends on it, and it runs when the image
+ * changes (`assets/guard.mjs`). It fails, before any container is created or replaced, when the
+ * image's PostgreSQL major differs from the one that wrote a node's data: a server cannot start
+ * on another major's data directory, so an image swap across majors would only take every node
+ * down.
+ */
+export class VersionGuard extends pulumi.ComponentResource {
+  /** The command that runs `assets/guard.mjs`. */
+  public readonly step: command.local.Command;
+  /** What the last run found. */
+  public readonly result: pulumi.Output<VersionCheck>;
+
+  constructor(name: string, args: VersionGuardArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("pg-cluster:index:VersionGuard", name, {}, opts);
+    ({ step: this.step, result: this.result } = hostProgram<VersionCheck>(
+      name,
+      "guard.mjs",
+      {
+        environment: { PGC_IMAGE: args.image, PGC_CLUSTER: args.clusterName },
+        triggers: [args.image],
+      },
+      this,
+      inheritedDependsOn(opts),
+    ));
+    this.registerOutputs({ step: this.step, result: this.result });
+  }
+}
