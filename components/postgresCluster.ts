@@ -100,225 +100,291 @@ export class PostgresCluster extends pulumi.ComponentResource {
   constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:PostgresCluster", name, {}, opts);
     const s = validateClusterArgs(args, new ProblemList(), name);
-    const superuserPassword = resolvedPassword("superuserPassword", s.superuserPassword);
-    const replicationPassword = resolvedPassword("replicationPassword", s.replicationPassword);
-    const labels = [{ label: "pg-cluster.cluster", value: name }];
     // What the user said the cluster must follow: Pulumi records a component's dependsOn on the
     // component only, so every child records it too (and so is deleted before it).
     const userDeps = inheritedDependsOn(opts);
-    const child = (...deps: pulumi.Input<pulumi.Resource>[]): pulumi.ComponentResourceOptions => ({
+    const ctx = clusterContext(name, s, (...deps) => ({
       parent: this,
       dependsOn: [...userDeps, ...deps],
-    });
+    }));
 
     this.network = new docker.Network(
       `${name}-net`,
-      { name: `${name}-net`, driver: "bridge", labels },
-      child(),
+      {
+        name: `${name}-net`,
+        driver: "bridge",
+        labels: [{ label: "pg-cluster.cluster", value: name }],
+      },
+      ctx.child(),
     );
+    // Before any node container is created or replaced with an image: that image's PostgreSQL
+    // major must be the one the volumes' data was written by, or the up stops there.
+    const guard = new VersionGuard(
+      `${name}-guard`,
+      { image: s.image, clusterName: name },
+      ctx.child(),
+    );
+    const { nodes, slots } = createNodes(ctx, this.network.name, guard);
+    const router = createRouter(ctx, this.network.name);
+    const { topology, check } = createSteps(ctx, nodes, slots, router);
+    PARTS.set(this, { nodes, slots, topology, check, router });
 
-    // Every node gets the same kind of environment, whatever its role: any node may become the
-    // primary, and a role change must not change a container's inputs (that would replace it).
-    const ports = [s.primaryPort, ...s.replicaPorts];
-    const secrets = {
-      PGC_SUPERUSER_PASSWORD: superuserPassword,
-      PGC_REPLICATION_PASSWORD: replicationPassword,
-    };
-    const slots: ReplicationSlot[] = [];
-    const credentials = {
+    const o = clusterOutputs(ctx, check);
+    this.networkName = this.network.name;
+    this.nodes = o.nodes;
+    this.primaryEndpoint = o.primaryEndpoint;
+    this.replicaEndpoints = o.replicaEndpoints;
+    this.internalPrimaryEndpoint = o.internalPrimaryEndpoint;
+    this.internalReplicaEndpoints = o.internalReplicaEndpoints;
+    this.readWriteEndpoint = o.readWriteEndpoint;
+    this.readOnlyEndpoint = o.readOnlyEndpoint;
+    this.internalReadWriteEndpoint = o.internalReadWriteEndpoint;
+    this.internalReadOnlyEndpoint = o.internalReadOnlyEndpoint;
+    this.connectionString = o.connectionString;
+    this.readOnlyConnectionString = o.readOnlyConnectionString;
+    this.multiHostReadOnlyConnectionString = o.multiHostReadOnlyConnectionString;
+    this.replicationReport = check.report;
+    this.registerOutputs({
+      networkName: this.networkName,
+      ...o,
+      replicationReport: this.replicationReport,
+    });
+  }
+}
+
+/** What the cluster's parts are built from: settings, secrets, addresses and child options. */
+interface ClusterContext {
+  readonly name: string;
+  readonly s: ClusterSettings;
+  /** Options for a child: parented to the cluster, after the user's dependsOn and `deps`. */
+  readonly child: (...deps: pulumi.Input<pulumi.Resource>[]) => pulumi.ComponentResourceOptions;
+  readonly superuserPassword: pulumi.Output<string>;
+  readonly replicationPassword: pulumi.Output<string>;
+  /** The router check role's password (derived from the superuser's). */
+  readonly health: pulumi.Output<string>;
+  readonly routerName: string;
+  /** The superuser's credentials, as the host-side programs read them. */
+  readonly credentials: Record<string, pulumi.Input<string>>;
+  readonly addresses: readonly NodeAddress[];
+}
+
+function clusterContext(
+  name: string,
+  s: ClusterSettings,
+  child: ClusterContext["child"],
+): ClusterContext {
+  const superuserPassword = resolvedPassword("superuserPassword", s.superuserPassword);
+  const ports = [s.primaryPort, ...s.replicaPorts];
+  return {
+    name,
+    s,
+    child,
+    superuserPassword,
+    replicationPassword: resolvedPassword("replicationPassword", s.replicationPassword),
+    health: pulumi.secret(superuserPassword.apply(healthPassword)),
+    routerName: `${name}-router`,
+    credentials: {
       PGC_SUPERUSER: s.superuser,
       PGC_SUPERUSER_PASSWORD: superuserPassword,
       PGC_DATABASE: s.database,
-    };
-    const addresses: NodeAddress[] = s.nodeNames.map((nodeName, i) => ({
+    },
+    addresses: s.nodeNames.map((nodeName, i) => ({
       name: nodeName,
       host: s.host,
       port: ports[i],
       internalHost: nodeName,
       slot: nodeSlotName(i),
-    }));
-    // Before any node container is created or replaced with an image: that image's PostgreSQL
-    // major must be the one the volumes' data was written by (assets/guard.mjs), or the up stops
-    // here, having replaced nothing.
-    const guard = new VersionGuard(`${name}-guard`, { image: s.image, clusterName: name }, child());
-    const nodes: PostgresNode[] = [];
-    for (const [i, nodeName] of s.nodeNames.entries()) {
-      // A replica node's slot lifetime comes before its container, so on removal the container
-      // goes first, then the slot is dropped; and after node 0, so a destroy drops it first.
-      const slot =
-        i === 0
-          ? undefined
-          : new ReplicationSlot(
-              `${nodeName}-slot`,
-              {
-                slotName: nodeSlotName(i),
-                environment: { ...credentials, PGC_NODES: JSON.stringify(addresses) },
-              },
-              child(nodes[0]),
-            );
-      if (slot) slots.push(slot);
-      const node = new PostgresNode(
-        nodeName,
+    })),
+  };
+}
+
+/**
+ * Every node, node 0 first, each after the version guard; a replica node after its slot's
+ * lifetime. Every node gets the same kind of environment, whatever its role: any node may become
+ * the primary, and a role change must not change a container's inputs (that would replace it).
+ */
+function createNodes(
+  ctx: ClusterContext,
+  networkName: pulumi.Output<string>,
+  guard: VersionGuard,
+): { nodes: PostgresNode[]; slots: ReplicationSlot[] } {
+  const { s } = ctx;
+  const secrets = {
+    PGC_SUPERUSER_PASSWORD: ctx.superuserPassword,
+    PGC_REPLICATION_PASSWORD: ctx.replicationPassword,
+  };
+  const nodes: PostgresNode[] = [];
+  const slots: ReplicationSlot[] = [];
+  for (const [i, a] of ctx.addresses.entries()) {
+    // A replica node's slot lifetime comes before its container, so on removal the container
+    // goes first, then the slot is dropped; and after node 0, so a destroy drops it first.
+    const slot =
+      i === 0
+        ? undefined
+        : new ReplicationSlot(
+            `${a.name}-slot`,
+            {
+              slotName: a.slot,
+              environment: { ...ctx.credentials, PGC_NODES: JSON.stringify(ctx.addresses) },
+            },
+            ctx.child(nodes[0]),
+          );
+    if (slot) slots.push(slot);
+    nodes.push(
+      new PostgresNode(
+        a.name,
         {
-          nodeName,
+          nodeName: a.name,
           firstRole: i === 0 ? "primary" : "replica",
-          clusterName: name,
+          clusterName: ctx.name,
           image: s.image,
-          networkName: this.network.name,
-          hostPort: ports[i],
+          networkName,
+          hostPort: a.port,
           bindAddress: s.bindAddress,
           envs: nodeEnv(
             s,
-            { PGC_NODE_NAME: nodeName, PGC_SLOT_NAME: nodeSlotName(i), PGC_DATABASE: s.database },
+            { PGC_NODE_NAME: a.name, PGC_SLOT_NAME: a.slot, PGC_DATABASE: s.database },
             secrets,
           ),
           startAfter: slot ? [slot, guard.step] : [guard.step],
         },
-        child(),
-      );
-      nodes.push(node);
-    }
-
-    // The router: every node is a server of both backends; its checks find the roles.
-    const routerName = `${name}-router`;
-    const health = pulumi.secret(superuserPassword.apply(healthPassword));
-    const router = new Router(
-      routerName,
-      {
-        routerName,
-        clusterName: name,
-        image: s.routerImage,
-        networkName: this.network.name,
-        servers: s.nodeNames.map((n) => ({ name: n })),
-        healthPassword: health,
-        bindAddress: s.bindAddress,
-        readWritePort: s.readWritePort,
-        readOnlyPort: s.readOnlyPort,
-      },
-      child(),
+        ctx.child(),
+      ),
     );
-    const routed = (port: number) => ({ host: s.host, port });
+  }
+  return { nodes, slots };
+}
 
-    const stepEnv = {
-      ...credentials,
-      PGC_REPLICATION_USER: s.replicationUser,
-      PGC_NODES: JSON.stringify(addresses),
-      PGC_DESIRED_PRIMARY: s.primary,
-      PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
-      // In both steps' inputs: the topology step applies it, and the post-step's report shows it.
-      PGC_SYNCHRONOUS_REPLICAS: String(s.synchronousReplicas),
-    };
-    // Both steps run again when the desired primary changes or a container is created or replaced.
-    const triggers = [s.primary, ...nodes.map((n) => n.container.id)];
-    const topology = new Topology(
-      `${name}-topology`,
-      {
-        environment: {
-          ...stepEnv,
-          PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
-          // Applied to every node by ALTER SYSTEM and a reload: a change re-runs only this step.
-          PGC_SETTINGS: JSON.stringify(
-            Object.fromEntries(
-              Object.entries(RELOADABLE_SETTINGS).map(([arg, setting]) => [
-                setting,
-                s[arg as keyof typeof RELOADABLE_SETTINGS],
-              ]),
-            ),
+/** The router: every node is a server of both backends; its checks find the roles. */
+function createRouter(ctx: ClusterContext, networkName: pulumi.Output<string>): Router {
+  const { s } = ctx;
+  return new Router(
+    ctx.routerName,
+    {
+      routerName: ctx.routerName,
+      clusterName: ctx.name,
+      image: s.routerImage,
+      networkName,
+      servers: s.nodeNames.map((n) => ({ name: n })),
+      healthPassword: ctx.health,
+      bindAddress: s.bindAddress,
+      readWritePort: s.readWritePort,
+      readOnlyPort: s.readOnlyPort,
+    },
+    ctx.child(),
+  );
+}
+
+/** The topology step, then the post-step. */
+function createSteps(
+  ctx: ClusterContext,
+  nodes: readonly PostgresNode[],
+  slots: readonly ReplicationSlot[],
+  router: Router,
+): { topology: Topology; check: ReplicationCheck } {
+  const { s } = ctx;
+  const stepEnv = {
+    ...ctx.credentials,
+    PGC_REPLICATION_USER: s.replicationUser,
+    PGC_NODES: JSON.stringify(ctx.addresses),
+    PGC_DESIRED_PRIMARY: s.primary,
+    PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
+    // In both steps' inputs: the topology step applies it, and the post-step's report shows it.
+    PGC_SYNCHRONOUS_REPLICAS: String(s.synchronousReplicas),
+  };
+  // Both steps run again when the desired primary changes or a container is created or replaced.
+  const triggers = [s.primary, ...nodes.map((n) => n.container.id)];
+  const topology = new Topology(
+    `${ctx.name}-topology`,
+    {
+      environment: {
+        ...stepEnv,
+        PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
+        // Applied to every node by ALTER SYSTEM and a reload: a change re-runs only this step.
+        PGC_SETTINGS: JSON.stringify(
+          Object.fromEntries(
+            Object.entries(RELOADABLE_SETTINGS).map(([arg, setting]) => [
+              setting,
+              s[arg as keyof typeof RELOADABLE_SETTINGS],
+            ]),
           ),
-          PGC_HEALTH_PASSWORD: health,
-          PGC_ROUTER: routerName,
-        },
-        triggers,
+        ),
+        PGC_HEALTH_PASSWORD: ctx.health,
+        PGC_ROUTER: ctx.routerName,
       },
-      child(...nodes, ...slots, router),
-    );
-    const check = new ReplicationCheck(
-      `${name}-check`,
-      {
-        environment: {
-          ...stepEnv,
-          PGC_NODE_CONTAINERS: "1",
-          // What the topology step did: when a run of it changed something (a reload, say), the
-          // post-step runs again and reports it.
-          PGC_TOPOLOGY_RESULT: topology.step.stdout,
-          PGC_ROUTER_ENDPOINTS: JSON.stringify({
-            readWrite: routed(s.readWritePort),
-            readOnly: routed(s.readOnlyPort),
-          }),
-        },
-        // A replaced router is proven again too.
-        triggers: [...triggers, router.container.id],
+      triggers,
+    },
+    ctx.child(...nodes, ...slots, router),
+  );
+  const routed = (port: number) => ({ host: s.host, port });
+  const check = new ReplicationCheck(
+    `${ctx.name}-check`,
+    {
+      environment: {
+        ...stepEnv,
+        PGC_NODE_CONTAINERS: "1",
+        // What the topology step did: when a run of it changed something (a reload, say), the
+        // post-step runs again and reports it.
+        PGC_TOPOLOGY_RESULT: topology.step.stdout,
+        PGC_ROUTER_ENDPOINTS: JSON.stringify({
+          readWrite: routed(s.readWritePort),
+          readOnly: routed(s.readOnlyPort),
+        }),
       },
-      child(topology, ...nodes, ...slots, router),
-    );
-    PARTS.set(this, { nodes, slots, topology, check, router });
+      // A replaced router is proven again too.
+      triggers: [...triggers, router.container.id],
+    },
+    ctx.child(topology, ...nodes, ...slots, router),
+  );
+  return { topology, check };
+}
 
-    this.networkName = this.network.name;
-    // Endpoints and URIs resolve only once the post-step has verified the cluster: whatever is
-    // built from them (an app container's environment, say) then starts against a ready cluster.
-    const verified = check.step.id;
-    const primary = addresses.find((a) => a.name === s.primary) ?? addresses[0];
-    const standbys = addresses.filter((a) => a !== primary);
-    const published = (a: NodeAddress) => hostPort(s.host, a.port);
-    const internal = (a: NodeAddress) => hostPort(a.internalHost, CONTAINER_PORT);
-    this.nodes = verified.apply(() =>
+/**
+ * The cluster's endpoints and URIs. They resolve only once the post-step has verified the
+ * cluster: whatever is built from them (an app container's environment, say) then starts against
+ * a ready cluster.
+ */
+function clusterOutputs(ctx: ClusterContext, check: ReplicationCheck) {
+  const { s, addresses } = ctx;
+  const verified = check.step.id;
+  const after = <T>(value: () => T) => verified.apply(value);
+  const primary = addresses.find((a) => a.name === s.primary) ?? addresses[0];
+  const standbys = addresses.filter((a) => a !== primary);
+  const published = (a: NodeAddress) => hostPort(s.host, a.port);
+  const internal = (a: NodeAddress) => hostPort(a.internalHost, CONTAINER_PORT);
+  const uri = (ports: number[], query = "") =>
+    pulumi.secret(
+      pulumi
+        .all([verified, ctx.superuserPassword])
+        .apply(([, pw]) => libpqUri(s, pw, ports, query)),
+    );
+  return {
+    nodes: after(() =>
       addresses.map((a) => ({
         name: a.name,
         role: a === primary ? "primary" : "replica",
         endpoint: published(a),
         internalEndpoint: internal(a),
       })),
-    );
-    this.primaryEndpoint = verified.apply(() => published(primary));
-    this.replicaEndpoints = verified.apply(() => standbys.map(published));
-    this.internalPrimaryEndpoint = verified.apply(() => internal(primary));
-    this.internalReplicaEndpoints = verified.apply(() => standbys.map(internal));
-    this.readWriteEndpoint = verified.apply(() => hostPort(s.host, s.readWritePort));
-    this.readOnlyEndpoint = verified.apply(() => hostPort(s.host, s.readOnlyPort));
-    this.internalReadWriteEndpoint = verified.apply(() =>
-      hostPort(routerName, ROUTER_PORTS.readWrite),
-    );
-    this.internalReadOnlyEndpoint = verified.apply(() =>
-      hostPort(routerName, ROUTER_PORTS.readOnly),
-    );
-    const verifiedPassword = pulumi.all([verified, superuserPassword]).apply(([, pw]) => pw);
-    this.connectionString = pulumi.secret(
-      verifiedPassword.apply((pw) => libpqUri(s, pw, [s.readWritePort], "")),
-    );
-    this.readOnlyConnectionString = pulumi.secret(
-      verifiedPassword.apply((pw) => libpqUri(s, pw, [s.readOnlyPort], "")),
-    );
-    this.multiHostReadOnlyConnectionString = pulumi.secret(
-      verifiedPassword.apply((pw) =>
-        standbys.length === 0
-          ? libpqUri(s, pw, [primary.port], "")
-          : libpqUri(
-              s,
-              pw,
-              standbys.map((a) => a.port),
-              "?target_session_attrs=standby&load_balance_hosts=random",
-            ),
-      ),
-    );
-    this.replicationReport = check.report;
-
-    this.registerOutputs({
-      networkName: this.networkName,
-      nodes: this.nodes,
-      primaryEndpoint: this.primaryEndpoint,
-      replicaEndpoints: this.replicaEndpoints,
-      internalPrimaryEndpoint: this.internalPrimaryEndpoint,
-      internalReplicaEndpoints: this.internalReplicaEndpoints,
-      readWriteEndpoint: this.readWriteEndpoint,
-      readOnlyEndpoint: this.readOnlyEndpoint,
-      internalReadWriteEndpoint: this.internalReadWriteEndpoint,
-      internalReadOnlyEndpoint: this.internalReadOnlyEndpoint,
-      connectionString: this.connectionString,
-      readOnlyConnectionString: this.readOnlyConnectionString,
-      multiHostReadOnlyConnectionString: this.multiHostReadOnlyConnectionString,
-      replicationReport: this.replicationReport,
-    });
-  }
+    ),
+    primaryEndpoint: after(() => published(primary)),
+    replicaEndpoints: after(() => standbys.map(published)),
+    internalPrimaryEndpoint: after(() => internal(primary)),
+    internalReplicaEndpoints: after(() => standbys.map(internal)),
+    readWriteEndpoint: after(() => hostPort(s.host, s.readWritePort)),
+    readOnlyEndpoint: after(() => hostPort(s.host, s.readOnlyPort)),
+    internalReadWriteEndpoint: after(() => hostPort(ctx.routerName, ROUTER_PORTS.readWrite)),
+    internalReadOnlyEndpoint: after(() => hostPort(ctx.routerName, ROUTER_PORTS.readOnly)),
+    connectionString: uri([s.readWritePort]),
+    readOnlyConnectionString: uri([s.readOnlyPort]),
+    multiHostReadOnlyConnectionString:
+      standbys.length === 0
+        ? uri([primary.port])
+        : uri(
+            standbys.map((a) => a.port),
+            "?target_session_attrs=standby&load_balance_hosts=random",
+          ),
+  };
 }
 
 /** One node in the {@link PostgresCluster.nodes} output. */
