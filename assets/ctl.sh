@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | release | follow HOST PORT"
+  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT"
 }
 
 HOLD="$PGC_CONF_DIR/hold"
@@ -211,6 +211,15 @@ restore_after_rewind() {
   mv "$conf.pgc" "$conf"
 }
 
+# reclone HOST PORT — a held, stopped node whose pg_rewind failed (its WAL since the fork is gone,
+# say) gets a fresh copy of HOST:PORT, swapped in only when complete. It stays held: release
+# starts it.
+reclone() {
+  require_held_and_stopped reclone
+  pgc_clone "$1" "$2" "$PGC_SLOT_NAME" "$(pgc_upstream_conninfo "$1" "$2")" "rewind failed"
+  touch "$HOLD"
+}
+
 # follow HOST PORT — the held, stopped node's upstream, written where ALTER SYSTEM keeps it, so
 # that once released it starts streaming from HOST:PORT through its own slot at once.
 follow() {
@@ -241,7 +250,7 @@ main() {
   [ $# = 0 ] || shift
   case "$verb:$#" in
     status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0) ;;
-    bootstrap-clone:2 | follow:2) require_port "$2" ;;
+    bootstrap-clone:2 | follow:2 | reclone:2) require_port "$2" ;;
     *) usage ;;
   esac
   if [ "$verb" = status ]; then
@@ -255,6 +264,7 @@ main() {
     demote) demote ;;
     undemote) undemote ;;
     rewind) rewind "$1" ;;
+    reclone) reclone "$1" "$2" ;;
     release) release ;;
     follow) follow "$1" "$2" ;;
   esac

@@ -448,8 +448,16 @@ async function converge(
       } else if (o.ctl?.hold) {
         act(`${q.name} rejoins as a standby of ${p.name} (pg_rewind when needed)`);
         await ctl(q, "follow", p.internalHost, String(internalPort(p)));
-        const rewound = await ctl(q, "rewind", conninfo(p, q, "postgres"));
-        act(`${q.name}: rewind ${rewound.rewind ?? "done"}`);
+        try {
+          const rewound = await ctl(q, "rewind", conninfo(p, q, "postgres"));
+          act(`${q.name}: rewind ${rewound.rewind ?? "done"}`);
+        } catch (err) {
+          // pg_rewind cannot always work (the node's WAL since the fork may be gone): a fresh
+          // copy of the primary, swapped in only when complete, always does.
+          const why = (err instanceof Error ? err.message : String(err)).split("\n")[0];
+          act(`${q.name}: pg_rewind failed (${why}); cloning it again from ${p.name}`);
+          await ctl(q, "reclone", p.internalHost, String(internalPort(p)));
+        }
         await ctl(q, "release");
       } else if (o.sql && !follows(o.sql, p, q)) {
         await query(q, `ALTER SYSTEM SET primary_conninfo = '${conninfo(p, q)}'`);

@@ -6,6 +6,7 @@
 import * as assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AckWriter } from "../lib/writer";
 import { LocalCluster, LocalNode, SUPERUSER_PASSWORD } from "./localCluster";
@@ -180,6 +181,43 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
       "replica-2": "standby",
     });
     // And back to node 0, so the next test starts where it expects.
+    const home = await cluster.topology(cluster.primary);
+    assert.equal(home.status, 0, home.stderr);
+  });
+
+  it("a pg_rewind that fails: the old primary is cloned again from the new one, swapped in when complete, and streams", async () => {
+    await cluster.primary.query(
+      "INSERT INTO acked SELECT g FROM generate_series(400001, 400100) g",
+    );
+    // pg_rewind fails on node 0 only: a stand-in that says what a real failure says, first on
+    // the PATH its ctl.sh runs with.
+    const fake = path.join(cluster.dir, "failing-pg-rewind");
+    fs.mkdirSync(fake, { recursive: true, mode: 0o755 });
+    fs.writeFileSync(
+      path.join(fake, "pg_rewind"),
+      "#!/bin/sh\necho 'pg_rewind: error: could not find previous WAL record (a stand-in)' >&2\nexit 1\n",
+      { mode: 0o755 },
+    );
+    const ctlOf = (n: LocalNode) => {
+      const c = n.ctlCommand();
+      return n === cluster.primary ? { ...c, env: { ...c.env, PATH: `${fake}:${c.env.PATH}` } } : c;
+    };
+    const r = await cluster.topology(cluster.replicas[0], cluster.nodes, {
+      PGC_CTL: JSON.stringify(Object.fromEntries(cluster.nodes.map((n) => [n.name, ctlOf(n)]))),
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /primary: pg_rewind failed \(.*\); cloning it again from \S*replica-1/);
+    assert.deepEqual(await roles(cluster), {
+      primary: "standby",
+      "replica-1": "primary",
+      "replica-2": "standby",
+    });
+    assert.deepEqual(cluster.primary.nodeState().lastCloneReason, "rewind failed");
+    const [{ c }] = await cluster.primary.query<{ c: string }>(
+      "SELECT count(*) AS c FROM acked WHERE id > 400000",
+    );
+    assert.equal(Number(c), 100, "the rows written before the switchover are on node 0");
+    // Back to node 0 (a normal rewind), so the next test starts where it expects.
     const home = await cluster.topology(cluster.primary);
     assert.equal(home.status, 0, home.stderr);
   });
