@@ -410,9 +410,13 @@ function leaveStandbys(c) {
   );
 }
 
-/** Promotes a standby and leaves it with no upstream settings. @param {TopologyNode} c @param {string} why */
+/**
+ * Promotes a standby and leaves it with no upstream settings. The caller has taken it out of the
+ * router's read-only backend first (leaveStandbys): a switchover does so before it stops the old
+ * primary, so that call is not repeated inside the write pause.
+ * @param {TopologyNode} c @param {string} why
+ */
 async function promote(c, why) {
-  await leaveStandbys(c);
   await query(c, "SELECT pg_promote(true, 60)");
   // New sessions for writes go to it now. It stays out of the standbys administratively (a
   // server leaving maintenance counts as up until its next check): converge lets it back in
@@ -592,6 +596,7 @@ async function withoutWritableNode(seen, desiredSeen) {
     const end = held.ctl.state === "shut down" ? held.ctl.checkpointLsn : null;
     const replayed = desiredSeen.sql?.replayLsn;
     if (end && desiredSeen.sql?.inRecovery && replayed && lsnBytes(replayed) > lsnBytes(end)) {
+      await leaveStandbys(desired);
       await promote(desired, `it had replayed ${held.node.name}'s shutdown checkpoint ${end}`);
       return desired;
     }
@@ -615,6 +620,7 @@ async function withoutWritableNode(seen, desiredSeen) {
       `${ahead.node.name} has replayed more WAL (${ahead.sql?.replayLsn}) than ${desired.name} (${desiredSeen.sql.replayLsn}); nothing was changed. Set primary to ${ahead.node.name}, then pulumi up.`,
     );
   }
+  await leaveStandbys(desired);
   await promote(desired, "no other node holds newer WAL");
   return desired;
 }

@@ -11,6 +11,8 @@
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE
  *   PGC_NODE_CONTAINERS      "1": each node is the Docker container of its name (docker CLI with the
  *                            environment's DOCKER_HOST), so the report can say it was replaced
+ *   PGC_TOPOLOGY_RESULT      not read: the topology step's output, in the environment so that a
+ *                            run of that step which changed something re-runs this one
  *   PGC_ROUTER_ENDPOINTS     optional {"readWrite": {"host","port"}, "readOnly": {...}}: the
  *                            router's endpoints, each proven to reach a node of the right role
  *   PGC_TIMEOUT_SECONDS      (default 120) the primary must accept connections within this long

@@ -60,12 +60,12 @@ for layer in "${layers[@]}"; do
       source scripts/env.sh
       # e2e runs on every PostgreSQL major we build images for; the fault layer on the first.
       read -ra majors <<<"${PG_CLUSTER_E2E_MAJORS:-15 17}"
-      # Every major's image exists either way: the fault layer swaps majors (the version guard).
-      for major in "${majors[@]}"; do bash scripts/provision-image.sh --local "$major" >/dev/null; done
+      # Every major's image and the router's exist either way: the fault layer swaps majors (the
+      # version guard). psql (libpq 15) is a client in the switchover and security tests.
+      for image in "${majors[@]}" router; do bash scripts/provision-image.sh --local "$image" >/dev/null; done
+      apt_install postgresql-client-15
       [ "$layer" = e2e ] || majors=("${majors[0]}")
       for major in "${majors[@]}"; do
-        bash scripts/provision-image.sh --local "$major" >/dev/null
-        bash scripts/provision-image.sh --local router >/dev/null
         export PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major"
         run_layer "$layer (PostgreSQL $major)" "${node_test[@]}" tests/"$layer"/*.test.ts
       done
