@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT"
+  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin)"
 }
 
 HOLD="$PGC_CONF_DIR/hold"
@@ -228,6 +228,26 @@ follow() {
   pgc_log "upstream set: $1:$2 through slot $PGC_SLOT_NAME"
 }
 
+# set-passwords — on a running primary, sets the superuser's and the replication role's passwords
+# to the two lines on stdin (new ones from config; this container's environment still has the old
+# ones), over the local socket. Standbys get them by replication. For a roll: the first container
+# replaced must find the primary already using the passwords it was given.
+set_passwords() {
+  local su repl
+  if ! { IFS= read -r su && IFS= read -r repl; }; then
+    pgc_die "set-passwords reads two lines on stdin: the superuser's and the replication role's password."
+  fi
+  if ! pgc_server_running || [ "$(in_recovery)" != f ]; then
+    pgc_die "set-passwords needs a running primary; this node is not one (ctl.sh status)."
+  fi
+  # Not even a failing statement may be logged: these carry passwords.
+  {
+    printf '%s\n' "SET log_min_error_statement = panic;" "SET log_statement = none;"
+    pgc_setup_sql "$su" "$repl"
+  } | pgc_local_psql -f - >/dev/null
+  pgc_log "passwords of $PGC_SUPERUSER and $PGC_REPLICATION_USER set"
+}
+
 # release — removes hold: the entrypoint starts the server (a standby iff standby.signal exists).
 release() {
   rm -f "$HOLD"
@@ -249,7 +269,7 @@ main() {
   local verb="${1:-}"
   [ $# = 0 ] || shift
   case "$verb:$#" in
-    status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0) ;;
+    status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0) ;;
     bootstrap-clone:2 | follow:2 | reclone:2) require_port "$2" ;;
     *) usage ;;
   esac
@@ -267,6 +287,7 @@ main() {
     reclone) reclone "$1" "$2" ;;
     release) release ;;
     follow) follow "$1" "$2" ;;
+    set-passwords) set_passwords ;;
   esac
   print_status "$result_extra"
 }

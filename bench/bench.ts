@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: time to a verified cluster, scale-out, no-op update, replay lag and memory,
+ * `npm run bench`: time to a verified cluster, scale-out, no-op update, switchover, a reload and an
+ * image roll under clients, replay lag and memory,
  * side by side with the seed tutorial's docker-compose setup and the physical floor, all measured
  * in the same run on the same image, on the real Pulumi engine (the toolchain's CLI and plugins; it
  * stops at once, naming what is missing, if a plugin is not installed). Prints a table; writes
@@ -15,6 +16,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { LocalWorkspace } from "@pulumi/pulumi/automation";
 import { PulumiStack, UpResult, requirePulumiPlugins } from "../tests/lib/pulumiStack";
+import { RoleProbe } from "../tests/lib/roleProbe";
 import { AckWriter } from "../tests/lib/writer";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -535,6 +537,8 @@ async function main(): Promise<void> {
 
   // Planned switchover to replica 1 and back, under a client writing through the published ports.
   results.switchover = await switchovers(s);
+  // A reload-only change, then an image roll (a second tag of the same image), under clients.
+  results.changes = await changes(s);
 
   // 7. Memory idle.
   const nodes = [
@@ -672,6 +676,74 @@ async function switchovers(s: ReturnType<typeof newStack>): Promise<Record<strin
   return out;
 }
 
+/**
+ * A change to a running 1 + 2 cluster under clients of the router: a writer on the read-write
+ * endpoint (acknowledged ids), a psql reader opening a session per query and a node-postgres
+ * reader keeping one, both on the read-only endpoint. For a reload-only change (`maxWalSize`) and
+ * an image roll (a second tag of the same image): the longest write gap, the longest read gap of
+ * each reader and its failed queries, the containers replaced and servers restarted, the up's time.
+ */
+async function changes(s: ReturnType<typeof newStack>): Promise<Record<string, unknown>[]> {
+  const names = ["primary", "replica-1", "replica-2"].map((n) => `pg-cluster-benchmain-${n}`);
+  const rolled = `${IMAGE}-benchroll`;
+  sh("docker", ["tag", IMAGE, rolled]);
+  const state = () =>
+    names.map((n, i) => ({
+      id: sh("docker", ["inspect", "-f", "{{.Id}}", n]).trim(),
+      server: psql(PORT + i, "SELECT pg_postmaster_start_time()") ?? "",
+    }));
+  const out: Record<string, unknown>[] = [];
+  for (const [change, extra] of [
+    ["reload: maxWalSize 1GB -> 2GB", { maxWalSize: "2GB" }],
+    [`roll: image ${IMAGE} -> ${rolled}`, { maxWalSize: "2GB", image: rolled }],
+    // Back to the base config, so the cases after this one run on it.
+    [`roll back: image -> ${IMAGE}, maxWalSize -> 1GB`, {}],
+  ] as const) {
+    const before = state();
+    const writer = new AckWriter({
+      endpoints: [`localhost:${PORT - 2}`],
+      password: PASSWORD,
+      table: "bench_acked",
+      firstId: 100_000_000 + out.length * 10_000_000,
+    });
+    const probe = (client: "psql" | "node-postgres") =>
+      new RoleProbe({ endpoint: `localhost:${PORT - 1}`, password: PASSWORD, client });
+    const readers = { psql: probe("psql"), nodePostgres: probe("node-postgres") };
+    writer.start();
+    readers.psql.start();
+    readers.nodePostgres.start();
+    await sleep(500);
+    const r = await s.up(config(2, { ...extra }));
+    await sleep(500);
+    await Promise.all([writer.stop(), readers.psql.stop(), readers.nodePostgres.stop()]);
+    const after = state();
+    const have = new Set(
+      (psql(PORT, "SELECT id FROM bench_acked") ?? "").split("\n").filter(Boolean).map(Number),
+    );
+    const reader = (p: RoleProbe) => ({
+      longestGapMs: p.longestSilenceMs(),
+      failed: p.observations.filter((o) => o.error).length,
+      onPrimary: p.answers().filter((a) => !a.standby).length,
+    });
+    const row = {
+      change,
+      upSeconds: verifiedSeconds(r),
+      longestWriteGapMs: writer.longestGapMs(),
+      acknowledged: writer.acked.length,
+      lost: writer.acked.filter((id) => !have.has(id)).length,
+      readPsql: reader(readers.psql),
+      readNodePostgres: reader(readers.nodePostgres),
+      replaced: after.filter((x, i) => x.id !== before[i].id).length,
+      restarted: after.filter((x, i) => x.id === before[i].id && x.server !== before[i].server)
+        .length,
+    };
+    log(`change ${change}: ${JSON.stringify(row)}`);
+    out.push(row);
+  }
+  sh("docker", ["rmi", rolled]);
+  return out;
+}
+
 function report(): string {
   const tv = results.timeToVerified as Record<string, ReturnType<typeof stats>>;
   const tut = results.tutorial as ReturnType<typeof stats>;
@@ -756,6 +828,10 @@ function report(): string {
       (x) =>
         `| planned switchover to ${x.to}: \`pulumi up\` → verified; longest gap between acknowledged writes (goal ≤ 1 s) on the router's read-write endpoint, and on the nodes' own ports; lost of acknowledged | | ${r1(x.upSeconds)} s; **${x.routerLongestGapMs ?? "–"} ms**, ${x.longestGapMs} ms; ${x.lost} of ${x.acknowledged} |`,
     ),
+    ...((results.changes ?? []) as ChangeRow[]).map(
+      (x) =>
+        `| ${x.change} under a writer (read-write endpoint) and readers (read-only endpoint): \`pulumi up\` → verified; longest write gap (goal: reload 0, roll ≤ 1 s); longest read gap, psql session per query / node-postgres one session (goal 0 failed); containers replaced, servers restarted; lost of acknowledged | | ${r1(x.upSeconds)} s; **${x.longestWriteGapMs} ms**; **${x.readPsql.longestGapMs} ms, ${x.readPsql.failed} failed** / ${x.readNodePostgres.longestGapMs} ms, ${x.readNodePostgres.failed} failed; ${x.replaced} replaced, ${x.restarted} restarted; ${x.lost} of ${x.acknowledged} |`,
+    ),
     "",
     `Scale-out steps, in seconds from the start of its \`pulumi up\`: ${(so.steps ?? []).map((p) => `${p.name} (${shortType(p.type)}) ${r2(p.startMs / 1000)}–${r2(p.endMs / 1000)}`).join("; ")}.`,
     "",
@@ -803,6 +879,19 @@ function report(): string {
     "",
   ];
   return lines.join("\n");
+}
+
+/** One row of the changes case (see {@link changes}). */
+interface ChangeRow {
+  change: string;
+  upSeconds: number;
+  longestWriteGapMs: number;
+  acknowledged: number;
+  lost: number;
+  readPsql: { longestGapMs: number; failed: number; onPrimary: number };
+  readNodePostgres: { longestGapMs: number; failed: number; onPrimary: number };
+  replaced: number;
+  restarted: number;
 }
 
 function chart(): string {

@@ -1,8 +1,6 @@
 import * as fs from "fs";
 import * as path from "path";
-import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
-import * as pulumi from "@pulumi/pulumi";
 
 /**
  * Where the assets live on the machine running Pulumi: the package's `assets/`, found from this
@@ -84,38 +82,4 @@ export function nodeBundle(): string {
 /** The command that starts the entrypoint inside a node's container. */
 export function entrypoint(): string[] {
   return ["bash", CONTAINER_BUNDLE];
-}
-
-/** Arguments of a host-side program run by {@link hostProgram}. */
-export interface HostProgramArgs {
-  /** Its environment (nodes, credentials, bounds); always passed as a secret. */
-  readonly environment: pulumi.Input<Record<string, pulumi.Input<string>>>;
-  /** Values whose change must run it again. */
-  readonly triggers: pulumi.Input<string>[];
-}
-
-/**
- * A host-side program of `assets/` (`node <program>`) as a `local.Command` child of `parent`, and
- * the one JSON line it prints, parsed. The output holds no secret, but the provider may mark
- * stdout secret because the environment is: it is unwrapped so it can be read as a plain output.
- */
-export function hostProgram<T>(
-  name: string,
-  program: string,
-  args: HostProgramArgs,
-  parent: pulumi.Resource,
-  dependsOn: pulumi.Input<pulumi.Resource>[],
-): { step: command.local.Command; result: pulumi.Output<T> } {
-  const step = new command.local.Command(
-    name,
-    {
-      create: `node ${program}`,
-      dir: ASSETS_DIR,
-      environment: pulumi.secret(args.environment),
-      triggers: args.triggers,
-    },
-    { parent, dependsOn },
-  );
-  const result = pulumi.unsecret(step.stdout).apply((out) => JSON.parse(out) as T);
-  return { step, result };
 }

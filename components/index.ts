@@ -28,6 +28,8 @@ export type {
 export type { Router } from "./router";
 export type { ReplicationCheck } from "./replicationCheck";
 export type { Topology, TopologyResult } from "./topology";
+export type { RollGate, RollGateResult } from "./rollGate";
+export type { HostStep, HostStepArgs } from "./hostStep";
 export type { VersionCheck, VersionGuard } from "./versionGuard";
 export type { PostgresNode } from "./postgresNode";
 export type { ReplicationSlot } from "./replicationSlot";

@@ -2,9 +2,10 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT } from "./assets";
 import { inheritedDependsOn } from "./options";
-import { PostgresNode } from "./postgresNode";
+import { PostgresNode, containerEnv } from "./postgresNode";
 import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
+import { RollGate } from "./rollGate";
 import { ROUTER_PORTS, Router, healthPassword } from "./router";
 import { Topology } from "./topology";
 import { VersionGuard } from "./versionGuard";
@@ -84,6 +85,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
   get slots(): readonly ReplicationSlot[] {
     return partsOf(this).slots;
   }
+  /** The roll gates, in chain order: the standbys, then the desired primary. */
+  get rollGates(): readonly RollGate[] {
+    return partsOf(this).gates;
+  }
   /** The topology step. */
   get topology(): Topology {
     return partsOf(this).topology;
@@ -124,10 +129,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
       { image: s.image, clusterName: name },
       ctx.child(),
     );
-    const { nodes, slots } = createNodes(ctx, this.network.name, guard);
-    const router = createRouter(ctx, this.network.name);
+    const { nodes, slots, gates } = createNodes(ctx, this.network.name, guard);
+    const router = createRouter(ctx, this.network.name, gates[0]);
     const { topology, check } = createSteps(ctx, nodes, slots, router);
-    PARTS.set(this, { nodes, slots, topology, check, router });
+    PARTS.set(this, { nodes, slots, gates, topology, check, router });
 
     const o = clusterOutputs(ctx, check);
     this.networkName = this.network.name;
@@ -165,6 +170,8 @@ interface ClusterContext {
   readonly routerName: string;
   /** The superuser's credentials, as the host-side programs read them. */
   readonly credentials: Record<string, pulumi.Input<string>>;
+  /** What every host-side step of the cluster reads: the nodes, credentials, the primary asked. */
+  readonly stepEnv: Record<string, pulumi.Input<string>>;
   readonly addresses: readonly NodeAddress[];
 }
 
@@ -175,49 +182,70 @@ function clusterContext(
 ): ClusterContext {
   const superuserPassword = resolvedPassword("superuserPassword", s.superuserPassword);
   const ports = [s.primaryPort, ...s.replicaPorts];
+  const credentials = {
+    PGC_SUPERUSER: s.superuser,
+    PGC_SUPERUSER_PASSWORD: superuserPassword,
+    PGC_DATABASE: s.database,
+  };
+  const addresses = s.nodeNames.map((nodeName, i) => ({
+    name: nodeName,
+    host: s.host,
+    port: ports[i],
+    internalHost: nodeName,
+    slot: nodeSlotName(i),
+  }));
+  const routerName = `${name}-router`;
+  const health = pulumi.secret(superuserPassword.apply(healthPassword));
   return {
     name,
     s,
     child,
     superuserPassword,
     replicationPassword: resolvedPassword("replicationPassword", s.replicationPassword),
-    health: pulumi.secret(superuserPassword.apply(healthPassword)),
-    routerName: `${name}-router`,
-    credentials: {
-      PGC_SUPERUSER: s.superuser,
-      PGC_SUPERUSER_PASSWORD: superuserPassword,
-      PGC_DATABASE: s.database,
+    health,
+    routerName,
+    credentials,
+    stepEnv: {
+      ...credentials,
+      PGC_REPLICATION_USER: s.replicationUser,
+      PGC_NODES: JSON.stringify(addresses),
+      PGC_DESIRED_PRIMARY: s.primary,
+      PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
+      PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
+      PGC_ROUTER: routerName,
+      PGC_HEALTH_PASSWORD: health,
     },
-    addresses: s.nodeNames.map((nodeName, i) => ({
-      name: nodeName,
-      host: s.host,
-      port: ports[i],
-      internalHost: nodeName,
-      slot: nodeSlotName(i),
-    })),
+    addresses,
   };
 }
 
 /**
- * Every node, node 0 first, each after the version guard; a replica node after its slot's
- * lifetime. Every node gets the same kind of environment, whatever its role: any node may become
- * the primary, and a role change must not change a container's inputs (that would replace it).
+ * Every node, each container after its roll gate, chained: the standbys in node order, then the
+ * desired primary, each gate after the container before it. An up that replaces containers (a new
+ * image, new assets) so replaces them one at a time, each standby caught up before the next and
+ * the primary after a switchover away from it (docs/design/changes-without-outage.md); a new
+ * cluster's containers are created in the same order. A replica node's container also comes
+ * after its slot's lifetime, so on removal the container goes first, then the slot is dropped.
+ * Every node gets the same kind of environment, whatever its role: any node may become the
+ * primary, and a role change must not change a container's inputs (that would replace it).
  */
 function createNodes(
   ctx: ClusterContext,
   networkName: pulumi.Output<string>,
   guard: VersionGuard,
-): { nodes: PostgresNode[]; slots: ReplicationSlot[] } {
+): { nodes: PostgresNode[]; slots: ReplicationSlot[]; gates: RollGate[] } {
   const { s } = ctx;
   const secrets = {
     PGC_SUPERUSER_PASSWORD: ctx.superuserPassword,
     PGC_REPLICATION_PASSWORD: ctx.replicationPassword,
   };
-  const nodes: PostgresNode[] = [];
-  const slots: ReplicationSlot[] = [];
-  for (const [i, a] of ctx.addresses.entries()) {
-    // A replica node's slot lifetime comes before its container, so on removal the container
-    // goes first, then the slot is dropped; and after node 0, so a destroy drops it first.
+  const desired = ctx.addresses.find((a) => a.name === s.primary) ?? ctx.addresses[0];
+  const chain = [...ctx.addresses.filter((a) => a !== desired), desired];
+  const made = new Map<NodeAddress, { node: PostgresNode; slot?: ReplicationSlot }>();
+  const gates: RollGate[] = [];
+  let previous: PostgresNode | undefined;
+  for (const a of chain) {
+    const i = ctx.addresses.indexOf(a);
     const slot =
       i === 0
         ? undefined
@@ -227,36 +255,68 @@ function createNodes(
               slotName: a.slot,
               environment: { ...ctx.credentials, PGC_NODES: JSON.stringify(ctx.addresses) },
             },
-            ctx.child(nodes[0]),
+            ctx.child(),
           );
-    if (slot) slots.push(slot);
-    nodes.push(
-      new PostgresNode(
-        a.name,
-        {
-          nodeName: a.name,
-          firstRole: i === 0 ? "primary" : "replica",
-          clusterName: ctx.name,
-          image: s.image,
-          networkName,
-          hostPort: a.port,
-          bindAddress: s.bindAddress,
-          envs: nodeEnv(
-            s,
-            { PGC_NODE_NAME: a.name, PGC_SLOT_NAME: a.slot, PGC_DATABASE: s.database },
-            secrets,
-          ),
-          startAfter: slot ? [slot, guard.step] : [guard.step],
-        },
-        ctx.child(),
+    const container = {
+      image: s.image,
+      hostPort: a.port,
+      bindAddress: s.bindAddress,
+      envs: nodeEnv(
+        s,
+        { PGC_NODE_NAME: a.name, PGC_SLOT_NAME: a.slot, PGC_DATABASE: s.database },
+        secrets,
       ),
+    };
+    const gate = new RollGate(
+      `${a.name}-roll`,
+      {
+        environment: {
+          ...ctx.stepEnv,
+          PGC_REPLICATION_PASSWORD: ctx.replicationPassword,
+          PGC_ROLL_NODE: a.name,
+          PGC_ROLL_AFTER: previous?.nodeName ?? "",
+          PGC_ROLL_SPEC: containerEnv(container).apply((env) =>
+            JSON.stringify({ image: s.image, env }),
+          ),
+        },
+        triggers: [previous?.container.id ?? ""],
+      },
+      ctx.child(guard.step, ...(previous ? [previous.container] : [])),
     );
+    gates.push(gate);
+    const node = new PostgresNode(
+      a.name,
+      {
+        nodeName: a.name,
+        firstRole: i === 0 ? "primary" : "replica",
+        clusterName: ctx.name,
+        networkName,
+        ...container,
+        startAfter: slot ? [slot, guard.step, gate.step] : [guard.step, gate.step],
+      },
+      ctx.child(),
+    );
+    made.set(a, { node, slot });
+    previous = node;
   }
-  return { nodes, slots };
+  const ordered = ctx.addresses.map((a) => made.get(a)!);
+  return {
+    nodes: ordered.map((m) => m.node),
+    slots: ordered.flatMap((m) => (m.slot ? [m.slot] : [])),
+    gates,
+  };
 }
 
-/** The router: every node is a server of both backends; its checks find the roles. */
-function createRouter(ctx: ClusterContext, networkName: pulumi.Output<string>): Router {
+/**
+ * The router: every node is a server of both backends; its checks find the roles. After the first
+ * roll gate: on a password change that gate gives the nodes' check role the password a new
+ * router checks with, before the router is replaced.
+ */
+function createRouter(
+  ctx: ClusterContext,
+  networkName: pulumi.Output<string>,
+  firstGate: RollGate,
+): Router {
   const { s } = ctx;
   return new Router(
     ctx.routerName,
@@ -271,7 +331,7 @@ function createRouter(ctx: ClusterContext, networkName: pulumi.Output<string>): 
       readWritePort: s.readWritePort,
       readOnlyPort: s.readOnlyPort,
     },
-    ctx.child(),
+    ctx.child(firstGate.step),
   );
 }
 
@@ -284,11 +344,7 @@ function createSteps(
 ): { topology: Topology; check: ReplicationCheck } {
   const { s } = ctx;
   const stepEnv = {
-    ...ctx.credentials,
-    PGC_REPLICATION_USER: s.replicationUser,
-    PGC_NODES: JSON.stringify(ctx.addresses),
-    PGC_DESIRED_PRIMARY: s.primary,
-    PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
+    ...ctx.stepEnv,
     // In both steps' inputs: the topology step applies it, and the post-step's report shows it.
     PGC_SYNCHRONOUS_REPLICAS: String(s.synchronousReplicas),
   };
@@ -299,7 +355,6 @@ function createSteps(
     {
       environment: {
         ...stepEnv,
-        PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
         // Applied to every node by ALTER SYSTEM and a reload: a change re-runs only this step.
         PGC_SETTINGS: JSON.stringify(
           Object.fromEntries(
@@ -309,8 +364,6 @@ function createSteps(
             ]),
           ),
         ),
-        PGC_HEALTH_PASSWORD: ctx.health,
-        PGC_ROUTER: ctx.routerName,
       },
       triggers,
     },
@@ -412,6 +465,7 @@ interface NodeAddress {
 interface Parts {
   readonly nodes: readonly PostgresNode[];
   readonly slots: readonly ReplicationSlot[];
+  readonly gates: readonly RollGate[];
   readonly topology: Topology;
   readonly check: ReplicationCheck;
   readonly router: Router;

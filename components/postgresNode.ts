@@ -1,3 +1,4 @@
+import * as crypto from "crypto";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import {
@@ -6,6 +7,7 @@ import {
   CONTAINER_VOLUME_DIR,
   containerUploads,
   entrypoint,
+  nodeBundle,
 } from "./assets";
 import { inheritedDependsOn } from "./options";
 
@@ -80,7 +82,7 @@ export class PostgresNode extends pulumi.ComponentResource {
         hostname: args.nodeName,
         image: args.image,
         entrypoints: entrypoint(),
-        envs: pulumi.secret(args.envs),
+        envs: containerEnv(args),
         uploads: containerUploads(),
         labels,
         networksAdvanced: [{ name: args.networkName, aliases: [args.nodeName] }],
@@ -104,9 +106,30 @@ export class PostgresNode extends pulumi.ComponentResource {
       {
         parent: this,
         dependsOn: [...inheritedDependsOn(opts), ...(args.startAfter ?? []), this.volume],
+        // The name is fixed, so the old container must go before the new one can exist; said
+        // here rather than left to the provider. The roll gates (startAfter) order replacements.
+        deleteBeforeReplace: true,
       },
     );
 
     this.registerOutputs({ volume: this.volume, container: this.container });
   }
+}
+
+/**
+ * The environment a node's container runs with: `envs` and `PGC_SPEC`, a digest of what else
+ * the container is made of (its assets, its published address). A change to any of it replaces
+ * the container, so a roll gate tells from the environment alone whether an up will replace it.
+ * Secret: the environment carries passwords.
+ */
+export function containerEnv(
+  args: Pick<PostgresNodeArgs, "envs" | "hostPort" | "bindAddress">,
+): pulumi.Output<string[]> {
+  const spec = JSON.stringify({
+    bundle: nodeBundle(),
+    hostPort: args.hostPort,
+    bindAddress: args.bindAddress,
+  });
+  const digest = crypto.createHash("sha256").update(spec).digest("hex").slice(0, 16);
+  return pulumi.secret(pulumi.output(args.envs).apply((envs) => [...envs, `PGC_SPEC=${digest}`]));
 }

@@ -1,7 +1,5 @@
-import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { HostProgramArgs, hostProgram } from "./assets";
-import { inheritedDependsOn } from "./options";
+import { HostStep, HostStepArgs } from "./hostStep";
 
 /**
  * One replica's line in the {@link ReplicationReport}. A field the post-step could not learn (the
@@ -76,28 +74,20 @@ export interface ReplicationReport {
 }
 
 /** Arguments of a {@link ReplicationCheck}: verify.mjs's environment and what re-runs it. */
-export type ReplicationCheckArgs = HostProgramArgs;
+export type ReplicationCheckArgs = HostStepArgs;
 
 /**
  * The cluster's post-step: seeds the Wizards table, writes a marker on the primary and waits until
  * every replica has replayed past it, then reports per-replica state, slot and lag. It runs again
  * whenever a node container is created or replaced (scale up/down included).
  */
-export class ReplicationCheck extends pulumi.ComponentResource {
-  /** The command that runs `assets/verify.mjs`. */
-  public readonly step: command.local.Command;
-  /** The parsed report. */
-  public readonly report: pulumi.Output<ReplicationReport>;
-
+export class ReplicationCheck extends HostStep<ReplicationReport> {
   constructor(name: string, args: ReplicationCheckArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("pg-cluster:index:ReplicationCheck", name, {}, opts);
-    ({ step: this.step, result: this.report } = hostProgram<ReplicationReport>(
-      name,
-      "verify.mjs",
-      args,
-      this,
-      inheritedDependsOn(opts),
-    ));
-    this.registerOutputs({ step: this.step, report: this.report });
+    super("pg-cluster:index:ReplicationCheck", name, "verify.mjs", args, opts);
+  }
+
+  /** The parsed report (the step's result). */
+  get report(): pulumi.Output<ReplicationReport> {
+    return this.result;
   }
 }

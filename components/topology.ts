@@ -1,7 +1,5 @@
-import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { HostProgramArgs, hostProgram } from "./assets";
-import { inheritedDependsOn } from "./options";
+import { HostStep, HostStepArgs } from "./hostStep";
 
 /** What `assets/topology.mjs` prints after a run. */
 export interface TopologyResult {
@@ -14,7 +12,7 @@ export interface TopologyResult {
 }
 
 /** Arguments of a {@link Topology}: topology.mjs's environment and what re-runs it. */
-export type TopologyArgs = HostProgramArgs;
+export type TopologyArgs = HostStepArgs;
 
 /**
  * The cluster's topology step (docs/design/primary-as-role.md): bootstraps a new cluster (initdb
@@ -24,21 +22,8 @@ export type TopologyArgs = HostProgramArgs;
  * caught-up streaming standby or when the primary's volume is empty while a replica holds the
  * cluster. A node's role lives in its data directory, so none of this replaces a container.
  */
-export class Topology extends pulumi.ComponentResource {
-  /** The command that runs `assets/topology.mjs`. */
-  public readonly step: command.local.Command;
-  /** The parsed result of the last run. */
-  public readonly result: pulumi.Output<TopologyResult>;
-
+export class Topology extends HostStep<TopologyResult> {
   constructor(name: string, args: TopologyArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("pg-cluster:index:Topology", name, {}, opts);
-    ({ step: this.step, result: this.result } = hostProgram<TopologyResult>(
-      name,
-      "topology.mjs",
-      args,
-      this,
-      inheritedDependsOn(opts),
-    ));
-    this.registerOutputs({ step: this.step, result: this.result });
+    super("pg-cluster:index:Topology", name, "topology.mjs", args, opts);
   }
 }

@@ -1,7 +1,5 @@
-import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { hostProgram } from "./assets";
-import { inheritedDependsOn } from "./options";
+import { HostStep } from "./hostStep";
 
 /** What `assets/guard.mjs` prints. */
 export interface VersionCheck {
@@ -28,24 +26,17 @@ export interface VersionGuardArgs {
  * on another major's data directory, so an image swap across majors would only take every node
  * down.
  */
-export class VersionGuard extends pulumi.ComponentResource {
-  /** The command that runs `assets/guard.mjs`. */
-  public readonly step: command.local.Command;
-  /** What the last run found. */
-  public readonly result: pulumi.Output<VersionCheck>;
-
+export class VersionGuard extends HostStep<VersionCheck> {
   constructor(name: string, args: VersionGuardArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("pg-cluster:index:VersionGuard", name, {}, opts);
-    ({ step: this.step, result: this.result } = hostProgram<VersionCheck>(
+    super(
+      "pg-cluster:index:VersionGuard",
       name,
       "guard.mjs",
       {
         environment: { PGC_IMAGE: args.image, PGC_CLUSTER: args.clusterName },
         triggers: [args.image],
       },
-      this,
-      inheritedDependsOn(opts),
-    ));
-    this.registerOutputs({ step: this.step, result: this.result });
+      opts,
+    );
   }
 }

@@ -22,9 +22,9 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
 
   it("brings up a primary and 2 replicas that serve the seeded rows and replicate a new one", async () => {
     const { outputs, summary } = await stack.up();
-    // network, 3 volumes, 3 containers, 2 slot steps, the router, the version guard, the topology
-    // step and the post-step
-    assert.equal(summary.create, 13);
+    // network, 3 volumes, 3 containers with a roll gate each, 2 slot steps, the router, the version
+    // guard, the topology step and the post-step
+    assert.equal(summary.create, 16);
     endpoints = {
       primary: outputs.primaryEndpoint as string,
       replicas: outputs.replicaEndpoints as string[],
@@ -104,9 +104,9 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );
     const preview = await stack.preview();
-    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 13 });
+    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 16 });
     const { summary } = await stack.up();
-    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 13 });
+    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 16 });
     const afterUp = await Promise.all(
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );
@@ -156,13 +156,17 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
     const before = await Promise.all(names.map(inspectContainer));
     const { summary, outputs } = await stack.up({ replicas: "3" });
-    assert.equal(summary.create, 3, "slot step, volume and container of replica 3");
+    assert.equal(summary.create, 4, "slot step, roll gate, volume and container of replica 3");
     assert.equal(
       summary.replace,
-      3,
-      "the router (its config lists every node); the topology step and the post-step re-run",
+      4,
+      "the router (its config lists every node); the primary's roll gate now follows replica 3; the topology step and the post-step re-run",
     );
-    assert.equal(summary.update, 2, "the existing slot steps learn the new node list");
+    assert.equal(
+      summary.update,
+      4,
+      "the existing slot steps and the standbys' roll gates learn the new node list",
+    );
     assert.equal(summary.delete, 0);
     const afterUp = await Promise.all(names.map(inspectContainer));
     for (const [i, info] of afterUp.entries()) {
@@ -194,7 +198,8 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
 
   it("scales 3 -> 1: removed replicas' containers, volumes and slots are gone", async () => {
     const { summary } = await stack.up({ replicas: "1" });
-    assert.equal(summary.delete, 6);
+    // per removed replica: its container, volume, slot step and roll gate
+    assert.equal(summary.delete, 8);
     const objects = await dockerObjects(c);
     assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-replica-1`, `${c}-router`]);
     assert.deepEqual(objects.volumes, [`${c}-primary-data`, `${c}-replica-1-data`]);

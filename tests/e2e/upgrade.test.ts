@@ -4,7 +4,9 @@
  * brought up, written to, and then brought up by this checkout's code. No volume may be replaced
  * or deleted, every row must still be on every node, no replica may clone again,
  * and the nodes keep their roles. Containers are replaced when what runs in them changed (this
- * release's one entrypoint does): each once, all at once (rolling them is issue 10).
+ * release's one entrypoint does): each once, one after another; the roll gates do not wait for a
+ * standby to stream from a primary of a release without ctl.sh (it is not set up for the new
+ * standbys), and the topology step converges the cluster after the last container.
  * Proven to fail when a volume's inputs change (a label did, during this release's work).
  */
 import * as assert from "node:assert/strict";

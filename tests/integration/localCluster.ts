@@ -7,6 +7,7 @@ import pg from "pg";
 import { ASSETS_DIR, nodeBundle } from "../../components/assets";
 import { replicationCapacity } from "../../components/settings";
 import type { TopologyResult } from "../../components/topology";
+import type { RollGateResult } from "../../components/rollGate";
 
 /** PostgreSQL server binaries on the host (Debian's postgresql-15, installed by .ci/run). */
 export function postgresBinDir(): string {
@@ -284,13 +285,43 @@ export class LocalCluster {
       PGC_SYNCHRONOUS_REPLICAS: "0",
       ...extra,
     });
-    let result: TopologyResult | null = null;
-    try {
-      result = JSON.parse(r.stdout);
-    } catch {
-      result = null;
-    }
-    return { status: r.status, stdout: r.stdout, stderr: r.stderr, result };
+    return { ...r, result: jsonOrNull<TopologyResult>(r.stdout) };
+  }
+
+  /**
+   * Runs a roll gate (assets/roll.mjs) as the component's local.Command does: before `node`'s
+   * container, after `after`'s. `running` stands in for `docker container inspect` of `node`
+   * (null: no container); the gate compares it with `spec`.
+   */
+  async roll(
+    node: LocalNode,
+    after: LocalNode | undefined,
+    running: { image: string; env: string[] } | null,
+    spec: { image: string; env: string[] },
+    extra: Record<string, string> = {},
+  ): Promise<{ status: number; stdout: string; stderr: string; result: RollGateResult | null }> {
+    const inspect = running ? [{ Config: { Image: running.image, Env: running.env } }] : [];
+    const r = await runAssetAsync("roll.mjs", {
+      ...this.stepEnv(
+        this.nodes.map((n) => n.address()),
+        this.primary.name,
+      ),
+      PGC_REPLICATION_PASSWORD: REPLICATION_PASSWORD,
+      PGC_CTL: JSON.stringify(Object.fromEntries(this.nodes.map((n) => [n.name, n.ctlCommand()]))),
+      PGC_ROLL_NODE: node.name,
+      PGC_ROLL_AFTER: after?.name ?? "",
+      PGC_ROLL_SPEC: JSON.stringify(spec),
+      // `docker container inspect NAME` as the gate runs it; an absent container is an error there.
+      PGC_INSPECT_ARGV: JSON.stringify(
+        running
+          ? ["bash", "-c", 'printf "%s" "$PGC_FAKE_INSPECT"', "_"]
+          : ["bash", "-c", 'echo "Error: No such container: $1" >&2; exit 1', "_"],
+      ),
+      PGC_FAKE_INSPECT: JSON.stringify(inspect),
+      PGC_TIMEOUT_SECONDS: "60",
+      ...extra,
+    });
+    return { ...r, result: jsonOrNull<RollGateResult>(r.stdout) };
   }
 
   /** What both host-side steps get: the nodes, the desired primary, the superuser. */
@@ -380,6 +411,15 @@ function runAsset(file: string, args: string[], env: Record<string, string>) {
     report = null;
   }
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, report };
+}
+
+/** A host-side program's one JSON line, or null when it printed none (it failed). */
+function jsonOrNull<T>(stdout: string): T | null {
+  try {
+    return JSON.parse(stdout) as T;
+  } catch {
+    return null;
+  }
 }
 
 /** Runs a host-side asset program without blocking the test's event loop. */

@@ -20,10 +20,10 @@ const byType = <T extends { type: string }>(rs: T[], type: string): T[] =>
 describe("PostgresCluster resources", () => {
   for (const [replicas, expected] of [
     // containers: one per node and the router; commands: the version guard, the topology step,
-    // the post-step and one slot lifetime per replica node
-    [0, { containers: 2, volumes: 1, networks: 1, commands: 3 }],
-    [1, { containers: 3, volumes: 2, networks: 1, commands: 4 }],
-    [3, { containers: 5, volumes: 4, networks: 1, commands: 6 }],
+    // the post-step, one roll gate per node and one slot lifetime per replica node
+    [0, { containers: 2, volumes: 1, networks: 1, commands: 4 }],
+    [1, { containers: 3, volumes: 2, networks: 1, commands: 6 }],
+    [3, { containers: 5, volumes: 4, networks: 1, commands: 10 }],
   ] as const) {
     it(`creates the right resources for ${replicas} replica(s)`, async () => {
       const { recorded: rs } = await build(`count${replicas}`, { replicas });
@@ -82,18 +82,21 @@ describe("PostgresCluster resources", () => {
       "names-net",
       "names-primary",
       "names-primary-data",
+      "names-primary-roll",
       "names-replica-1",
       "names-replica-1-data",
+      "names-replica-1-roll",
       "names-replica-1-slot",
       "names-replica-2",
       "names-replica-2-data",
+      "names-replica-2-roll",
       "names-replica-2-slot",
       "names-router",
       "names-topology",
     ]);
   });
 
-  it("parents every child under the cluster and orders replicas after the primary, the post-step last", async () => {
+  it("parents every child under the cluster, chains the node containers through roll gates, the post-step last", async () => {
     const { cluster, registered: rs } = await build("order", {
       replicas: 2,
       primaryPort: 7432,
@@ -116,8 +119,6 @@ describe("PostgresCluster resources", () => {
       assert.equal(replica.parent, cluster);
       // The ordering sits on the container, so the component (and its volume) register at once.
       assert.deepEqual(replica.dependsOn, [], `replica ${n}'s component waits for nothing`);
-      const slot = find("pg-cluster:index:ReplicationSlot", `order-replica-${n}-slot`);
-      assert.ok(slot.dependsOn.includes(cluster.primary), `slot ${n} depends on the primary`);
       const container = find("docker:index/container:Container", `order-replica-${n}`);
       assert.equal(container.parent, cluster.replicas[n - 1]);
       // Recorded on the container itself, so the engine deletes it before its slot is dropped.
@@ -130,11 +131,25 @@ describe("PostgresCluster resources", () => {
         !container.dependsOn.includes(cluster.primary),
         `replica ${n} container does not wait for the primary`,
       );
-      const dropStep = find("command:local:Command", `order-replica-${n}-slot`);
+    }
+    // The roll chain: each node's container after its gate, each gate after the container before
+    // it (which also re-runs it when that container is replaced): the standbys, then the primary.
+    const chain = [cluster.replicas[0], cluster.replicas[1], cluster.primary];
+    assert.equal(cluster.rollGates.length, chain.length);
+    for (const [k, node] of chain.entries()) {
       assert.ok(
-        dropStep.dependsOn.includes(cluster.primary),
-        `slot ${n} dropped before the primary goes`,
+        find("docker:index/container:Container", node.nodeName).dependsOn.includes(
+          cluster.rollGates[k].step,
+        ),
+        `${node.nodeName}'s container after its gate`,
       );
+      const gate = find("command:local:Command", `${node.nodeName}-roll`);
+      const before = chain[k - 1];
+      if (before) {
+        assert.ok(gate.dependsOn.includes(before.container), `gate after ${before.nodeName}`);
+      } else {
+        assert.ok(!gate.dependsOn.some((d) => d instanceof docker.Container), "first gate");
+      }
     }
     const check = find("pg-cluster:index:ReplicationCheck", "order-check");
     const guard = find("command:local:Command", "order-guard");
@@ -180,9 +195,10 @@ describe("PostgresCluster resources", () => {
       { dependsOn: [before] },
     );
     const children = rs.filter((r) => r.name !== "deps");
-    // network; 3 nodes with volume and container; 2 slots, the topology step and the post-step
-    // with a command each; the router with its container; the version guard with its command
-    assert.equal(children.length, 1 + 3 * 3 + 2 * 2 + 2 + 2 + 2 + 2);
+    // network; 3 nodes with volume and container, and their roll gates with a command each; 2
+    // slots, the topology step and the post-step with a command each; the router with its
+    // container; the version guard with its command
+    assert.equal(children.length, 1 + 3 * 3 + 3 * 2 + 2 * 2 + 2 + 2 + 2 + 2);
     for (const r of children) {
       assert.ok(r.dependsOn.includes(before), `${r.type} ${r.name} depends on the user's resource`);
     }
@@ -383,7 +399,8 @@ describe("PostgresCluster resources", () => {
     const dockerInputs = (rs: typeof before.recorded) =>
       rs
         .filter((r) => r.type.startsWith("docker:"))
-        .map((r) => [r.name, plain(r.inputs.envs), r.inputs.uploads, r.inputs.name]);
+        .map((r) => [r.name, plain(r.inputs.envs), r.inputs.uploads, r.inputs.name])
+        .sort();
     assert.deepEqual(dockerInputs(after.recorded), dockerInputs(before.recorded));
     const step = (rs: typeof before.recorded, name: string) =>
       byType(rs, "command:local:Command").find((c) => c.name === name);
@@ -428,6 +445,40 @@ describe("PostgresCluster resources", () => {
         internalEndpoint: "role-replica-2:5432",
       },
     ]);
+  });
+
+  it("rolls the desired primary last, and gives each gate the container the up will run", async () => {
+    const { recorded: rs } = await build("chain", {
+      replicas: 2,
+      primaryPort: 17432,
+      replicaBasePort: 17433,
+      primary: "chain-replica-1",
+    });
+    const gates = byType(rs, "command:local:Command").filter((c) => c.name.endsWith("-roll"));
+    const env = (name: string) =>
+      plain<Record<string, string>>(gates.find((g) => g.name === name)?.inputs.environment);
+    // The chain: chain-primary, chain-replica-2, then the desired primary chain-replica-1.
+    assert.equal(env("chain-primary-roll").PGC_ROLL_AFTER, "");
+    assert.equal(env("chain-replica-2-roll").PGC_ROLL_AFTER, "chain-primary");
+    assert.equal(env("chain-replica-1-roll").PGC_ROLL_AFTER, "chain-replica-2");
+    assert.deepEqual(
+      gates.find((g) => g.name === "chain-replica-1-roll")?.inputs.triggers,
+      ["chain-replica-2-id"],
+      "a gate runs again when the container before it is replaced",
+    );
+    for (const node of ["chain-primary", "chain-replica-1", "chain-replica-2"]) {
+      const gate = env(`${node}-roll`);
+      assert.equal(gate.PGC_ROLL_NODE, node);
+      assert.equal(gate.PGC_DESIRED_PRIMARY, "chain-replica-1");
+      const container = byType(rs, "docker:index/container:Container").find(
+        (c) => c.inputs.name === node,
+      );
+      const spec = JSON.parse(gate.PGC_ROLL_SPEC);
+      assert.equal(spec.image, container?.inputs.image);
+      assert.deepEqual(spec.env, plain(container?.inputs.envs));
+      // What else replaces a container (its assets, its port) is in its environment as a digest.
+      assert.equal(spec.env.filter((e: string) => /^PGC_SPEC=[0-9a-f]{16}$/.test(e)).length, 1);
+    }
   });
 
   it("changes a reloadable setting without touching any container: only the topology step's settings differ", async () => {
