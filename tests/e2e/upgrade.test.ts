@@ -121,6 +121,10 @@ else
       fs.mkdirSync(backend);
       old = await LocalWorkspace.createOrSelectStack({ stackName, workDir: previous }, { envVars });
       await old.setAllConfig(config);
+      // A release with the router needs its image to be one this engine has, as the new code does.
+      if (fs.existsSync(path.join(previous, "components", "router.ts"))) {
+        await old.setConfig("routerImage", { value: ROUTER_IMAGE });
+      }
       await old.up();
 
       const c = new pg.Client({
