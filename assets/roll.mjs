@@ -94,7 +94,12 @@ async function settle(node, nodes, timeoutMs) {
   if (!seen.sql) return; // empty (a new cluster) or held: the topology step takes it from here
   if (!seen.sql.inRecovery) return;
   const primary = await writableNode(nodes);
-  if (!primary) throw new Error(`no node is writable, so ${node.name} cannot catch up with one`);
+  if (!primary) {
+    // A lost primary, or an unfinished switchover: there is nothing to catch up with, and the
+    // topology step (after every container) is what makes a node writable again.
+    act(`no node is writable: ${node.name} is not awaited (the topology step takes it from here)`);
+    return;
+  }
   if (!(await hasCtl(primary))) {
     // A stack made before roles (v0.1.0): its primary is not set up for the new standbys, and
     // cannot be switched over. Every container is replaced without waiting, and the topology step

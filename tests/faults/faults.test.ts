@@ -591,7 +591,11 @@ describe("bad input and a broken environment", { timeout: 10 * 60_000 }, () => {
 
   it("8c. a host port already in use: named, with the fix; after freeing it the next up completes", async () => {
     await stack.destroy();
-    const blocker = net.createServer().listen(stack.basePort + 1, "127.0.0.1");
+    // Holds the port; a connection to it (the first roll gate checks every node's port) is
+    // closed at once, so close() below does not wait on it.
+    const blocker = net
+      .createServer((socket) => socket.destroy())
+      .listen(stack.basePort + 1, "127.0.0.1");
     await new Promise((r) => blocker.once("listening", r));
     try {
       await assert.rejects(
