@@ -185,3 +185,16 @@ describe("roll gates on real servers", { timeout: 600_000 }, () => {
     assert.equal(await accepts(cluster.primary, SUPERUSER_PASSWORD), true);
   });
 });
+
+describe("a roll gate with 0 replicas", { timeout: 300_000 }, () => {
+  const cluster = new LocalCluster({ replicas: 0 });
+  before(() => cluster.start());
+  after(() => cluster.destroy());
+
+  it("has no one to hand the role to: the replacement restarts the only node, which keeps running until then", async () => {
+    const r = await cluster.roll(cluster.primary, undefined, OLD, NEW);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(r.result?.actions, ["primary is the only node: its replacement restarts it"]);
+    assert.equal(await accepts(cluster.primary, SUPERUSER_PASSWORD), true);
+  });
+});
