@@ -655,12 +655,7 @@ async function switchovers(s: ReturnType<typeof newStack>): Promise<Record<strin
     await sleep(500);
     await Promise.all([writer.stop(), routed.stop()]);
     const targetPort = PORT + (target.endsWith("replica-1") ? 1 : 0);
-    const have = new Set(
-      (psql(targetPort, "SELECT id FROM bench_acked") ?? "")
-        .split("\n")
-        .filter(Boolean)
-        .map(Number),
-    );
+    const have = await ackedIds(targetPort);
     const acked = [...writer.acked, ...routed.acked];
     const row = {
       to: target,
@@ -674,6 +669,20 @@ async function switchovers(s: ReturnType<typeof newStack>): Promise<Record<strin
     out.push(row);
   }
   return out;
+}
+
+/**
+ * The ids in bench_acked, read on `port`: retried for a while (a session right after an up may
+ * be refused), and an error rather than an empty set if it never answers, so a row never reports
+ * writes as lost that were only unread.
+ */
+async function ackedIds(port: number): Promise<Set<number>> {
+  for (let i = 0; ; i++) {
+    const out = psql(port, "SELECT id FROM bench_acked");
+    if (out !== null) return new Set(out.split("\n").filter(Boolean).map(Number));
+    if (i >= 40) throw new Error(`cannot read bench_acked on port ${port} after the up`);
+    await sleep(250);
+  }
 }
 
 /**
@@ -717,9 +726,7 @@ async function changes(s: ReturnType<typeof newStack>): Promise<Record<string, u
     await sleep(500);
     await Promise.all([writer.stop(), readers.psql.stop(), readers.nodePostgres.stop()]);
     const after = state();
-    const have = new Set(
-      (psql(PORT, "SELECT id FROM bench_acked") ?? "").split("\n").filter(Boolean).map(Number),
-    );
+    const have = await ackedIds(PORT - 2);
     const reader = (p: RoleProbe) => ({
       longestGapMs: p.longestSilenceMs(),
       failed: p.observations.filter((o) => o.error).length,
