@@ -11,10 +11,11 @@ export const PGADMIN_PATHS = {
   /** The login password, read once when pgAdmin's database is created. */
   password: "/run/pgadmin/password",
 } as const;
-/** The port pgAdmin listens on inside its container (gunicorn, plain HTTP). */
-export const PGADMIN_CONTAINER_PORT = 80;
-/** The user the official image (and the local build) runs pgAdmin as: its uploads are theirs. */
-const PGADMIN_UID = "5050";
+/**
+ * The port pgAdmin listens on inside its container (gunicorn, plain HTTP): unprivileged, as it
+ * runs as uid 5050 in both images.
+ */
+export const PGADMIN_CONTAINER_PORT = 5050;
 
 /** One server in pgAdmin's tree. */
 export interface PgAdminServer {
@@ -26,7 +27,7 @@ export interface PgAdminServer {
 }
 
 /** Arguments of a {@link PgAdmin}. */
-export interface PgAdminArgs {
+export interface PgAdminContainerArgs {
   /** Physical name of the container (and its host name on the cluster network). */
   readonly containerName: string;
   /** Label value grouping the cluster's Docker objects, and the group in pgAdmin's tree. */
@@ -56,7 +57,7 @@ export interface PgAdminArgs {
 export class PgAdmin extends pulumi.ComponentResource {
   public readonly container: docker.Container;
 
-  constructor(name: string, args: PgAdminArgs, opts?: pulumi.ComponentResourceOptions) {
+  constructor(name: string, args: PgAdminContainerArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:PgAdmin", name, {}, opts);
     this.container = new docker.Container(
       name,
@@ -77,17 +78,13 @@ export class PgAdmin extends pulumi.ComponentResource {
           "PGADMIN_DISABLE_POSTFIX=true",
         ],
         uploads: [
-          {
-            file: PGADMIN_PATHS.servers,
-            content: serversJson(args),
-            owner: PGADMIN_UID,
-            permissions: "0444",
-          },
+          { file: PGADMIN_PATHS.servers, content: serversJson(args), permissions: "0444" },
+          // Owned by root, readable by group root: the official image (and the local build)
+          // run pgAdmin as uid 5050 in group 0. (An owner would be looked up on the Docker host.)
           {
             file: PGADMIN_PATHS.password,
             content: pulumi.secret(args.password),
-            owner: PGADMIN_UID,
-            permissions: "0400",
+            permissions: "0440",
           },
         ],
         labels: [{ label: "pg-cluster.cluster", value: args.clusterName }],
@@ -96,6 +93,21 @@ export class PgAdmin extends pulumi.ComponentResource {
           { internal: PGADMIN_CONTAINER_PORT, external: args.hostPort, ip: args.bindAddress },
         ],
         restart: "unless-stopped",
+        // pgAdmin answers only after creating its database and registering the servers (a few
+        // seconds): the up waits for it, so pgadminUrl means a page that loads.
+        healthcheck: {
+          tests: [
+            "CMD",
+            "python3",
+            "-c",
+            `import urllib.request; urllib.request.urlopen("http://127.0.0.1:${PGADMIN_CONTAINER_PORT}/misc/ping", timeout=2)`,
+          ],
+          interval: "1s",
+          timeout: "3s",
+          retries: 120,
+        },
+        wait: true,
+        waitTimeout: 180,
       },
       { parent: this, dependsOn: inheritedDependsOn(opts), deleteBeforeReplace: true },
     );
@@ -108,7 +120,7 @@ export class PgAdmin extends pulumi.ComponentResource {
  * and no password file, so none is stored in the container.
  */
 export function serversJson(
-  args: Pick<PgAdminArgs, "servers" | "clusterName" | "database" | "username">,
+  args: Pick<PgAdminContainerArgs, "servers" | "clusterName" | "database" | "username">,
 ): string {
   const servers = Object.fromEntries(
     args.servers.map((s, i) => [
@@ -121,6 +133,10 @@ export function serversJson(
         MaintenanceDB: args.database,
         Username: args.username,
         SSLMode: "prefer",
+        // Listed by name: the cluster's database was created in initdb's single-user session,
+        // with an OID below 16384, which pgAdmin otherwise takes for a system database and hides.
+        DBRestriction: [...new Set([args.database, "postgres"])].join(","),
+        DBRestrictionType: "databases",
         Comment: `pg-cluster ${args.clusterName}`,
       },
     ]),

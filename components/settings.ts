@@ -20,8 +20,12 @@ export const DEFAULTS = {
   verifyTimeoutSeconds: 120,
   switchoverMaxLag: "16MB",
   routerImage: "haproxy:2.6",
-  pgadminImage: "dpage/pgadmin4:9",
-  pgadminEmail: "admin@example.com",
+} as const;
+
+/** Defaults of the optional pgAdmin ({@link PgAdminArgs}). */
+export const PGADMIN_DEFAULTS = {
+  image: "dpage/pgadmin4:9",
+  email: "admin@example.com",
 } as const;
 
 /**
@@ -595,7 +599,7 @@ function checkPgAdmin(
       );
     }
   }
-  const email = args.email ?? DEFAULTS.pgadminEmail;
+  const email = args.email ?? PGADMIN_DEFAULTS.email;
   if (typeof email !== "string" || !/^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$/.test(email)) {
     p.add(
       "pgadmin.email",
@@ -614,7 +618,7 @@ function checkPgAdmin(
   } else {
     checkPassword(p, "pgadmin.password", args.password, "pgadminPassword");
   }
-  const image = args.image ?? DEFAULTS.pgadminImage;
+  const image = args.image ?? PGADMIN_DEFAULTS.image;
   if (typeof image !== "string" || !IMAGE.test(image)) {
     p.add(
       "pgadmin.image",

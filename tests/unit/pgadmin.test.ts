@@ -43,7 +43,7 @@ describe("pgAdmin", () => {
     const c = recorded.find((r) => r.type === CONTAINER && r.inputs.name === "pga-pgadmin");
     assert.ok(c, "a pgAdmin container");
     // primaryPort - 3 by default, on 127.0.0.1 like every other port.
-    assert.deepEqual(c.inputs.ports, [{ internal: 80, external: 18429, ip: "127.0.0.1" }]);
+    assert.deepEqual(c.inputs.ports, [{ internal: 5050, external: 18429, ip: "127.0.0.1" }]);
     // The uploads carry the login password: they reach the engine as a secret.
     assert.ok(inputIsSecret(c.inputs.uploads), "the uploads are secret");
     const uploads = plain<{ file: string; content: unknown; permissions: string }[]>(
@@ -70,7 +70,7 @@ describe("pgAdmin", () => {
     assert.doesNotMatch(text, new RegExp(PASSWORDS.superuserPassword));
     const pw = uploads.find((u) => u.file === "/run/pgadmin/password");
     assert.equal(plain(pw?.content), "pgadmin-Secret-1");
-    assert.equal(pw?.permissions, "0400");
+    assert.equal(pw?.permissions, "0440");
     const envs = plain<string[]>(c.inputs.envs);
     assert.ok(envs.includes("PGADMIN_DEFAULT_EMAIL=admin@example.com"));
     assert.ok(!envs.some((e) => e.includes("pgadmin-Secret-1")), "no password in the environment");
