@@ -23,3 +23,4 @@ export const connectionString = cluster.connectionString;
 export const readOnlyConnectionString = cluster.readOnlyConnectionString;
 export const multiHostReadOnlyConnectionString = cluster.multiHostReadOnlyConnectionString;
 export const replicationReport = cluster.replicationReport;
+export const pgadminUrl = cluster.pgadminUrl;

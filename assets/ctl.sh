@@ -100,6 +100,23 @@ require_port() {
   [[ "$1" =~ ^[0-9]+$ ]] || pgc_die "'$1' is not a port number; usage: ctl.sh bootstrap-clone|follow HOST PORT."
 }
 
+# create_database DIR — the cluster's database, by a server on DIR that listens only on a private
+# socket (no network, trust for the postgres OS user alone), not in the single-user session: there
+# a database gets an OID below 16384 (FirstNormalObjectId), and tools such as pgAdmin take it for a
+# system database and hide it.
+create_database() {
+  local dir="$1" sock
+  sock="$(mktemp -d)"
+  printf 'local all all trust\n' >"$sock/hba.conf"
+  pg_ctl -D "$dir" -w -s -l "$sock/log" \
+    -o "-c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf" start ||
+    { cat "$sock/log" >&2; pgc_die "could not start a private server on $dir to create the database (log above)."; }
+  psql -h "$sock" -U "$PGC_SUPERUSER" -d postgres -XAtq -v ON_ERROR_STOP=1 \
+    -c "CREATE DATABASE $(pgc_sql_ident "$PGC_DATABASE")" >/dev/null
+  pg_ctl -D "$dir" -w -s -m fast stop
+  rm -rf "$sock"
+}
+
 # bootstrap_initdb — a new cluster on an empty volume: initdb into
 # a scratch directory (SCRAM, checksums, no standby.signal), the database and roles in one
 # single-user session, then the flush-and-rename swap. The entrypoint then starts it.
@@ -113,12 +130,8 @@ bootstrap_initdb() {
     --auth-local=peer --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 --data-checksums \
     --no-sync >/dev/null
   setup="$(pgc_setup_sql "$superuser_password" "$replication_password")"
-  if [ "$PGC_DATABASE" != postgres ]; then
-    setup="CREATE DATABASE $(pgc_sql_ident "$PGC_DATABASE");
-
-$setup"
-  fi
   pgc_single_user "$PGDATA.init" "$setup"
+  [ "$PGC_DATABASE" = postgres ] || create_database "$PGDATA.init"
   pgc_swap_in "$PGDATA.init"
   pgc_log "cluster initialised with database $PGC_DATABASE; the entrypoint starts it as the primary"
   wait_ready bootstrap-initdb

@@ -9,6 +9,7 @@ export type { ClusterNode } from "./postgresCluster";
 export {
   ClusterConfigError,
   DEFAULTS,
+  PGADMIN_DEFAULTS,
   MAX_CLUSTER_NAME_LENGTH,
   MAX_REPLICAS,
   RELOADABLE_SETTINGS,
@@ -16,7 +17,14 @@ export {
   replicationCapacity,
   validateClusterArgs,
 } from "./settings";
-export type { ClusterSettings, ConfigProblem, PostgresClusterArgs } from "./settings";
+export type {
+  ClusterSettings,
+  ConfigProblem,
+  PgAdminArgs,
+  PgAdminSettings,
+  PostgresClusterArgs,
+} from "./settings";
+export type { PgAdmin } from "./pgAdmin";
 export { clusterArgsFromConfig, stackConfigReader } from "./stackConfig";
 export type { ConfigReader } from "./stackConfig";
 export type {

@@ -2,6 +2,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT } from "./assets";
 import { inheritedDependsOn } from "./options";
+import { PgAdmin, clusterServers } from "./pgAdmin";
 import { PostgresNode, containerEnv } from "./postgresNode";
 import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
@@ -72,6 +73,8 @@ export class PostgresCluster extends pulumi.ComponentResource {
   public readonly multiHostReadOnlyConnectionString: pulumi.Output<string>;
   /** The primary and per-replica state, slot and replay lag from the latest post-step. */
   public readonly replicationReport: pulumi.Output<ReplicationReport>;
+  /** pgAdmin's web UI (`http://host:port`), when `pgadmin.enabled`. */
+  public readonly pgadminUrl?: pulumi.Output<string>;
 
   /** Node 0, `<name>-primary`: the first primary (see `nodes` for the current roles). */
   get primary(): PostgresNode {
@@ -100,6 +103,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
   /** The router (HAProxy) behind the read-write and read-only endpoints. */
   get router(): Router {
     return partsOf(this).router;
+  }
+  /** pgAdmin, when enabled. */
+  get pgadmin(): PgAdmin | undefined {
+    return partsOf(this).pgadmin;
   }
 
   constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -132,7 +139,8 @@ export class PostgresCluster extends pulumi.ComponentResource {
     const { nodes, slots, gates } = createNodes(ctx, this.network.name, guard);
     const router = createRouter(ctx, this.network.name, gates[0]);
     const { topology, check } = createSteps(ctx, nodes, slots, router);
-    PARTS.set(this, { nodes, slots, gates, topology, check, router });
+    const pgadmin = s.pgadmin ? createPgAdmin(ctx, this.network.name) : undefined;
+    PARTS.set(this, { nodes, slots, gates, topology, check, router, pgadmin });
 
     const o = clusterOutputs(ctx, check);
     this.networkName = this.network.name;
@@ -149,10 +157,15 @@ export class PostgresCluster extends pulumi.ComponentResource {
     this.readOnlyConnectionString = o.readOnlyConnectionString;
     this.multiHostReadOnlyConnectionString = o.multiHostReadOnlyConnectionString;
     this.replicationReport = check.report;
+    if (pgadmin && s.pgadmin) {
+      const url = `http://${hostPort(s.host, s.pgadmin.port)}`;
+      this.pgadminUrl = pulumi.all([check.step.id, pgadmin.container.id]).apply(() => url);
+    }
     this.registerOutputs({
       networkName: this.networkName,
       ...o,
       replicationReport: this.replicationReport,
+      ...(this.pgadminUrl ? { pgadminUrl: this.pgadminUrl } : {}),
     });
   }
 }
@@ -335,6 +348,32 @@ function createRouter(
   );
 }
 
+/**
+ * pgAdmin with the cluster's servers as config names the roles (a switchover re-registers them).
+ * Its login password is checked once resolved, like the cluster's own passwords.
+ */
+function createPgAdmin(ctx: ClusterContext, networkName: pulumi.Output<string>): PgAdmin {
+  const { s } = ctx;
+  const settings = s.pgadmin as NonNullable<ClusterSettings["pgadmin"]>;
+  return new PgAdmin(
+    `${ctx.name}-pgadmin`,
+    {
+      containerName: `${ctx.name}-pgadmin`,
+      clusterName: ctx.name,
+      image: settings.image,
+      networkName,
+      servers: clusterServers(s.nodeNames, s.primary, ctx.routerName),
+      database: s.database,
+      username: s.superuser,
+      email: settings.email,
+      password: resolvedPassword("pgadmin.password", settings.password, "pgadminPassword"),
+      bindAddress: s.bindAddress,
+      hostPort: settings.port,
+    },
+    ctx.child(),
+  );
+}
+
 /** The topology step, then the post-step. */
 function createSteps(
   ctx: ClusterContext,
@@ -469,6 +508,7 @@ interface Parts {
   readonly topology: Topology;
   readonly check: ReplicationCheck;
   readonly router: Router;
+  readonly pgadmin?: PgAdmin;
 }
 
 /**
@@ -512,11 +552,15 @@ function nodeEnv(
 }
 
 /** A password as a secret Output, checked again once resolved (it may have been an Output). */
-function resolvedPassword(field: string, value: pulumi.Input<string>): pulumi.Output<string> {
+function resolvedPassword(
+  field: string,
+  value: pulumi.Input<string>,
+  configKey: string = field,
+): pulumi.Output<string> {
   return pulumi.secret(
     pulumi.output(value).apply((pw) => {
       const problems = new ProblemList();
-      checkPassword(problems, field, pw);
+      checkPassword(problems, field, pw, configKey);
       if (problems.problems.length > 0) throw new ClusterConfigError(problems.problems);
       return pw;
     }),

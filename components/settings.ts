@@ -22,6 +22,12 @@ export const DEFAULTS = {
   routerImage: "haproxy:2.6",
 } as const;
 
+/** Defaults of the optional pgAdmin ({@link PgAdminArgs}). */
+export const PGADMIN_DEFAULTS = {
+  image: "dpage/pgadmin4:9",
+  email: "admin@example.com",
+} as const;
+
 /**
  * Arguments applied to running nodes by `ALTER SYSTEM` and `pg_reload_conf()` (PostgreSQL context
  * `sighup`): changing one replaces and restarts no container. Argument -> PostgreSQL setting.
@@ -112,6 +118,37 @@ export interface PostgresClusterArgs {
    * not yet replayed), so the write pause stays short. @default "16MB"
    */
   readonly switchoverMaxLag?: string;
+  /**
+   * An optional pgAdmin 4 web UI with every node registered (the seed tutorial's last step).
+   * @default disabled
+   */
+  readonly pgadmin?: PgAdminArgs;
+}
+
+/** The optional pgAdmin 4 of a cluster (`pgadmin` in {@link PostgresClusterArgs}). */
+export interface PgAdminArgs {
+  /** Run pgAdmin. @default false */
+  readonly enabled?: boolean;
+  /** Host port of its web UI, published on `bindAddress`. @default primaryPort - 3 (5429) */
+  readonly port?: number;
+  /** Its login (an email address). @default "admin@example.com" */
+  readonly email?: string;
+  /** Its login password; required when enabled, at least 8 characters. Always kept secret. */
+  readonly password?: pulumi.Input<string>;
+  /**
+   * Docker image with the environment contract of the official `dpage/pgadmin4` (README), such as
+   * the local `pg-cluster-pgadmin:9.18` (scripts/provision-image.sh --local pgadmin).
+   * @default "dpage/pgadmin4:9"
+   */
+  readonly image?: string;
+}
+
+/** A validated, enabled pgAdmin. */
+export interface PgAdminSettings {
+  readonly port: number;
+  readonly email: string;
+  readonly password: pulumi.Input<string>;
+  readonly image: string;
 }
 
 /** Everything the cluster needs, validated, with defaults applied and derived values computed. */
@@ -141,6 +178,8 @@ export interface ClusterSettings {
   readonly switchoverMaxLagBytes: number;
   readonly maxWalSenders: number;
   readonly maxReplicationSlots: number;
+  /** pgAdmin, when enabled. */
+  readonly pgadmin?: PgAdminSettings;
 }
 
 /** One problem with one field: what is wrong and how to fix it. */
@@ -268,8 +307,9 @@ export function checkPassword(
   problems: ProblemList,
   field: string,
   value: pulumi.Input<string> | undefined,
+  configKey: string = field,
 ): void {
-  const fix = `pulumi config set --secret ${field} <a password of 8+ characters>`;
+  const fix = `pulumi config set --secret ${configKey} <a password of 8+ characters>`;
   if (value === undefined || value === null) {
     problems.add(field, undefined, "is required", fix);
     return;
@@ -480,6 +520,15 @@ export function validateClusterArgs(
     );
   }
 
+  const pgadmin = checkPgAdmin(
+    p,
+    args.pgadmin,
+    primaryPortOk === true ? primaryPort : undefined,
+    primaryPortOk === true && basePortOk === true
+      ? [primaryPort, ...replicaPorts, ...Object.values(routerPorts)]
+      : [],
+  );
+
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
   const primary = args.primary ?? nodeNames[0] ?? "";
   if (clusterName !== undefined) {
@@ -511,6 +560,78 @@ export function validateClusterArgs(
     primary,
     switchoverMaxLagBytes: Math.round(walSizeMB(switchoverMaxLag) * 1024 * 1024),
     ...replicationCapacity(count),
+    ...(pgadmin ? { pgadmin } : {}),
+  };
+}
+
+/**
+ * pgAdmin's settings when enabled (undefined when not): a port no node or router endpoint
+ * publishes, a login address and a password, an image reference.
+ */
+function checkPgAdmin(
+  p: ProblemList,
+  args: PgAdminArgs | undefined,
+  primaryPort: number | undefined,
+  taken: readonly (number | undefined)[],
+): PgAdminSettings | undefined {
+  if (args === undefined || args.enabled === undefined || args.enabled === false) return undefined;
+  if (args.enabled !== true) {
+    p.add(
+      "pgadmin.enabled",
+      args.enabled,
+      "must be true or false",
+      "pulumi config set pgadmin true",
+    );
+    return undefined;
+  }
+  const port = args.port ?? (primaryPort === undefined ? undefined : primaryPort - 3);
+  if (port !== undefined) {
+    const fix =
+      args.port === undefined
+        ? "it defaults to primaryPort - 3; pulumi config set pgadminPort <1..65535>"
+        : "pulumi config set pgadminPort <1..65535>";
+    if (checkInteger(p, "pgadmin.port", port, 1, 65535, fix) && taken.includes(port)) {
+      p.add(
+        "pgadmin.port",
+        port,
+        "a node or the router publishes this host port too",
+        "pulumi config set pgadminPort <a port no node or router endpoint uses>",
+      );
+    }
+  }
+  const email = args.email ?? PGADMIN_DEFAULTS.email;
+  if (typeof email !== "string" || !/^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$/.test(email)) {
+    p.add(
+      "pgadmin.email",
+      email,
+      "is not an email address (pgAdmin's login is one)",
+      "pulumi config set pgadminEmail admin@example.com",
+    );
+  }
+  if (args.password === undefined) {
+    p.add(
+      "pgadmin.password",
+      undefined,
+      "is required when pgAdmin is enabled (it has no default password)",
+      "pulumi config set --secret pgadminPassword <a password of 8+ characters> (npm run up generates one)",
+    );
+  } else {
+    checkPassword(p, "pgadmin.password", args.password, "pgadminPassword");
+  }
+  const image = args.image ?? PGADMIN_DEFAULTS.image;
+  if (typeof image !== "string" || !IMAGE.test(image)) {
+    p.add(
+      "pgadmin.image",
+      image,
+      "is not a Docker image reference",
+      "pulumi config set pgadminImage dpage/pgadmin4:9 (or the local pg-cluster-pgadmin:9.18)",
+    );
+  }
+  return {
+    port: port ?? 0,
+    email: String(email),
+    password: args.password ?? "",
+    image: String(image),
   };
 }
 

@@ -10,6 +10,7 @@ const NUMBER_KEYS = [
   "readOnlyPort",
   "synchronousReplicas",
   "verifyTimeoutSeconds",
+  "pgadminPort",
 ] as const;
 /** Stack config keys that hold strings. */
 const STRING_KEYS = [
@@ -24,6 +25,8 @@ const STRING_KEYS = [
   "maxWalSize",
   "primary",
   "switchoverMaxLag",
+  "pgadminEmail",
+  "pgadminImage",
 ] as const;
 
 /** Reads one raw config value; a function so tests can supply a plain map. */
@@ -57,11 +60,25 @@ export function clusterArgsFromConfig(
   for (const key of STRING_KEYS) strings[key] = read(key);
   // Read the passwords as plain strings so they can be validated now; the component wraps them
   // in pulumi.secret, and Pulumi keeps them encrypted in config and state.
+  const { pgadminPort, ...clusterNumbers } = numbers;
+  const { pgadminEmail, pgadminImage, ...clusterStrings } = strings;
+  const pgadmin = read("pgadmin")?.trim();
+  if (pgadmin !== undefined && pgadmin !== "true" && pgadmin !== "false") {
+    problems.add("pgadmin", pgadmin, "must be true or false", "pulumi config set pgadmin true");
+  }
   const args: PostgresClusterArgs = {
-    ...strings,
-    ...numbers,
+    ...clusterStrings,
+    ...clusterNumbers,
     superuserPassword: read("superuserPassword") as string,
     replicationPassword: read("replicationPassword") as string,
+    // Flat keys in stack config (pgadmin, pgadminPort, ...), one object for the component.
+    pgadmin: {
+      enabled: pgadmin === "true",
+      port: pgadminPort,
+      email: pgadminEmail,
+      image: pgadminImage,
+      password: read("pgadminPassword"),
+    },
   };
   return { args, settings: validateClusterArgs(args, problems, clusterName) };
 }

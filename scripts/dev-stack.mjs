@@ -307,15 +307,17 @@ function record(hash) {
 }
 
 /**
- * The router's read-write and read-only endpoints (one line), then the replication report as
- * JSON, from the state's stack outputs.
+ * The router's read-write and read-only endpoints and pgAdmin's URL ("-" without it) on one line,
+ * then the replication report as JSON, from the state's stack outputs.
  */
 function outputs(d = deployment()) {
   const stack = (d?.resources ?? []).find((r) => r.type === "pulumi:pulumi:Stack");
   const o = stack?.outputs ?? {};
   // A secret output is stored encrypted; show what `pulumi stack output` would show.
   const shown = (v) => (v && typeof v === "object" && "ciphertext" in v ? "[secret]" : v);
-  process.stdout.write(`${shown(o.readWriteEndpoint) ?? ""} ${shown(o.readOnlyEndpoint) ?? ""}\n`);
+  process.stdout.write(
+    `${shown(o.readWriteEndpoint) ?? ""} ${shown(o.readOnlyEndpoint) ?? ""} ${shown(o.pgadminUrl) ?? "-"}\n`,
+  );
   process.stdout.write(`${JSON.stringify(shown(o.replicationReport) ?? null, null, 2)}\n`);
 }
 

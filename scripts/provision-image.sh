@@ -4,6 +4,7 @@
 # Usage: scripts/provision-image.sh [IMAGE]        (default IMAGE: postgres:16)
 #        scripts/provision-image.sh --local 15|17  (ensure pg-cluster-postgres:<major>)
 #        scripts/provision-image.sh --local router (ensure pg-cluster-haproxy:2.6)
+#        scripts/provision-image.sh --local pgadmin (ensure pg-cluster-pgadmin:9.18)
 # Prints the image name on stdout when it is ready; everything else goes to stderr.
 #
 # IMAGE present -> nothing to do. Otherwise:
@@ -11,6 +12,8 @@
 #      pg-cluster-postgres:15  Debian bookworm, postgresql-15
 #      pg-cluster-postgres:17  Debian trixie,   postgresql-17
 #      pg-cluster-haproxy:2.6  Debian bookworm, haproxy (the cluster's router)
+#      pg-cluster-pgadmin:9.18 Debian bookworm, python3 + pgadmin4 9.18 and gunicorn from PyPI
+#                              (downloaded by the host's pip, installed offline in the rootfs)
 #    The rootfs is cached as $PG_CLUSTER_CACHE/images/<name>-<major>.<recipe>.tar, so a rebuild is
 #    only `docker import` (delete the tarball to force a fresh debootstrap).
 #  - any other IMAGE is pulled (bounded to ~20 s).
@@ -21,12 +24,17 @@
 # psql on PATH; a postgres user and group; /var/run/postgresql writable by postgres; setpriv and
 # bash; initdb works with locale C.UTF-8. No ENTRYPOINT: callers give the command.
 # Router contract: haproxy 2.6 on PATH, bash; `haproxy -c` accepts a minimal TCP config.
+# pgAdmin contract: dpage/pgadmin4's environment (scripts/images/pgadmin-entrypoint.sh), runs as
+# uid 5050; checked by creating its database and registering a server in a throwaway container.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 LOCAL_REPO=pg-cluster-postgres
 ROUTER_IMAGE=pg-cluster-haproxy:2.6
+PGADMIN_VERSION=9.18
+PGADMIN_IMAGE=pg-cluster-pgadmin:$PGADMIN_VERSION
+GUNICORN_VERSION=27.0.1
 # Bump when the build recipe changes: older tarballs and images are then rebuilt.
 RECIPE=r1
 PULL_TIMEOUT="${PG_CLUSTER_PULL_TIMEOUT:-20}"
@@ -41,9 +49,10 @@ case "${1:-}" in
     case "${2:-}" in
       15|17) image="$LOCAL_REPO:$2" ;;
       router) image="$ROUTER_IMAGE" ;;
-      *) usage; die "--local needs 15, 17 or router (got '${2:-}'); e.g. scripts/provision-image.sh --local 15" ;;
+      pgadmin) image="$PGADMIN_IMAGE" ;;
+      *) usage; die "--local needs 15, 17, router or pgadmin (got '${2:-}'); e.g. scripts/provision-image.sh --local 15" ;;
     esac
-    [ "$#" -eq 2 ] || die "too many arguments; usage: scripts/provision-image.sh --local 15|17|router" ;;
+    [ "$#" -eq 2 ] || die "too many arguments; usage: scripts/provision-image.sh --local 15|17|router|pgadmin" ;;
   -h|--help) usage; exit 0 ;;
   -*) usage; die "unknown option '$1'" ;;
   *)
@@ -58,9 +67,10 @@ local_major() {
     "$LOCAL_REPO:15") echo 15 ;;
     "$LOCAL_REPO:17") echo 17 ;;
     "$ROUTER_IMAGE") echo router ;;
+    "$PGADMIN_IMAGE") echo pgadmin ;;
   esac
 }
-suite_for() { case "$1" in 15 | router) echo bookworm ;; 17) echo trixie ;; esac; }
+suite_for() { case "$1" in 15 | router | pgadmin) echo bookworm ;; 17) echo trixie ;; esac; }
 
 # image_ok IMAGE — present locally (and, for our own names, built by the current recipe).
 image_ok() {
@@ -89,6 +99,7 @@ if [ -z "$major" ]; then
   log "  $LOCAL_REPO:15  (Debian bookworm, PostgreSQL 15)   scripts/provision-image.sh --local 15"
   log "  $LOCAL_REPO:17  (Debian trixie, PostgreSQL 17)     scripts/provision-image.sh --local 17"
   log "  $ROUTER_IMAGE  (Debian bookworm, HAProxy 2.6)    scripts/provision-image.sh --local router"
+  log "  $PGADMIN_IMAGE (Debian bookworm, pgAdmin $PGADMIN_VERSION)  scripts/provision-image.sh --local pgadmin"
   printf '[pg-cluster] ERROR: image %s is not available (not local, pull failed) and cannot be built here; use %s:15 or %s:17, or docker load %s first.\n' \
     "$image" "$LOCAL_REPO" "$LOCAL_REPO" "$image" >&2
   exit "$EXIT_NOT_BUILDABLE"
@@ -100,6 +111,8 @@ suite="$(suite_for "$major")"
 images_dir="$PG_CLUSTER_CACHE/images"
 if [ "$major" = router ]; then
   repo="${ROUTER_IMAGE%%:*}" packages="haproxy" what="HAProxy"
+elif [ "$major" = pgadmin ]; then
+  repo="${PGADMIN_IMAGE%%:*}" packages="python3,python3-venv,ca-certificates" what="pgAdmin $PGADMIN_VERSION"
 else
   repo="$LOCAL_REPO" packages="postgresql-$major,ca-certificates,util-linux" what="PostgreSQL $major"
 fi
@@ -131,6 +144,46 @@ remove_root() {
   rm -rf --one-file-system "$root"
 }
 
+# install_pgadmin ROOT — pgAdmin and gunicorn into a venv in ROOT (/venv), the entrypoint, and the
+# pgadmin user (uid 5050, group root, as in the official image). The wheels are downloaded by a
+# venv on the host (its pip config, certificates and proxy apply; same Debian, same Python), then
+# installed in the rootfs without network.
+install_pgadmin() {
+  local root="$1" venv="$images_dir/pip-host" t0
+  apt_install python3-venv
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  log "fetching pgadmin4==$PGADMIN_VERSION and gunicorn==$GUNICORN_VERSION as wheels (host pip, about 1 min)"
+  t0="$(now)"
+  mkdir -p "$root/tmp/wheels"
+  # A find-links entry that does not exist only makes pip warn on every package.
+  if [ -n "${PIP_FIND_LINKS:-}" ] && [ ! -e "$PIP_FIND_LINKS" ]; then unset PIP_FIND_LINKS; fi
+  # `pip wheel`, not `download`: two of its dependencies are sdists, built here (pure Python).
+  "$venv/bin/pip" wheel --quiet --wheel-dir "$root/tmp/wheels" \
+    "pgadmin4==$PGADMIN_VERSION" "gunicorn==$GUNICORN_VERSION" ||
+    die "pip download of pgadmin4 $PGADMIN_VERSION failed (above); check that PyPI is reachable."
+  chroot "$root" python3 -m venv /venv
+  chroot "$root" /venv/bin/pip install --quiet --no-index --find-links /tmp/wheels \
+    "pgadmin4==$PGADMIN_VERSION" "gunicorn==$GUNICORN_VERSION" ||
+    die "installing pgadmin4 in the image's rootfs failed (above)."
+  rm -rf "$root/tmp/wheels"
+  install -m 0755 "$(dirname "${BASH_SOURCE[0]}")/images/pgadmin-entrypoint.sh" \
+    "$root/usr/local/bin/pgadmin-entrypoint"
+  chroot "$root" useradd --uid 5050 --gid 0 --no-create-home --home-dir /var/lib/pgadmin \
+    --shell /usr/sbin/nologin pgadmin
+  install -d -o 5050 -g 0 -m 0750 "$root/var/lib/pgadmin"
+  install -d -o 5050 -g 0 -m 0755 "$root/pgadmin4" "$root/run/pgadmin"
+  log "pgAdmin installed in $(since "$t0") s"
+}
+
+# reject_image CONTRACT OUTPUT — a built image failed its contract check: shows why, removes it
+# and its cached rootfs (the next run rebuilds from scratch), and stops.
+reject_image() {
+  printf '%s\n' "$2" >&2
+  docker rmi "$image" >/dev/null 2>&1 || true
+  rm -f "$tarball"
+  die "$image does not meet the $1 contract (output above); removed it and its cached rootfs, re-run to rebuild from scratch."
+}
+
 if [ ! -s "$tarball" ]; then
   log "building local image $image with $what from Debian packages (no registry)"
   [ "$(uname -s)" = Linux ] || die "building $image needs Linux with debootstrap; build it on a Linux machine and 'docker load' it."
@@ -151,7 +204,9 @@ if [ ! -s "$tarball" ]; then
   unmount_under "$root"
   log "debootstrap done in $(since "$t0") s"
 
-  if [ "$major" != router ]; then
+  if [ "$major" = pgadmin ]; then
+    install_pgadmin "$root"
+  elif [ "$major" != router ]; then
     log "removing Debian's default cluster, creating /var/run/postgresql"
     rm -rf "$root/etc/postgresql/$major/main" "$root/var/lib/postgresql/$major/main"
     chroot "$root" install -d -o postgres -g postgres -m 2775 /run/postgresql
@@ -175,6 +230,31 @@ else
   log "building local image $image with $what from Debian packages (no registry): importing cached rootfs $tarball"
 fi
 
+if [ "$major" = pgadmin ]; then
+  t0="$(now)"
+  docker import \
+    --change 'ENV LANG=C.UTF-8 PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change "LABEL pg-cluster.recipe=$RECIPE pg-cluster.debian-suite=$suite pg-cluster.pgadmin=$PGADMIN_VERSION" \
+    --change 'USER 5050' \
+    --change 'WORKDIR /var/lib/pgadmin' \
+    --change 'ENTRYPOINT ["/usr/local/bin/pgadmin-entrypoint"]' \
+    --message "pg-cluster: Debian $suite + pgAdmin $PGADMIN_VERSION from PyPI" \
+    "$tarball" "$image" >/dev/null
+  log "docker import done in $(since "$t0") s"
+  # The contract: a login and a registered server from the environment, pgAdmin's own setup.
+  # shellcheck disable=SC2016  # expanded inside the container
+  check='set -eu
+printf "%s" "check-Pw-12345" >/tmp/pw
+printf "{\"Servers\":{\"1\":{\"Name\":\"n\",\"Group\":\"g\",\"Host\":\"h\",\"Port\":5432,\"MaintenanceDB\":\"postgres\",\"Username\":\"u\"}}}" >/tmp/s.json
+export PGADMIN_DEFAULT_EMAIL=check@example.com PGADMIN_DEFAULT_PASSWORD_FILE=/tmp/pw PGADMIN_SERVER_JSON_FILE=/tmp/s.json
+timeout 60 /usr/local/bin/pgadmin-entrypoint >/tmp/out 2>&1 &
+for _ in $(seq 600); do grep -q "Listening at" /tmp/out && exit 0; sleep 0.1; done
+cat /tmp/out >&2; exit 1'
+  out="$(docker run --rm -e PGADMIN_LISTEN_PORT=5050 --entrypoint bash "$image" -c "$check" 2>&1)" || reject_image "pgAdmin image" "$out"
+  log "$image verified (login and servers set up from the environment, gunicorn listening)"
+  done_ok
+fi
+
 if [ "$major" = router ]; then
   # The official haproxy image's config path, so either image runs the component's upload.
   t0="$(now)"
@@ -191,12 +271,7 @@ command -v bash >/dev/null
 haproxy -v | grep -q "version 2\.6\." || { haproxy -v >&2; echo "not HAProxy 2.6" >&2; exit 1; }
 printf "defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\nlisten l\n  bind 127.0.0.1:5432\n  server s 127.0.0.1:5433\n" >/tmp/c.cfg
 haproxy -c -q -f /tmp/c.cfg'
-  if ! out="$(docker run --rm "$image" bash -c "$check" 2>&1)"; then
-    printf '%s\n' "$out" >&2
-    docker rmi "$image" >/dev/null 2>&1 || true
-    rm -f "$tarball"
-    die "$image does not meet the router image contract (output above); removed it and its cached rootfs, re-run to rebuild from scratch."
-  fi
+  out="$(docker run --rm "$image" bash -c "$check" 2>&1)" || reject_image "router image" "$out"
   log "$image verified (HAProxy 2.6, bash, haproxy -c) "
   done_ok
 fi
@@ -233,11 +308,6 @@ setpriv --reuid=postgres --regid=postgres --init-groups bash -c "
   pg_ctl -D \$d/data -w -s -m fast stop
   rm -rf \$d
 "'
-if ! out="$(docker run --rm "$image" bash -c "$check" 2>&1)"; then
-  printf '%s\n' "$out" >&2
-  docker rmi "$image" >/dev/null 2>&1 || true
-  rm -f "$tarball"
-  die "$image does not meet the image contract (output above); removed it and its cached rootfs, re-run to rebuild from scratch."
-fi
+out="$(docker run --rm "$image" bash -c "$check" 2>&1)" || reject_image "image" "$out"
 log "$image verified (PostgreSQL tools on PATH, postgres user, setpriv, initdb C.UTF-8, server start) in $(since "$t0") s"
 done_ok

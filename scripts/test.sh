@@ -64,6 +64,11 @@ for layer in "${layers[@]}"; do
       # version guard). psql (libpq 15) is a client in the switchover and security tests.
       for image in "${majors[@]}" router; do bash scripts/provision-image.sh --local "$image" >/dev/null; done
       apt_install postgresql-client-15
+      if [ "$layer" = e2e ]; then
+        # The pgAdmin test: its image, and a real browser (Debian's chromium, by playwright-core).
+        bash scripts/provision-image.sh --local pgadmin >/dev/null
+        apt_install chromium
+      fi
       [ "$layer" = e2e ] || majors=("${majors[0]}")
       for major in "${majors[@]}"; do
         export PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major"

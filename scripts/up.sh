@@ -18,9 +18,15 @@ export PG_CLUSTER_DOCKER_READY=1
 
 # report — the replication report and how to connect, from `stack_state outputs` on stdin.
 report() {
-  local rw ro json
-  read -r rw ro
+  local rw ro pgadmin json
+  read -r rw ro pgadmin
   json="$(cat)"
+  [ "$pgadmin" = - ] || cat <<EOT
+
+pgAdmin: $pgadmin   (every node is registered; connecting asks for the superuser's password)
+  login: the pgadminEmail config (default admin@example.com); its password:
+  pulumi config get pgadminPassword --config-file .state/Pulumi.$STACK.yaml
+EOT
   cat <<EOT
 
 Replication report (stack $STACK):
@@ -78,6 +84,16 @@ for key in superuserPassword replicationPassword; do
   fi
 done
 
+# pgAdmin (optional): its login password is generated the same way.
+pgadmin_on=""
+[ "${cfg[pgadmin]:-false}" != true ] || pgadmin_on=1
+if [ -n "$pgadmin_on" ] && [ -z "${cfg[pgadminPassword]:-}" ]; then
+  log "generating pgadminPassword for stack $STACK (secret config)"
+  node -e 'process.stdout.write(require("crypto").randomBytes(18).toString("base64url"))' |
+    pulumi_stack config set --secret pgadminPassword >/dev/null
+  config_changed=1
+fi
+
 # Images (the nodes', the router's): the configured one if Docker has it or can pull it;
 # otherwise our local build of the same kind, which becomes the stack's config.
 # ensure_image KEY DEFAULT LOCAL WHAT
@@ -100,6 +116,8 @@ ensure_image() {
 }
 ensure_image image postgres:16 15 "PostgreSQL 15 (pg-cluster-postgres:15, from Debian packages)"
 ensure_image routerImage haproxy:2.6 router "HAProxy 2.6 (pg-cluster-haproxy:2.6, from Debian packages)"
+[ -z "$pgadmin_on" ] ||
+  ensure_image pgadminImage dpage/pgadmin4:9 pgadmin "pgAdmin 9.18 (pg-cluster-pgadmin:9.18, from Debian and PyPI)"
 
 # Preflight the host ports: Docker's own error for a taken port does not say what to do.
 command -v ss >/dev/null || apt_install iproute2
@@ -107,13 +125,14 @@ replicas="${cfg[replicas]:-1}" primary_port="${cfg[primaryPort]:-5432}" base_por
 rw_port="${cfg[readWritePort]:-$((primary_port - 2))}"
 ports=("$primary_port" "$rw_port" "${cfg[readOnlyPort]:-$((rw_port + 1))}")
 for ((n = 0; n < replicas; n++)); do ports+=($((base_port + n))); done
+[ -z "$pgadmin_on" ] || ports+=("${cfg[pgadminPort]:-$((primary_port - 3))}")
 published="$(docker ps --format '{{.Names}} {{.Ports}}')"
 listening="$(ss -ltnH | awk '{ print $4 }')"
 for port in "${ports[@]}"; do
   owner="$(printf '%s\n' "$published" | awk -v p=":$port->" 'index($0, p) { print $1; exit }')"
   case "$owner" in pg-cluster-"$STACK"-*) continue ;; esac
   if [ -n "$owner" ] || printf '%s\n' "$listening" | grep -q ":$port\$"; then
-    die "host port $port is already in use${owner:+ by container $owner}. Fix: stop what uses it, or move the cluster: pulumi config set primaryPort (or replicaBasePort, readWritePort, readOnlyPort) <port> --stack $STACK --config-file .state/Pulumi.$STACK.yaml"
+    die "host port $port is already in use${owner:+ by container $owner}. Fix: stop what uses it, or move the cluster: pulumi config set primaryPort (or replicaBasePort, readWritePort, readOnlyPort, pgadminPort) <port> --stack $STACK --config-file .state/Pulumi.$STACK.yaml"
   fi
 done
 

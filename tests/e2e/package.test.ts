@@ -74,6 +74,7 @@ else
           "readOnlyPort",
           "superuserPassword",
           "replicationPassword",
+          "pgadmin",
         ].sort(),
       );
       assert.deepEqual(cluster.requiredInputs.sort(), ["replicationPassword", "superuserPassword"]);
@@ -90,6 +91,7 @@ else
       assert.ok(stackOutputs().includes("internalReplicaEndpoints"));
       assert.deepEqual(Object.keys(schema.types).sort(), [
         "pg-cluster:index:ClusterNode",
+        "pg-cluster:index:PgAdminArgs",
         "pg-cluster:index:PrimaryReport",
         "pg-cluster:index:ReplicaReport",
         "pg-cluster:index:ReplicationReport",

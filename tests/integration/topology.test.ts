@@ -55,6 +55,12 @@ describe("the topology step on real servers", { timeout: 600_000 }, () => {
   });
 
   it("bootstraps: node 0 ran initdb, the others cloned from it and stream", async () => {
+    // Created by a normal server, not in initdb's single-user session: an OID there is below
+    // FirstNormalObjectId (16384), and pgAdmin hides such a database as a system one.
+    const [db] = await cluster.primary.query<{ oid: number }>(
+      "SELECT oid::int AS oid FROM pg_database WHERE datname = current_database()",
+    );
+    assert.ok(db.oid >= 16384, `the cluster's database has a user OID (${db.oid})`);
     assert.deepEqual(await roles(cluster), {
       primary: "primary",
       "replica-1": "standby",

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { EngineEvent, LocalWorkspace, Stack } from "@pulumi/pulumi/automation";
 
 const ROOT = path.resolve(__dirname, "..", "..");
-const SECRET_KEYS = new Set(["superuserPassword", "replicationPassword"]);
+const SECRET_KEYS = new Set(["superuserPassword", "replicationPassword", "pgadminPassword"]);
 
 /** What an `up` or `preview` did or would do: steps on custom resources, by operation. */
 export interface ChangeSummary {
