@@ -9,6 +9,11 @@ export interface HostStepArgs {
   readonly environment: pulumi.Input<Record<string, pulumi.Input<string>>>;
   /** Values whose change must run it again. */
   readonly triggers: pulumi.Input<string>[];
+  /**
+   * What runs when only its environment changed (a shell command printing the same JSON shape).
+   * @default the program again
+   */
+  readonly update?: string;
 }
 
 /**
@@ -37,6 +42,7 @@ export class HostStep<T> extends pulumi.ComponentResource {
       name,
       {
         create: `node ${program}`,
+        ...(args.update === undefined ? {} : { update: args.update }),
         dir: ASSETS_DIR,
         environment: pulumi.secret(args.environment),
         triggers: args.triggers,

@@ -1,3 +1,4 @@
+import * as crypto from "crypto";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT } from "./assets";
@@ -280,6 +281,7 @@ function createNodes(
         secrets,
       ),
     };
+    const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
     const gate = new RollGate(
       `${a.name}-roll`,
       {
@@ -288,11 +290,12 @@ function createNodes(
           PGC_REPLICATION_PASSWORD: ctx.replicationPassword,
           PGC_ROLL_NODE: a.name,
           PGC_ROLL_AFTER: previous?.nodeName ?? "",
-          PGC_ROLL_SPEC: containerEnv(container).apply((env) =>
-            JSON.stringify({ image: s.image, env }),
-          ),
+          PGC_ROLL_SPEC: spec,
         },
-        triggers: [previous?.container.id ?? ""],
+        // Runs when its node's container will be replaced (a digest of what the up will run:
+        // secret, as the environment holds passwords). Other changes to its environment (the
+        // chain re-ordered by a new primary, a scale) only record it (RollGate's update).
+        triggers: [pulumi.secret(spec.apply(sha256))],
       },
       ctx.child(guard.step, ...(previous ? [previous.container] : [])),
     );
@@ -565,6 +568,10 @@ function resolvedPassword(
       return pw;
     }),
   );
+}
+
+function sha256(text: string): string {
+  return crypto.createHash("sha256").update(text).digest("hex");
 }
 
 function hostPort(host: string, port: number): string {
