@@ -18,6 +18,7 @@ import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import pg from "pg";
 import { ROUTER_IMAGE, announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
+import { claimPortBlock } from "../lib/ports";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const IMAGE = process.env.PG_CLUSTER_E2E_IMAGE ?? "pg-cluster-postgres:15";
@@ -113,7 +114,7 @@ else
     const backend = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-cli-state-"));
     // Below Linux's ephemeral range (32768-60999), as tests/lib/stack.ts chooses them: a published
     // port in it can collide with the local end of an outgoing connection.
-    const basePort = 20000 + Math.floor(Math.random() * 120) * 100;
+    const basePort = claimPortBlock();
     const superuserPassword = `cli-su-${randomBytes(12).toString("hex")}`;
     const replicationPassword = `cli-repl-${randomBytes(12).toString("hex")}`;
     // PULUMI_BACKEND_URL rather than `pulumi login`: login would rewrite the credentials of the

@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { ROUTER_IMAGE, isFirstMajorPass, announceOncePerLayer } from "../lib/majors";
 import { after, before, describe, it } from "node:test";
 import { LocalWorkspace, Stack } from "@pulumi/pulumi/automation";
+import { claimPortBlock } from "../lib/ports";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const EXAMPLE = path.join(ROOT, "examples", "two-clusters");
@@ -37,7 +38,7 @@ else
       const stackName = `e2eex${process.pid % 10000}${Math.floor(Math.random() * 100)}`;
       const prefix = `pg-cluster-example-${stackName}`;
       // Below Linux's ephemeral range, like every test port.
-      const basePort = 20000 + Math.floor(Math.random() * 120) * 100 + 50;
+      const basePort = claimPortBlock() + 50;
       const backend = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-example-state-"));
       let stack: Stack | undefined;
 

@@ -18,6 +18,7 @@ import { after, describe, it } from "node:test";
 import { EngineEvent, LocalWorkspace, Stack } from "@pulumi/pulumi/automation";
 import pg from "pg";
 import { ROUTER_IMAGE, announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
+import { claimPortBlock } from "../lib/ports";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 /**
@@ -90,7 +91,7 @@ else
     const previous = path.join(work, "previous release");
     const backend = path.join(work, "state");
     const stackName = `e2eup${process.pid % 10000}${Math.floor(Math.random() * 100)}`;
-    const basePort = 20000 + Math.floor(Math.random() * 120) * 100 + 60;
+    const basePort = claimPortBlock() + 60;
     const config = {
       image: { value: IMAGE },
       replicas: { value: "2" },

@@ -6,6 +6,7 @@ import pg from "pg";
 import { dockerApi } from "./docker";
 import { ROUTER_IMAGE } from "./majors";
 import { ChangeSummary, PulumiStack, UpResult } from "./pulumiStack";
+import { claimPortBlock } from "./ports";
 
 export const SUPERUSER_PASSWORD = "e2e-Su-pw-4f9b21c7";
 export const REPLICATION_PASSWORD = "e2e-Repl-pw-8a3d55e0";
@@ -43,9 +44,8 @@ export interface TestStack {
 /** A throwaway stack with its own name and host ports; throws if the toolchain lacks a plugin. */
 export function newStack(prefix: string, base: Record<string, string> = {}): TestStack {
   const name = `${prefix}${process.pid % 10000}${Math.floor(Math.random() * 100)}`;
-  // Below Linux's ephemeral range (32768-60999): a published port in it can collide with the
-  // local end of any outgoing connection and fail with "address already in use".
-  const basePort = 20000 + Math.floor(Math.random() * 120) * 100;
+  // A block of 100 ports no other test process holds, below the ephemeral range (ports.ts).
+  const basePort = claimPortBlock();
   const config = (extra: Record<string, string> = {}) => ({
     image: IMAGE,
     routerImage: ROUTER_IMAGE,
