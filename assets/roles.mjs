@@ -413,10 +413,14 @@ function routerApi(line) {
  * Takes a standby out of the router's read-only backend for a while (its container is about to
  * be replaced): new sessions go to the other standbys at once; sessions already on it get up to
  * `graceMs` to finish, then are ended. Returns how many were still open when the grace ran out.
+ * HAProxy's `drain` state, not `maint`: entering maintenance counts as going down, and with
+ * `on-marked-down shutdown-sessions` that ends every session on the server at once, including a
+ * client's that is still starting up (psql readers saw "server closed the connection
+ * unexpectedly" as the roll drained a standby: the router's log showed it).
  * @param {TopologyNode} node @param {number} graceMs @returns {Promise<number>}
  */
 export async function drainStandby(node, graceMs) {
-  if ((await tellRouter(`set server standbys/${node.name} state maint`)) === null) return 0;
+  if ((await tellRouter(`set server standbys/${node.name} state drain`)) === null) return 0;
   const deadline = Date.now() + graceMs;
   let open = 0;
   for (;;) {
@@ -427,7 +431,12 @@ export async function drainStandby(node, graceMs) {
     if (open === 0 || Date.now() >= deadline) break;
     await sleep(100);
   }
-  if (open > 0) await tellRouter(`shutdown sessions server standbys/${node.name}`);
+  // Then maintenance, as before a replacement or a promotion (its checks stop) until a gate or
+  // the topology step sets it ready again; any session still open is ended.
+  await tellRouter(
+    `set server standbys/${node.name} state maint`,
+    ...(open > 0 ? [`shutdown sessions server standbys/${node.name}`] : []),
+  );
   return open;
 }
 

@@ -108,11 +108,18 @@ export function routerConfig(servers: readonly RouterServer[], password: string)
     "# Rendered by pg-cluster (components/router.ts); replaced, not edited.",
     "global",
     `  stats socket ipv4@127.0.0.1:${ROUTER_ADMIN_PORT} level admin`,
+    // To `docker logs`: every server state change, and each session that ended abnormally (with
+    // HAProxy's termination flags, which say whether the client, the server or a check ended it).
+    "  log stdout format raw local0 info",
     "resolvers docker",
     "  nameserver dns 127.0.0.11:53",
     "  hold valid 1s",
     "defaults",
     "  mode tcp",
+    "  log global",
+    "  option tcplog",
+    "  option dontlog-normal",
+    "  option log-health-checks",
     // A refused connect (a node stopping) is retried once, on another server when there is one,
     // rather than three times on the same one a second apart (HAProxy's default); the pause
     // before a retry is min(timeout connect, 1s). A client so gets its session or its error

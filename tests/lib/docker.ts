@@ -3,6 +3,7 @@
  * (inspect a container, list a cluster's objects). Hand-written rather than a library: the tests
  * read a handful of fields from three GET endpoints, and node:http speaks to a unix socket as is.
  */
+import { spawnSync } from "node:child_process";
 import * as http from "node:http";
 
 const DOCKER_SOCKET = process.env.DOCKER_SOCKET ?? "/var/run/docker.sock";
@@ -57,4 +58,12 @@ export function dockerApi(
     if (payload) req.write(payload);
     req.end();
   });
+}
+
+/** The last `lines` lines a container printed (stdout and stderr, timestamped), for a failing test's message. */
+export function containerLogs(name: string, lines = 60): string {
+  const r = spawnSync("docker", ["logs", "-t", "--tail", String(lines), name], {
+    encoding: "utf8",
+  });
+  return `${r.stdout ?? ""}${r.stderr ?? ""}`;
 }
