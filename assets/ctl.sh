@@ -15,6 +15,9 @@ usage() {
 }
 
 HOLD="$PGC_CONF_DIR/hold"
+# The node's passwords (pgc_read_secrets), unexported.
+superuser_password=""
+replication_password=""
 # Extra fields of a verb's result line (`"key":value`), after the status.
 result_extra=""
 
@@ -270,12 +273,9 @@ release() {
 
 main() {
   pgc_become_postgres "$0" "$@"
-  pgc_require PGC_NODE_NAME PGC_SLOT_NAME PGC_SUPERUSER PGC_SUPERUSER_PASSWORD PGC_REPLICATION_USER \
-    PGC_REPLICATION_PASSWORD PGC_DATABASE
-  # Out of the environment the tools (and initdb's bootstrap server) inherit.
-  superuser_password="$PGC_SUPERUSER_PASSWORD"
-  replication_password="$PGC_REPLICATION_PASSWORD"
-  unset PGC_SUPERUSER_PASSWORD PGC_REPLICATION_PASSWORD
+  pgc_require PGC_NODE_NAME PGC_SLOT_NAME PGC_SUPERUSER PGC_REPLICATION_USER PGC_DATABASE
+  # Unexported: the tools (and initdb's bootstrap server) do not inherit them.
+  pgc_read_secrets
   # Everything but the result line goes to stderr, whatever the tools print.
   exec 3>&1 1>&2
   export PGPASSFILE="$PGC_PASSFILE"

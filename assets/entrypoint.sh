@@ -31,12 +31,10 @@ superuser_password=""
 replication_password=""
 converged=0
 
-# take_secrets — writes the replication passfile, then moves both passwords from the environment
-# into unexported variables, so no server process carries them.
+# take_secrets — reads both passwords from the passwords file into unexported variables (no
+# server process carries them), then writes the replication passfile.
 take_secrets() {
-  superuser_password="$PGC_SUPERUSER_PASSWORD"
-  replication_password="$PGC_REPLICATION_PASSWORD"
-  unset PGC_SUPERUSER_PASSWORD PGC_REPLICATION_PASSWORD
+  pgc_read_secrets
   pgc_write_passfile "$replication_password"
   export PGPASSFILE="$PGC_PASSFILE"
   pgc_log "replication password file written ($PGC_PASSFILE, any host)"
@@ -164,8 +162,8 @@ reclone() {
 main() {
   pgc_become_postgres "$0" "$@"
   trap on_signal INT TERM
-  pgc_require PGC_NODE_NAME PGC_SLOT_NAME PGC_SUPERUSER PGC_SUPERUSER_PASSWORD PGC_REPLICATION_USER \
-    PGC_REPLICATION_PASSWORD PGC_DATABASE PGC_MAX_WAL_SENDERS PGC_MAX_REPLICATION_SLOTS
+  pgc_require PGC_NODE_NAME PGC_SLOT_NAME PGC_SUPERUSER PGC_REPLICATION_USER PGC_DATABASE \
+    PGC_MAX_WAL_SENDERS PGC_MAX_REPLICATION_SLOTS
   PGC_SLOT_CHECK_SECONDS="${PGC_SLOT_CHECK_SECONDS:-5}"
   take_secrets
   pgc_render_config

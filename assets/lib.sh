@@ -18,6 +18,9 @@ PGC_OS_USER="${PGC_OS_USER:-postgres}"
 # The replication role's password, for libpq (PGPASSFILE), on any host: a standby can then be
 # re-pointed at any node by ALTER SYSTEM alone.
 PGC_PASSFILE="$PGC_CONF_DIR/replication.pgpass"
+# The node's passwords: the superuser's, then the replication role's, one per line (an upload,
+# never the environment: `docker inspect` and `docker exec` would show them).
+PGC_SECRETS_FILE="${PGC_SECRETS_FILE:-/run/secrets/pg-cluster}"
 # Clone count and reason of a data directory made by pg_basebackup (read by verify.mjs).
 PGC_NODE_STATE_FILE="pg-cluster-node.json"
 export PGDATA PGC_HOME PGC_VOLUME PGC_CONF_DIR PGC_PORT PGC_LISTEN PGC_SOCKET_DIR PGC_NODE_NAME
@@ -42,6 +45,11 @@ pgc_become_postgres() {
   chown "$PGC_OS_USER:" "$PGC_VOLUME" "$PGC_CONF_DIR" "$PGC_SOCKET_DIR"
   chmod 700 "$PGC_VOLUME" "$PGC_CONF_DIR"
   chmod 3775 "$PGC_SOCKET_DIR"
+  # Uploaded as root's; readable by the server's user only.
+  if [ -e "$PGC_SECRETS_FILE" ]; then
+    chown "$PGC_OS_USER:" "$PGC_SECRETS_FILE"
+    chmod 600 "$PGC_SECRETS_FILE"
+  fi
   if command -v gosu >/dev/null 2>&1; then
     exec gosu "$PGC_OS_USER" "$@"
   elif command -v setpriv >/dev/null 2>&1; then
@@ -162,6 +170,16 @@ pgc_start_args() {
 # --- Shared by entrypoint.sh and ctl.sh (docs/design/primary-as-role.md, sections B and D) ---
 
 # pgc_pgpass_field VALUE — VALUE escaped for a libpq password file (\ and : are special).
+# pgc_read_secrets — sets superuser_password and replication_password (the caller's variables,
+# not exported) from PGC_SECRETS_FILE.
+pgc_read_secrets() {
+  [ -r "$PGC_SECRETS_FILE" ] ||
+    pgc_die "cannot read the passwords file $PGC_SECRETS_FILE; the PostgresCluster component uploads it (see the image contract in README.md)."
+  { IFS= read -r superuser_password && IFS= read -r replication_password; } <"$PGC_SECRETS_FILE" || true
+  [ -n "$superuser_password" ] && [ -n "$replication_password" ] ||
+    pgc_die "$PGC_SECRETS_FILE must hold two lines: the superuser's password, then the replication role's."
+}
+
 pgc_pgpass_field() {
   local v="${1//\\/\\\\}"
   printf '%s' "${v//:/\\:}"

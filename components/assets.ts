@@ -1,6 +1,7 @@
 import * as fs from "fs";
 import * as path from "path";
 import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
 
 /**
  * Where the assets live on the machine running Pulumi: the package's `assets/`, found from this
@@ -23,6 +24,13 @@ export const CONTAINER_ASSETS_DIR = "/opt/pg-cluster";
 
 /** Where each node's volume is mounted (the official image declares a VOLUME here). */
 export const CONTAINER_VOLUME_DIR = "/var/lib/postgresql/data";
+
+/**
+ * Where a node's passwords are uploaded (the superuser's, then the replication role's, one per
+ * line; 0600): a file, not the environment, so `docker inspect` and `docker exec` do not show
+ * them. The entrypoint, as root, gives it to the postgres user (lib.sh `pgc_read_secrets`).
+ */
+export const CONTAINER_SECRETS_FILE = "/run/secrets/pg-cluster";
 
 /** The port PostgreSQL listens on inside every container. */
 export const CONTAINER_PORT = 5432;
@@ -49,12 +57,23 @@ export const CONTAINER_BUNDLE = `${CONTAINER_ASSETS_DIR}/node.sh`;
  * component also works against a remote Docker host. Their content is part of the container's
  * inputs: editing an asset replaces the containers that carry it, never their volumes.
  *
- * One upload, not one per file: Docker copies each upload into the stopped container with its own
- * API call (~40 ms each, several times that while other containers start), and six of them were
- * the largest part of creating a node.
+ * One upload for the assets, not one per file: Docker copies each upload into the stopped
+ * container with its own API call (~40 ms each, several times that while other containers
+ * start), and six of them were the largest part of creating a node. The passwords are a second,
+ * secret upload.
  */
-export function containerUploads(): docker.types.input.ContainerUpload[] {
-  return [{ file: CONTAINER_BUNDLE, content: nodeBundle(), executable: true }];
+export function containerUploads(
+  secrets: pulumi.Input<string>,
+): docker.types.input.ContainerUpload[] {
+  return [
+    { file: CONTAINER_BUNDLE, content: nodeBundle(), executable: true },
+    { file: CONTAINER_SECRETS_FILE, content: pulumi.secret(secrets), permissions: "0600" },
+  ];
+}
+
+/** The content of a node's {@link CONTAINER_SECRETS_FILE}. */
+export function secretsFile(superuserPassword: string, replicationPassword: string): string {
+  return `${superuserPassword}\n${replicationPassword}\n`;
 }
 
 /**

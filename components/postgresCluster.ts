@@ -1,7 +1,7 @@
 import * as crypto from "crypto";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { CONTAINER_PORT } from "./assets";
+import { CONTAINER_PORT, secretsFile } from "./assets";
 import { inheritedDependsOn } from "./options";
 import { PgAdmin, clusterServers } from "./pgAdmin";
 import { PostgresNode, containerEnv } from "./postgresNode";
@@ -249,10 +249,12 @@ function createNodes(
   guard: VersionGuard,
 ): { nodes: PostgresNode[]; slots: ReplicationSlot[]; gates: RollGate[] } {
   const { s } = ctx;
-  const secrets = {
-    PGC_SUPERUSER_PASSWORD: ctx.superuserPassword,
-    PGC_REPLICATION_PASSWORD: ctx.replicationPassword,
-  };
+  // Uploaded as a file, not set in the environment: `docker inspect` and `docker exec` show that.
+  const secrets = pulumi.secret(
+    pulumi
+      .all([ctx.superuserPassword, ctx.replicationPassword])
+      .apply(([su, repl]) => secretsFile(su, repl)),
+  );
   const desired = ctx.addresses.find((a) => a.name === s.primary) ?? ctx.addresses[0];
   const chain = [...ctx.addresses.filter((a) => a !== desired), desired];
   const made = new Map<NodeAddress, { node: PostgresNode; slot?: ReplicationSlot }>();
@@ -272,14 +274,12 @@ function createNodes(
             ctx.child(),
           );
     const container = {
+      nodeName: a.name,
       image: s.image,
       hostPort: a.port,
       bindAddress: s.bindAddress,
-      envs: nodeEnv(
-        s,
-        { PGC_NODE_NAME: a.name, PGC_SLOT_NAME: a.slot, PGC_DATABASE: s.database },
-        secrets,
-      ),
+      envs: nodeEnv(s, { PGC_NODE_NAME: a.name, PGC_SLOT_NAME: a.slot, PGC_DATABASE: s.database }),
+      secrets,
     };
     const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
     const gate = new RollGate(
@@ -303,7 +303,6 @@ function createNodes(
     const node = new PostgresNode(
       a.name,
       {
-        nodeName: a.name,
         firstRole: i === 0 ? "primary" : "replica",
         clusterName: ctx.name,
         networkName,
@@ -535,23 +534,15 @@ export function nodeSlotName(i: number): string {
   return i === 0 ? "primary" : `replica_${i}`;
 }
 
-/** The environment of a node's entrypoint: the same keys for every node. */
-function nodeEnv(
-  s: ClusterSettings,
-  extra: Record<string, string>,
-  secrets: Record<string, pulumi.Output<string>>,
-): pulumi.Output<string[]> {
+/** The environment of a node's entrypoint: the same keys for every node, and no password. */
+function nodeEnv(s: ClusterSettings, extra: Record<string, string>): string[] {
   const shared = {
     PGC_SUPERUSER: s.superuser,
     PGC_REPLICATION_USER: s.replicationUser,
     PGC_MAX_WAL_SENDERS: String(s.maxWalSenders),
     PGC_MAX_REPLICATION_SLOTS: String(s.maxReplicationSlots),
   };
-  return pulumi
-    .all(secrets)
-    .apply((values) =>
-      Object.entries({ ...shared, ...extra, ...values }).map(([k, v]) => `${k}=${v}`),
-    );
+  return Object.entries({ ...shared, ...extra }).map(([k, v]) => `${k}=${v}`);
 }
 
 /** A password as a secret Output, checked again once resolved (it may have been an Output). */

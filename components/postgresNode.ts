@@ -30,8 +30,10 @@ export interface PostgresNodeArgs {
   readonly hostPort: number;
   /** Host address the port is published on. */
   readonly bindAddress: string;
-  /** Environment for the entrypoint (`KEY=value`); secret, since it carries passwords. */
+  /** Environment for the entrypoint (`KEY=value`); no password (those are in `secrets`). */
   readonly envs: pulumi.Input<string[]>;
+  /** The node's passwords file ({@link secretsFile}); uploaded 0600, kept secret. */
+  readonly secrets: pulumi.Input<string>;
   /**
    * What the container must come after (a replica node: its slot's lifetime). On the container
    * only, not the component: the SDK registers a component's children after the component's own
@@ -83,7 +85,7 @@ export class PostgresNode extends pulumi.ComponentResource {
         image: args.image,
         entrypoints: entrypoint(),
         envs: containerEnv(args),
-        uploads: containerUploads(),
+        uploads: containerUploads(args.secrets),
         labels,
         networksAdvanced: [{ name: args.networkName, aliases: [args.nodeName] }],
         ports: [{ internal: CONTAINER_PORT, external: args.hostPort, ip: args.bindAddress }],
@@ -118,18 +120,38 @@ export class PostgresNode extends pulumi.ComponentResource {
 
 /**
  * The environment a node's container runs with: `envs` and `PGC_SPEC`, a digest of what else
- * the container is made of (its assets, its published address). A change to any of it replaces
- * the container, so a roll gate tells from the environment alone whether an up will replace it.
- * Secret: the environment carries passwords.
+ * the container is made of (its assets, its published address, its passwords file). A change to
+ * any of it replaces the container, so a roll gate tells from the environment alone whether an
+ * up will replace it. The passwords enter the digest through scrypt, salted with the node's
+ * name: `docker inspect` shows the digest, and a fast hash would let a guess be checked cheaply.
+ * Secret all the same (derived from passwords).
  */
 export function containerEnv(
-  args: Pick<PostgresNodeArgs, "envs" | "hostPort" | "bindAddress">,
+  args: Pick<PostgresNodeArgs, "nodeName" | "envs" | "secrets" | "hostPort" | "bindAddress">,
 ): pulumi.Output<string[]> {
-  const spec = JSON.stringify({
-    bundle: nodeBundle(),
-    hostPort: args.hostPort,
-    bindAddress: args.bindAddress,
-  });
-  const digest = crypto.createHash("sha256").update(spec).digest("hex").slice(0, 16);
-  return pulumi.secret(pulumi.output(args.envs).apply((envs) => [...envs, `PGC_SPEC=${digest}`]));
+  return pulumi.secret(
+    pulumi.all([args.envs, args.secrets]).apply(([envs, secrets]) => {
+      const spec = JSON.stringify({
+        bundle: nodeBundle(),
+        hostPort: args.hostPort,
+        bindAddress: args.bindAddress,
+        secrets: slowDigest(secrets, args.nodeName),
+      });
+      const digest = crypto.createHash("sha256").update(spec).digest("hex").slice(0, 16);
+      return [...envs, `PGC_SPEC=${digest}`];
+    }),
+  );
+}
+
+const slowDigests = new Map<string, string>();
+
+/** scrypt of `secret` (Node's default cost: about 50 ms and 16 MiB), computed once per run. */
+function slowDigest(secret: string, salt: string): string {
+  const key = JSON.stringify([secret, salt]);
+  let digest = slowDigests.get(key);
+  if (digest === undefined) {
+    digest = crypto.scryptSync(secret, `pg-cluster:${salt}`, 16).toString("hex");
+    slowDigests.set(key, digest);
+  }
+  return digest;
 }

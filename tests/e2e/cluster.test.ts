@@ -1,6 +1,16 @@
 import * as assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { after, describe, it } from "node:test";
-import { IMAGE, dockerObjects, inspectContainer, newStack, queryAt, waitUntil } from "../lib/stack";
+import {
+  IMAGE,
+  REPLICATION_PASSWORD,
+  SUPERUSER_PASSWORD,
+  dockerObjects,
+  inspectContainer,
+  newStack,
+  queryAt,
+  waitUntil,
+} from "../lib/stack";
 
 const MAJOR_TIMEOUT = 15 * 60_000;
 
@@ -97,6 +107,29 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     // Published on loopback only.
     const primaryInfo = await inspectContainer(`${c}-primary`);
     assert.ok(primaryInfo);
+    // Passwords reach every node as a file only: not in what `docker inspect` prints, not in
+    // the environment `docker exec` gives a shell, and the file is the server user's alone.
+    for (const node of [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`]) {
+      const env = ((await inspectContainer(node)) as unknown as { Config: { Env: string[] } })
+        .Config.Env;
+      const shell = execFileSync("docker", ["exec", node, "env"], { encoding: "utf8" });
+      for (const [what, text] of [
+        ["docker inspect", env.join("\n")],
+        ["docker exec env", shell],
+      ]) {
+        assert.ok(
+          !text.includes(SUPERUSER_PASSWORD) && !text.includes(REPLICATION_PASSWORD),
+          `${node}: no password in ${what}`,
+        );
+        assert.doesNotMatch(text, /PASSWORD=/, `${node}: no password variable in ${what}`);
+      }
+      const file = execFileSync(
+        "docker",
+        ["exec", node, "stat", "-c", "%a %U", "/run/secrets/pg-cluster"],
+        { encoding: "utf8" },
+      );
+      assert.equal(file.trim(), "600 postgres", `${node}: the passwords file`);
+    }
   });
 
   it("a second up changes nothing and restarts nothing", async () => {

@@ -5,7 +5,7 @@
  * step will (docs/design/primary-as-role.md, sections B–D).
  */
 import * as assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
@@ -260,7 +260,11 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
       "*:*:*:replicator:repl-it-'quote\\:colon\n",
       "any host, port and database; ':' escaped",
     );
+    const postgresUid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }));
     for (const n of nodes.nodes) {
+      // The passwords come in a file, root's as uploaded; the entrypoint made it the server's only.
+      const secrets = fs.statSync(n.env().PGC_SECRETS_FILE);
+      assert.deepEqual([secrets.mode & 0o777, secrets.uid], [0o600, postgresUid], "passwords file");
       // The postmaster's environment as the kernel shows it. (Its children's /proc environ is
       // overwritten by their process titles, so a backend's is read by a program it runs.)
       const postmaster = n.postmasterPid();
@@ -281,6 +285,20 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
     const ps = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" });
     assert.ok(ps.includes(`-D ${a.pgdata}`), "the servers are in the process list");
     assert.ok(!ps.includes(SUPERUSER_PASSWORD) && !ps.includes(REPLICATION_PASSWORD));
+
+    // Without its passwords file a node says which file and who provides it.
+    const missing = path.join(a.volume, "no-such-secrets");
+    const r = spawnSync("bash", [path.join(a.home, "ctl.sh"), "status"], {
+      env: { ...a.env(), PGC_SECRETS_FILE: missing },
+      encoding: "utf8",
+    });
+    assert.equal(r.status, 1);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `cannot read the passwords file ${missing}; the PostgresCluster component uploads it`,
+      ),
+    );
   });
 
   it("a demoted primary stays down across a restart of its entrypoint; undemote makes it the primary again", async () => {
@@ -368,8 +386,11 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
     assert.deepEqual([released.hold, released.running, released.standby], [false, true, true]);
     await streamingFrom(a, b, timeline + 1);
     const tRejoined = Date.now();
-    // The promoted node stopped watching its old upstream (the demoted node-a), and nobody re-cloned.
-    assert.match(b.log(), /the server left recovery \(promoted\): slot watch off/);
+    // The promoted node stopped watching its old upstream (the demoted node-a) at its next slot
+    // check (PGC_SLOT_CHECK_SECONDS: 1 s here; this test can get here sooner), and nobody re-cloned.
+    await waitFor("node-b's slot watch to see the promotion", 10_000, async () =>
+      /the server left recovery \(promoted\): slot watch off/.test(b.log()) ? true : undefined,
+    );
     for (const n of [b, c]) assert.equal(n.nodeState().clones, 1, `${n.name} was not re-cloned`);
 
     await waitFor("the writer's first commit on node-b", 10_000, async () =>

@@ -4,7 +4,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import pg from "pg";
-import { ASSETS_DIR, nodeBundle } from "../../components/assets";
+import { ASSETS_DIR, nodeBundle, secretsFile } from "../../components/assets";
 import { replicationCapacity } from "../../components/settings";
 import type { TopologyResult } from "../../components/topology";
 import type { RollGateResult } from "../../components/rollGate";
@@ -54,6 +54,17 @@ function replicationCapacityEnv(replicas: number): Record<string, string> {
 }
 export const REPLICATION_PASSWORD = "repl-it-'quote:colon";
 
+/**
+ * A node's passwords file (`PGC_SECRETS_FILE`) at `file`, as the component uploads it: root's,
+ * 0600 (the entrypoint gives it to the postgres user). Written once; returns `file`.
+ */
+export function nodeSecretsFile(file: string): string {
+  if (!fs.existsSync(file)) {
+    fs.writeFileSync(file, secretsFile(SUPERUSER_PASSWORD, REPLICATION_PASSWORD), { mode: 0o600 });
+  }
+  return file;
+}
+
 /** One node: its entrypoint running on the host, with its volume in a scratch directory. */
 export class LocalNode {
   process?: ChildProcess;
@@ -83,9 +94,8 @@ export class LocalNode {
       PGC_NODE_NAME: this.name,
       PGC_SLOT_NAME: this.slot,
       PGC_SUPERUSER: "postgres",
-      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
+      PGC_SECRETS_FILE: nodeSecretsFile(path.join(c.dir, `${this.name}.secrets`)),
       PGC_REPLICATION_USER: "replicator",
-      PGC_REPLICATION_PASSWORD: REPLICATION_PASSWORD,
       PGC_DATABASE: "mydb",
       ...replicationCapacityEnv(c.nodes.length - 1),
       PGC_MAX_SLOT_WAL_KEEP_SIZE: c.maxSlotWalKeepSize,

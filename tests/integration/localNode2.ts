@@ -10,12 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { nodeBundle } from "../../components/assets";
 import { replicationCapacity } from "../../components/settings";
-import {
-  REPLICATION_PASSWORD,
-  SUPERUSER_PASSWORD,
-  postgresBinDir,
-  requireRoot,
-} from "./localCluster";
+import { nodeSecretsFile, postgresBinDir, requireRoot } from "./localCluster";
 import { Server, asPostgres } from "./switchoverSteps";
 
 /** The JSON line every `ctl.sh` verb prints: the node's status after the verb. */
@@ -88,9 +83,8 @@ export class EntrypointNode implements Server {
       PGC_NODE_NAME: this.name,
       PGC_SLOT_NAME: this.slot,
       PGC_SUPERUSER: "postgres",
-      PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
+      PGC_SECRETS_FILE: nodeSecretsFile(path.join(n.dir, `${this.name}.secrets`)),
       PGC_REPLICATION_USER: "replicator",
-      PGC_REPLICATION_PASSWORD: REPLICATION_PASSWORD,
       PGC_DATABASE: "mydb",
       PGC_MAX_WAL_SENDERS: String(replicationCapacity(n.nodes.length - 1).maxWalSenders),
       PGC_MAX_REPLICATION_SLOTS: String(

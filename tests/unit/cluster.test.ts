@@ -1,3 +1,4 @@
+import * as crypto from "node:crypto";
 import * as assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -228,10 +229,22 @@ describe("PostgresCluster resources", () => {
     assert.deepEqual(containers[0].inputs.uploads, containers[1].inputs.uploads);
     for (const c of containers) {
       const role = c.name;
-      const uploads = c.inputs.uploads as { file: string; content: string; executable: boolean }[];
+      // Secret as a whole: one of them is the passwords file.
+      assert.ok(inputIsSecret(c.inputs.uploads), "the uploads reach the engine as a secret");
+      const uploads = plain<
+        { file: string; content: string; executable?: boolean; permissions?: string }[]
+      >(c.inputs.uploads);
       assert.deepEqual(
-        uploads.map((u) => [u.file, u.executable]),
-        [["/opt/pg-cluster/node.sh", true]],
+        uploads.map((u) => [u.file, u.executable, u.permissions]),
+        [
+          ["/opt/pg-cluster/node.sh", true, undefined],
+          ["/run/secrets/pg-cluster", undefined, "0600"],
+        ],
+      );
+      // The passwords, one per line (lib.sh pgc_read_secrets reads them).
+      assert.equal(
+        plain(uploads[1].content),
+        `${PASSWORDS.superuserPassword}\n${PASSWORDS.replicationPassword}\n`,
       );
       assert.deepEqual(c.inputs.entrypoints, ["bash", "/opt/pg-cluster/node.sh"]);
       // Unpack it as the container does (without running the entrypoint) and compare.
@@ -366,7 +379,7 @@ describe("PostgresCluster resources", () => {
     );
   });
 
-  it("gives every node the same environment keys and both passwords: any node may become the primary", async () => {
+  it("gives every node the same environment keys and no password: any node may become the primary", async () => {
     const { recorded: rs } = await build("env", {
       replicas: 1,
       primaryPort: 11432,
@@ -382,14 +395,49 @@ describe("PostgresCluster resources", () => {
     const keys = (env: string[]) => env.map((e) => e.slice(0, e.indexOf("="))).sort();
     assert.deepEqual(keys(node0), keys(node1));
     for (const env of [node0, node1]) {
-      assert.ok(env.includes(`PGC_SUPERUSER_PASSWORD=${PASSWORDS.superuserPassword}`));
-      assert.ok(env.includes(`PGC_REPLICATION_PASSWORD=${PASSWORDS.replicationPassword}`));
+      // Passwords come as a file (`docker inspect` prints the environment, `docker exec` hands
+      // it to every shell), not even as a fast hash.
+      for (const pw of Object.values(PASSWORDS)) {
+        assert.ok(!env.some((e) => e.includes(pw)), `no password in ${env.join()}`);
+        assert.ok(
+          !env.some((e) =>
+            e.includes(crypto.createHash("sha256").update(pw).digest("hex").slice(0, 16)),
+          ),
+        );
+      }
+      assert.ok(!env.some((e) => /PASSWORD/.test(e)), env.join());
       // No role and no peer: those would replace the container on a switchover or a scale.
       assert.ok(!env.some((e) => /^PGC_(ROLE|PRIMARY_HOST|PRIMARY_PORT)=/.test(e)), env.join());
     }
     assert.ok(node0.includes("PGC_SLOT_NAME=primary"));
     assert.ok(node1.includes("PGC_SLOT_NAME=replica_1"));
     assert.ok(node1.includes("PGC_NODE_NAME=env-replica-1"));
+
+    // A new password changes what a roll gate compares (PGC_SPEC), and nothing else in the
+    // environment: the node's container is replaced, one at a time.
+    const rotated = await build("env", {
+      replicas: 1,
+      primaryPort: 11432,
+      replicaBasePort: 11433,
+      replicationPassword: "repl-Rotated-5e1d",
+    });
+    const envAfter = (name: string) =>
+      plain<string[]>(
+        byType(rotated.recorded, "docker:index/container:Container").find(
+          (c) => c.inputs.name === name,
+        )?.inputs.envs,
+      );
+    for (const [name, env] of [
+      ["env-primary", node0],
+      ["env-replica-1", node1],
+    ] as const) {
+      const changed = envAfter(name).filter((e) => !env.includes(e));
+      assert.deepEqual(
+        changed.map((e) => e.split("=")[0]),
+        ["PGC_SPEC"],
+        `${name}: only PGC_SPEC differs`,
+      );
+    }
   });
 
   it("moves the primary by config alone: no container or volume input changes, the steps re-run, the outputs follow", async () => {
