@@ -2,6 +2,11 @@
 # Runs the test layers, installing and starting what each needs first (idempotent; slow results
 # are cached under $PG_CLUSTER_CACHE). Usage: scripts/test.sh [static|unit|integration|e2e|faults|all]...
 # Every layer runs for real or fails saying what is missing: nothing is skipped silently.
+#
+# `all` prepares everything first (packages, Docker, the toolchain, images), then runs the layers
+# in three groups, each group's layers at once, to keep CI within its time budget on 2 cores:
+# static + unit + integration (no Docker), then the e2e passes of every PostgreSQL major, then the
+# fault layer alone (it stops the Docker engine). A layer's output is printed when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib.sh
@@ -13,72 +18,121 @@ layers=("$@")
 
 bash scripts/provision-node-deps.sh
 
-passed=0 failed=0
-# run_layer NAME COMMAND... — runs one node:test layer and adds its counts to the totals.
-run_layer() {
-  local name="$1" out status=0
-  shift
-  out="$(mktemp)"
-  log "layer $name: $*"
-  "$@" 2>&1 | tee "$out" || status=$?
-  local p f
-  p="$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$out" | tail -n1)"
-  f="$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$out" | tail -n1)"
-  rm -f "$out"
-  [ -n "$p" ] || die "layer $name printed no test summary (exit $status): it did not run."
-  [ "$p" -gt 0 ] || die "layer $name ran no test."
-  passed=$((passed + p))
-  failed=$((failed + ${f:-0}))
-  [ "$status" = 0 ] || log "layer $name FAILED (exit $status)"
-  layer_status=$((layer_status + status))
-}
-layer_status=0
 node_test=(node --import tsx --test --test-reporter=tap)
+# e2e runs on every PostgreSQL major we build images for; the fault layer on the first.
+read -ra majors <<<"${PG_CLUSTER_E2E_MAJORS:-15 17}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 
-for layer in "${layers[@]}"; do
-  case "$layer" in
-    static)
-      log "static checks: tsc --noEmit, eslint, prettier --check"
-      npx tsc --noEmit -p . || layer_status=$((layer_status + 1))
-      npx eslint . || layer_status=$((layer_status + 1))
-      npx prettier --check . >/dev/null || { npx prettier --check . || true; layer_status=$((layer_status + 1)); }
-      ;;
-    unit)
-      run_layer unit "${node_test[@]}" --test-concurrency=1 tests/unit/*.test.ts
-      ;;
+# prepare LAYER — installs and starts what LAYER needs (one layer at a time: apt has one lock).
+prepare() {
+  case "$1" in
+    static | unit) ;;
     integration)
       # Real PostgreSQL server processes on loopback, started by the tests from assets/.
       need_root "the integration layer (it runs the entrypoints as root, as Docker does)"
       apt_install postgresql-15
-      run_layer integration "${node_test[@]}" --test-concurrency=1 tests/integration/*.test.ts
       ;;
     e2e | faults)
       bash scripts/provision-docker.sh
       # Stops, naming what is missing and its log, unless the CLI and both provider plugins are there.
       bash scripts/provision-toolchain.sh
-      # shellcheck source=env.sh
-      source scripts/env.sh
-      # e2e runs on every PostgreSQL major we build images for; the fault layer on the first.
-      read -ra majors <<<"${PG_CLUSTER_E2E_MAJORS:-15 17}"
       # Every major's image and the router's exist either way: the fault layer swaps majors (the
       # version guard). psql (libpq 15) is a client in the switchover and security tests.
+      local image
       for image in "${majors[@]}" router; do bash scripts/provision-image.sh --local "$image" >/dev/null; done
       apt_install postgresql-client-15
-      if [ "$layer" = e2e ]; then
+      if [ "$1" = e2e ]; then
         # The pgAdmin test: its image, and a real browser (Debian's chromium, by playwright-core).
         bash scripts/provision-image.sh --local pgadmin >/dev/null
         apt_install chromium
       fi
-      [ "$layer" = e2e ] || majors=("${majors[0]}")
-      for major in "${majors[@]}"; do
-        export PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major"
-        # One file at a time: two at once saved only 1.4 of 8.6 minutes on 2 cores, and the load
-        # made the roll test's read-only client miss one query (docs/design/changes-without-outage.md).
-        run_layer "$layer (PostgreSQL $major)" "${node_test[@]}" --test-concurrency=1 \
-          tests/"$layer"/*.test.ts
+      ;;
+    *) die "unknown test layer '$1' (static, unit, integration, e2e, faults, all)" ;;
+  esac
+}
+
+# start NAME COMMAND... — runs one layer's command in the background, its output to a file.
+start() {
+  local name="$1"
+  shift
+  log "layer $name: $*"
+  ("$@" >"$work/$name.out" 2>&1; echo $? >"$work/$name.status") &
+  echo "$name" >>"$work/started"
+}
+
+passed=0 failed=0 layer_status=0
+# finish — waits for every started layer, prints each one's output in turn and adds its counts
+# to the totals (a node:test layer must print its summary and have run a test).
+finish() {
+  wait
+  local name status p f
+  while read -r name; do
+    status="$(cat "$work/$name.status")"
+    log "layer $name ended (exit $status):"
+    cat "$work/$name.out"
+    layer_status=$((layer_status + status))
+    [ "$name" != static ] || continue
+    p="$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$work/$name.out" | tail -n1)"
+    f="$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$work/$name.out" | tail -n1)"
+    [ -n "$p" ] || die "layer $name printed no test summary (exit $status): it did not run."
+    [ "$p" -gt 0 ] || die "layer $name ran no test."
+    passed=$((passed + p))
+    failed=$((failed + ${f:-0}))
+    [ "$status" = 0 ] || log "layer $name FAILED (exit $status)"
+  done <"$work/started"
+  rm -f "$work/started"
+}
+
+static_checks() {
+  local status=0
+  npx tsc --noEmit -p . || status=1
+  npx eslint . || status=1
+  npx prettier --check . >/dev/null || { npx prettier --check . || true; status=1; }
+  return "$status"
+}
+
+# run_layer LAYER — starts LAYER's runs (the e2e layer: one per major, at once).
+run_layer() {
+  case "$1" in
+    static) start static static_checks ;;
+    unit) start unit "${node_test[@]}" --test-concurrency=1 tests/unit/*.test.ts ;;
+    integration) start integration "${node_test[@]}" --test-concurrency=1 tests/integration/*.test.ts ;;
+    e2e | faults)
+      # shellcheck source=env.sh
+      source scripts/env.sh
+      local pass=("${majors[@]}") first=1 major
+      [ "$1" = e2e ] || pass=("${majors[0]}")
+      for major in "${pass[@]}"; do
+        # The first major's e2e pass runs two files at a time (each has its own stack, ports and
+        # network); later majors run the cluster test only, alongside.
+        # Faults one at a time: they stop the engine and cut links.
+        local concurrency=1
+        [ "$1$first" != e2e1 ] || concurrency=2
+        start "$1-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \
+          "${node_test[@]}" --test-concurrency="$concurrency" tests/"$1"/*.test.ts
+        first=0
       done
       ;;
-    *) die "unknown test layer '$layer' (static, unit, integration, e2e, faults, all)" ;;
+  esac
+}
+
+for layer in "${layers[@]}"; do prepare "$layer"; done
+# Layers that share no engine run together; the e2e passes together; faults alone.
+for layer in "${layers[@]}"; do
+  case "$layer" in
+    static | unit | integration) run_layer "$layer" ;;
+  esac
+done
+finish
+for layer in "${layers[@]}"; do
+  case "$layer" in
+    e2e) run_layer e2e && finish ;;
+  esac
+done
+for layer in "${layers[@]}"; do
+  case "$layer" in
+    faults) run_layer faults && finish ;;
   esac
 done
 
