@@ -5,7 +5,7 @@
 #
 # `all` prepares everything first (packages, Docker, the toolchain, images), then runs the layers
 # in three groups, each group's layers at once, to keep CI within its time budget on 2 cores:
-# static + unit + integration (no Docker), then the e2e passes of every PostgreSQL major, then the
+# static + unit + integration (no Docker) + hosts (its own engines), then the e2e passes of every PostgreSQL major, then the
 # fault layer alone (it stops the Docker engine). A layer's output is printed when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ source scripts/lib.sh
 
 layers=("$@")
 [ "${#layers[@]}" -gt 0 ] || layers=(all)
-[ "${layers[*]}" != all ] || layers=(static unit integration e2e faults)
+[ "${layers[*]}" != all ] || layers=(static unit integration hosts e2e faults)
 
 bash scripts/provision-node-deps.sh
 
@@ -33,6 +33,12 @@ prepare() {
       need_root "the integration layer (it runs the entrypoints as root, as Docker does)"
       apt_install postgresql-15
       ;;
+    hosts)
+      # Engines in network namespaces (scripts/hosts.sh), each loaded from the main engine.
+      need_root "the multi-host layer (network namespaces, dockerd)"
+      bash scripts/provision-docker.sh
+      bash scripts/provision-image.sh --local "${majors[0]}" >/dev/null
+      ;;
     e2e | faults)
       bash scripts/provision-docker.sh
       # Stops, naming what is missing and its log, unless the CLI and both provider plugins are there.
@@ -48,7 +54,7 @@ prepare() {
         apt_install chromium
       fi
       ;;
-    *) die "unknown test layer '$1' (static, unit, integration, e2e, faults, all)" ;;
+    *) die "unknown test layer '$1' (static, unit, integration, hosts, e2e, faults, all)" ;;
   esac
 }
 
@@ -57,7 +63,12 @@ start() {
   local name="$1"
   shift
   log "layer $name: $*"
-  ("$@" >"$work/$name.out" 2>&1; echo $? >"$work/$name.status") &
+  # set +e: a failing layer must still record its status (errexit would end the subshell first).
+  (
+    set +e
+    "$@" >"$work/$name.out" 2>&1
+    echo $? >"$work/$name.status"
+  ) &
   echo "$name" >>"$work/started"
 }
 
@@ -98,6 +109,12 @@ run_layer() {
     static) start static static_checks ;;
     unit) start unit "${node_test[@]}" --test-concurrency=1 tests/unit/*.test.ts ;;
     integration) start integration "${node_test[@]}" --test-concurrency=1 tests/integration/*.test.ts ;;
+    hosts)
+      # The test brings the hosts up and down; the trap is the backstop should it be killed.
+      trap 'bash scripts/hosts.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+      start hosts env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:${majors[0]}" \
+        "${node_test[@]}" --test-concurrency=1 tests/hosts/*.test.ts
+      ;;
     e2e | faults)
       # shellcheck source=env.sh
       source scripts/env.sh
@@ -121,7 +138,7 @@ for layer in "${layers[@]}"; do prepare "$layer"; done
 # Layers that share no engine run together; the e2e passes together; faults alone.
 for layer in "${layers[@]}"; do
   case "$layer" in
-    static | unit | integration) run_layer "$layer" ;;
+    static | unit | integration | hosts) run_layer "$layer" ;;
   esac
 done
 finish
