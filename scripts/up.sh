@@ -25,14 +25,14 @@ report() {
 
 pgAdmin: $pgadmin   (every node is registered; connecting asks for the superuser's password)
   login: the pgadminEmail config (default admin@example.com); its password:
-  pulumi config get pgadminPassword --config-file .state/Pulumi.$STACK.yaml
+  npm run --silent pulumi -- config get pgadminPassword
 EOT
   cat <<EOT
 
 Replication report (stack $STACK):
 $json
 
-Connect (password: pulumi config get superuserPassword --config-file .state/Pulumi.$STACK.yaml):
+Connect (password: npm run --silent pulumi -- config get superuserPassword):
   psql "host=${rw%:*} port=${rw##*:} user=postgres dbname=mydb"   # read-write: always the primary
   psql "host=${ro%:*} port=${ro##*:} user=postgres dbname=mydb"   # read-only: the replicas
   docker exec -it pg-cluster-$STACK-primary psql -U postgres -d mydb   # one node, in its container
@@ -132,7 +132,7 @@ for port in "${ports[@]}"; do
   owner="$(printf '%s\n' "$published" | awk -v p=":$port->" 'index($0, p) { print $1; exit }')"
   case "$owner" in pg-cluster-"$STACK"-*) continue ;; esac
   if [ -n "$owner" ] || printf '%s\n' "$listening" | grep -q ":$port\$"; then
-    die "host port $port is already in use${owner:+ by container $owner}. Fix: stop what uses it, or move the cluster: pulumi config set primaryPort (or replicaBasePort, readWritePort, readOnlyPort, pgadminPort) <port> --stack $STACK --config-file .state/Pulumi.$STACK.yaml"
+    die "host port $port is already in use${owner:+ by container $owner}. Fix: stop what uses it, or move the cluster: npm run pulumi -- config set primaryPort (or replicaBasePort, readWritePort, readOnlyPort, pgadminPort) <port>"
   fi
 done
 
