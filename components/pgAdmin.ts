@@ -1,7 +1,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT } from "./assets";
-import { inheritedDependsOn } from "./options";
+import { clusterContainerArgs, inheritedDependsOn } from "./options";
 import { ROUTER_PORTS } from "./router";
 
 /** Where the image's contract (that of the official `dpage/pgadmin4`) reads its inputs. */
@@ -62,8 +62,13 @@ export class PgAdmin extends pulumi.ComponentResource {
     this.container = new docker.Container(
       name,
       {
-        name: args.containerName,
-        hostname: args.containerName,
+        ...clusterContainerArgs({
+          containerName: args.containerName,
+          clusterName: args.clusterName,
+          networkName: args.networkName,
+          bindAddress: args.bindAddress,
+          ports: [[PGADMIN_CONTAINER_PORT, args.hostPort]],
+        }),
         image: args.image,
         envs: [
           `PGADMIN_DEFAULT_EMAIL=${args.email}`,
@@ -87,12 +92,6 @@ export class PgAdmin extends pulumi.ComponentResource {
             permissions: "0440",
           },
         ],
-        labels: [{ label: "pg-cluster.cluster", value: args.clusterName }],
-        networksAdvanced: [{ name: args.networkName, aliases: [args.containerName] }],
-        ports: [
-          { internal: PGADMIN_CONTAINER_PORT, external: args.hostPort, ip: args.bindAddress },
-        ],
-        restart: "unless-stopped",
         // pgAdmin answers only after creating its database and registering the servers (a few
         // seconds): the up waits for it, so pgadminUrl means a page that loads.
         healthcheck: {

@@ -9,7 +9,7 @@ import {
   entrypoint,
   nodeBundle,
 } from "./assets";
-import { inheritedDependsOn } from "./options";
+import { clusterContainerArgs, inheritedDependsOn } from "./options";
 
 /** Arguments of a {@link PostgresNode}. */
 export interface PostgresNodeArgs {
@@ -66,8 +66,10 @@ export class PostgresNode extends pulumi.ComponentResource {
     // No role label on the container: a node's role changes (switchover) without its container
     // changing. The volume keeps the labels it was made with: a volume's labels are part of its
     // identity for the provider, and changing them would replace it, with its data.
-    const labels = [{ label: "pg-cluster.cluster", value: args.clusterName }];
-    const volumeLabels = [...labels, { label: "pg-cluster.role", value: args.firstRole }];
+    const volumeLabels = [
+      { label: "pg-cluster.cluster", value: args.clusterName },
+      { label: "pg-cluster.role", value: args.firstRole },
+    ];
 
     this.volume = new docker.Volume(
       `${name}-data`,
@@ -80,15 +82,19 @@ export class PostgresNode extends pulumi.ComponentResource {
     this.container = new docker.Container(
       name,
       {
-        name: args.nodeName,
-        hostname: args.nodeName,
+        // The restart policy comes back after a crash or a Docker restart; `docker stop` by hand
+        // is respected until the next `pulumi up`, which starts it again (mustRun).
+        ...clusterContainerArgs({
+          containerName: args.nodeName,
+          clusterName: args.clusterName,
+          networkName: args.networkName,
+          bindAddress: args.bindAddress,
+          ports: [[CONTAINER_PORT, args.hostPort]],
+        }),
         image: args.image,
         entrypoints: entrypoint(),
         envs: containerEnv(args),
         uploads: containerUploads(args.secrets),
-        labels,
-        networksAdvanced: [{ name: args.networkName, aliases: [args.nodeName] }],
-        ports: [{ internal: CONTAINER_PORT, external: args.hostPort, ip: args.bindAddress }],
         volumes: [{ volumeName: this.volume.name, containerPath: CONTAINER_VOLUME_DIR }],
         // For `docker ps` and monitoring; nothing in `pulumi up` waits on it (see the class comment).
         healthcheck: {
@@ -97,9 +103,6 @@ export class PostgresNode extends pulumi.ComponentResource {
           timeout: "3s",
           retries: 3,
         },
-        // Comes back after a crash or a Docker restart; `docker stop` by hand is respected
-        // until the next `pulumi up`, which starts it again (mustRun).
-        restart: "unless-stopped",
         // SIGINT is PostgreSQL's fast shutdown: clean, without waiting for clients to leave.
         stopSignal: "SIGINT",
         destroyGraceSeconds: 60,

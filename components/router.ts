@@ -2,7 +2,7 @@ import * as crypto from "crypto";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT } from "./assets";
-import { inheritedDependsOn } from "./options";
+import { clusterContainerArgs, inheritedDependsOn } from "./options";
 
 /** Where the router's config is uploaded: the official haproxy image's path. */
 export const ROUTER_CONFIG_PATH = "/usr/local/etc/haproxy/haproxy.cfg";
@@ -179,19 +179,20 @@ export class Router extends pulumi.ComponentResource {
     this.container = new docker.Container(
       name,
       {
-        name: args.routerName,
-        hostname: args.routerName,
+        ...clusterContainerArgs({
+          containerName: args.routerName,
+          clusterName: args.clusterName,
+          networkName: args.networkName,
+          bindAddress: args.bindAddress,
+          ports: [
+            [ROUTER_PORTS.readWrite, args.readWritePort],
+            [ROUTER_PORTS.readOnly, args.readOnlyPort],
+          ],
+        }),
         image: args.image,
         entrypoints: ["haproxy"],
         command: ["-W", "-db", "-f", ROUTER_CONFIG_PATH],
         uploads: [{ file: ROUTER_CONFIG_PATH, content: pulumi.secret(config) }],
-        labels: [{ label: "pg-cluster.cluster", value: args.clusterName }],
-        networksAdvanced: [{ name: args.networkName, aliases: [args.routerName] }],
-        ports: [
-          { internal: ROUTER_PORTS.readWrite, external: args.readWritePort, ip: args.bindAddress },
-          { internal: ROUTER_PORTS.readOnly, external: args.readOnlyPort, ip: args.bindAddress },
-        ],
-        restart: "unless-stopped",
         // HAProxy's soft stop: it stops accepting, and existing sessions end when their clients go.
         stopSignal: "SIGUSR1",
         destroyGraceSeconds: 5,

@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { after, before } from "node:test";
 import pg from "pg";
 import { ASSETS_DIR, nodeBundle, secretsFile } from "../../components/assets";
 import { replicationCapacity } from "../../components/settings";
@@ -53,6 +54,44 @@ function replicationCapacityEnv(replicas: number): Record<string, string> {
   };
 }
 export const REPLICATION_PASSWORD = "repl-it-'quote:colon";
+
+/**
+ * A LocalCluster of 1 + `replicas` started before the enclosing suite's tests, with the table
+ * `acked` (id int) the writers use, and destroyed after them.
+ */
+export function suiteCluster(replicas: number): LocalCluster {
+  const cluster = new LocalCluster({ replicas });
+  before(async () => {
+    await cluster.start();
+    await cluster.primary.query("CREATE TABLE acked (id int PRIMARY KEY)");
+  });
+  after(() => cluster.destroy());
+  return cluster;
+}
+
+/**
+ * Unpacks the node bundle into `home`, as a new container gets its files, and starts the real
+ * entrypoint from there with `env`, its output appended to `logFile`; does not wait.
+ */
+export function launchEntrypoint(
+  home: string,
+  logFile: string,
+  env: Record<string, string>,
+): ChildProcess {
+  const unpacked = spawnSync("bash", ["-c", nodeBundle()], {
+    env: { PATH: process.env.PATH ?? "", PGC_HOME: home, PGC_UNPACK_ONLY: "1" },
+    encoding: "utf8",
+  });
+  if (unpacked.status !== 0) {
+    throw new Error(`unpacking the assets into ${home} failed: ${unpacked.stderr}`);
+  }
+  const log = fs.openSync(logFile, "a");
+  try {
+    return spawn("bash", [path.join(home, "entrypoint.sh")], { env, stdio: ["ignore", log, log] });
+  } finally {
+    fs.closeSync(log);
+  }
+}
 
 /**
  * A node's passwords file (`PGC_SECRETS_FILE`) at `file`, as the component uploads it: root's,
@@ -146,19 +185,7 @@ export class LocalNode {
    * as the postgres user, who cannot enter a checkout under a 0700 parent (/root, mktemp -d).
    */
   launch(): void {
-    const unpacked = spawnSync("bash", ["-c", nodeBundle()], {
-      env: { PATH: process.env.PATH ?? "", PGC_HOME: this.home, PGC_UNPACK_ONLY: "1" },
-      encoding: "utf8",
-    });
-    if (unpacked.status !== 0) {
-      throw new Error(`unpacking the assets into ${this.home} failed: ${unpacked.stderr}`);
-    }
-    const log = fs.openSync(this.logFile, "a");
-    this.process = spawn("bash", [path.join(this.home, "entrypoint.sh")], {
-      env: this.env(),
-      stdio: ["ignore", log, log],
-    });
-    fs.closeSync(log);
+    this.process = launchEntrypoint(this.home, this.logFile, this.env());
   }
 
   async waitReady(timeoutMs = 60_000): Promise<void> {

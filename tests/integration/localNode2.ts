@@ -4,13 +4,12 @@
  * with its volume in a scratch directory and PostgreSQL on a loopback port. Unlike LocalCluster,
  * nothing starts by itself: a test drives every node's role with `ctl`, as the topology step will.
  */
-import { ChildProcess, spawn, spawnSync } from "node:child_process";
+import { ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { nodeBundle } from "../../components/assets";
 import { replicationCapacity } from "../../components/settings";
-import { nodeSecretsFile, postgresBinDir, requireRoot } from "./localCluster";
+import { launchEntrypoint, nodeSecretsFile, postgresBinDir, requireRoot } from "./localCluster";
 import { Server, asPostgres } from "./switchoverSteps";
 
 /** The JSON line every `ctl.sh` verb prints: the node's status after the verb. */
@@ -104,19 +103,7 @@ export class EntrypointNode implements Server {
    * user, who cannot enter a checkout under a 0700 parent.
    */
   launch(): void {
-    const unpacked = spawnSync("bash", ["-c", nodeBundle()], {
-      env: { PATH: process.env.PATH ?? "", PGC_HOME: this.home, PGC_UNPACK_ONLY: "1" },
-      encoding: "utf8",
-    });
-    if (unpacked.status !== 0) {
-      throw new Error(`unpacking the assets into ${this.home} failed: ${unpacked.stderr}`);
-    }
-    const log = fs.openSync(this.logFile, "a");
-    this.process = spawn("bash", [path.join(this.home, "entrypoint.sh")], {
-      env: this.env(),
-      stdio: ["ignore", log, log],
-    });
-    fs.closeSync(log);
+    this.process = launchEntrypoint(this.home, this.logFile, this.env());
   }
 
   /** True while the entrypoint's process has not exited. */

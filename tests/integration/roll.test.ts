@@ -9,7 +9,13 @@ import * as assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { AckWriter } from "../lib/writer";
-import { LocalCluster, LocalNode, REPLICATION_PASSWORD, SUPERUSER_PASSWORD } from "./localCluster";
+import {
+  LocalCluster,
+  LocalNode,
+  REPLICATION_PASSWORD,
+  SUPERUSER_PASSWORD,
+  suiteCluster,
+} from "./localCluster";
 
 const OLD = { image: "pg:15-a", env: ["PGC_NODE_NAME=x", "PGC_SPEC=1111", "PATH=/usr/bin"] };
 const NEW = { image: "pg:15-b", env: ["PGC_NODE_NAME=x", "PGC_SPEC=1111"] };
@@ -43,14 +49,7 @@ async function accepts(node: LocalNode, password: string): Promise<boolean> {
 }
 
 describe("roll gates on real servers", { timeout: 600_000 }, () => {
-  const cluster = new LocalCluster({ replicas: 2 });
-  before(async () => {
-    await cluster.start();
-    await cluster.primary.query("CREATE TABLE acked (id int PRIMARY KEY)");
-  });
-  after(async () => {
-    await cluster.destroy();
-  });
+  const cluster = suiteCluster(2);
 
   it("does nothing before a container that stays, or that does not exist yet", async () => {
     const same = await cluster.roll(cluster.replicas[0], undefined, OLD, {

@@ -7,9 +7,9 @@ import * as assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { AckWriter } from "../lib/writer";
-import { LocalCluster, LocalNode, SUPERUSER_PASSWORD } from "./localCluster";
+import { LocalCluster, LocalNode, SUPERUSER_PASSWORD, suiteCluster } from "./localCluster";
 
 /** Runs a verb of a node's ctl.sh as the topology step would. */
 function ctl(node: LocalNode, verb: string): Promise<{ status: number | null; stderr: string }> {
@@ -45,14 +45,7 @@ async function missingIds(node: LocalNode, acked: number[]): Promise<number[]> {
 }
 
 describe("the topology step on real servers", { timeout: 600_000 }, () => {
-  const cluster = new LocalCluster({ replicas: 2 });
-  before(async () => {
-    await cluster.start();
-    await cluster.primary.query("CREATE TABLE acked (id int PRIMARY KEY)");
-  });
-  after(async () => {
-    await cluster.destroy();
-  });
+  const cluster = suiteCluster(2);
 
   it("bootstraps: node 0 ran initdb, the others cloned from it and stream", async () => {
     // Created by a normal server, not in initdb's single-user session: an OID there is below
