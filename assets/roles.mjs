@@ -416,14 +416,19 @@ function routerApi(line) {
  * HAProxy's `drain` state, not `maint`: entering maintenance counts as going down, and with
  * `on-marked-down shutdown-sessions` that ends every session on the server at once, including a
  * client's that is still starting up (psql readers saw "server closed the connection
- * unexpectedly" as the roll drained a standby: the router's log showed it).
- * @param {TopologyNode} node @param {number} graceMs @returns {Promise<number>}
+ * unexpectedly" as the roll drained a standby).
+ * `replacing`: the node's container is about to be replaced, so every session on it will end;
+ * idle ones (a pool's) end at once rather than after the grace, and reconnect to another
+ * standby. (Not for a switchover's candidate: sessions made to its own port stay.)
+ * @param {TopologyNode} node @param {number} graceMs @param {boolean} [replacing]
+ * @returns {Promise<number>}
  */
-export async function drainStandby(node, graceMs) {
+export async function drainStandby(node, graceMs, replacing = false) {
   if ((await tellRouter(`set server standbys/${node.name} state drain`)) === null) return 0;
   const deadline = Date.now() + graceMs;
   let open = 0;
   for (;;) {
+    if (replacing) await endIdleSessions(node);
     // `show stat` is CSV: pxname, svname, qcur, qmax, scur (current sessions), ...
     const stat = (await routerApi("show stat")) ?? "";
     const row = stat.split("\n").find((l) => l.startsWith(`standbys,${node.name},`));
@@ -438,6 +443,30 @@ export async function drainStandby(node, graceMs) {
     ...(open > 0 ? [`shutdown sessions server standbys/${node.name}`] : []),
   );
   return open;
+}
+
+/**
+ * Ends the client sessions on `node` that have been idle (not in a query, not in a transaction)
+ * for half a second, but the router's checks and this step's own. Not sooner: a session that has
+ * just logged in is idle until its first query arrives (a psql reader's is, for a few ms). Never
+ * fatal: the grace and the shutdown still follow.
+ * @param {TopologyNode} node
+ */
+async function endIdleSessions(node) {
+  try {
+    const [r] = await query(
+      node,
+      `SELECT count(pg_terminate_backend(pid)) AS ended FROM pg_stat_activity
+        WHERE backend_type = 'client backend' AND state = 'idle'
+          AND state_change < clock_timestamp() - interval '500 milliseconds'
+          AND pid <> pg_backend_pid() AND usename <> 'pgc_health'`,
+    );
+    if (Number(r.ended) > 0) log(`${node.name}: ended ${r.ended} idle session(s) as it drains`);
+  } catch (err) {
+    log(
+      `${node.name}: idle sessions not ended (${err instanceof Error ? err.message : String(err)})`,
+    );
+  }
 }
 
 /**

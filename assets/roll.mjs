@@ -220,7 +220,7 @@ async function main() {
     const s = await sqlState(node);
     if (s?.inRecovery) {
       const graceMs = Number(process.env.PGC_DRAIN_SECONDS ?? "5") * 1000;
-      const ended = await drainStandby(node, graceMs);
+      const ended = await drainStandby(node, graceMs, true);
       act(
         `${node.name} left the read-only backend before its replacement${ended > 0 ? ` (${ended} sessions still open after ${graceMs} ms were ended)` : ""}`,
       );

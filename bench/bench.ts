@@ -93,6 +93,9 @@ function psql(port: number, sql: string, password = PASSWORD, user = "postgres")
     {
       encoding: "utf8",
       env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "2" },
+      // The acknowledged ids of a whole run exceed spawnSync's 1 MiB default; past it the child
+      // is killed and the read looked like a refused session (the roll-back row "lost" them all).
+      maxBuffer: 1 << 28,
     },
   );
   return r.status === 0 ? r.stdout.trim() : null;
@@ -205,6 +208,8 @@ function removeUpStack(): void {
  */
 async function npmRunUp(): Promise<Record<string, unknown>> {
   removeUpStack();
+  // A fresh checkout has no .state/ until its first `npm run up`; the backend must exist first.
+  fs.mkdirSync(path.join(ROOT, ".state"), { recursive: true });
   timed("pulumi", ["stack", "init", UP_STACK, "--no-select", "--non-interactive"]);
   const settings = {
     ...config(2),

@@ -6,6 +6,8 @@
  * changed in config reaches the running primary before anything is replaced.
  */
 import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { AckWriter } from "../lib/writer";
@@ -75,6 +77,48 @@ describe("roll gates on real servers", { timeout: 600_000 }, () => {
       "replica-1:standby",
       "replica-2:standby",
     ]);
+  });
+
+  it("drains a standby: idle sessions end at once, a query in flight finishes, then maintenance", async () => {
+    const node = cluster.replicas[0];
+    // A stand-in for the router's runtime API: records each command; no session left on it.
+    const log = path.join(cluster.dir, "router-commands.log");
+    const router = [
+      "bash",
+      "-c",
+      'printf "%s\\n" "$1" >>"$ROUTER_LOG"; [ "$1" != "show stat" ] || echo "standbys,$NODE,0,0,0"',
+      "_",
+    ];
+    const client = () => node.client();
+    const idle = client();
+    await idle.connect();
+    await idle.query("SELECT 1");
+    let idleError = "";
+    idle.on("error", (e) => (idleError = e.message));
+    const busy = client();
+    await busy.connect();
+    await new Promise((r) => setTimeout(r, 700)); // idle for longer than the half second
+    const inFlight = busy.query("SELECT pg_sleep(1.5) AS slept");
+    await new Promise((r) => setTimeout(r, 200));
+    try {
+      const r = await cluster.roll(node, undefined, OLD, NEW, {
+        PGC_ROUTER_ARGV: JSON.stringify(router),
+        ROUTER_LOG: log,
+        NODE: node.name,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`${node.name}: ended 1 idle session\\(s\\) as it drains`));
+      assert.deepEqual((await inFlight).rows, [{ slept: "" }], "the query in flight finished");
+      await assert.rejects(idle.query("SELECT 1"), "the idle session was ended");
+      assert.match(idleError, /terminat/, "the idle client saw its session end");
+      const commands = fs.readFileSync(log, "utf8").split("\n");
+      const drain = commands.indexOf(`set server standbys/${node.name} state drain`);
+      const maint = commands.indexOf(`set server standbys/${node.name} state maint`);
+      assert.ok(drain >= 0 && maint > drain, `drain, then maintenance: ${commands.join("; ")}`);
+      assert.ok(!commands.some((c) => c.startsWith("shutdown sessions")), "nothing left to end");
+    } finally {
+      await Promise.all([idle.end().catch(() => {}), busy.end().catch(() => {})]);
+    }
   });
 
   it("waits until the node before it has replayed what the primary had written", async () => {
