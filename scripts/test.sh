@@ -115,42 +115,44 @@ run_layer() {
       start hosts env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:${majors[0]}" \
         "${node_test[@]}" --test-concurrency=1 tests/hosts/*.test.ts
       ;;
-    e2e | faults)
+    e2e)
       # shellcheck source=env.sh
       source scripts/env.sh
-      local pass=("${majors[@]}") first=1 major
-      [ "$1" = e2e ] || pass=("${majors[0]}")
-      for major in "${pass[@]}"; do
-        # The first major's e2e pass runs two files at a time (each has its own stack, ports and
-        # network); later majors run the cluster test only, alongside.
-        # Faults one at a time: they stop the engine and cut links.
-        local concurrency=1
-        [ "$1$first" != e2e1 ] || concurrency=2
-        start "$1-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \
-          "${node_test[@]}" --test-concurrency="$concurrency" tests/"$1"/*.test.ts
+      local first=1 major concurrency
+      for major in "${majors[@]}"; do
+        # The first major's pass runs two files at a time (each has its own stack, ports and
+        # network); later majors run what depends on the server's major, alongside.
+        concurrency=1
+        [ "$first" = 0 ] || concurrency=2
+        start "e2e-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \
+          "${node_test[@]}" --test-concurrency="$concurrency" tests/e2e/*.test.ts
         first=0
       done
+      ;;
+    faults)
+      # One file at a time (they kill nodes and fill disks on their own stacks), beside the e2e
+      # passes; the engine-down test (faults/engine.test.ts) is run_layer faults-engine, alone.
+      # shellcheck source=env.sh
+      source scripts/env.sh
+      start "faults-pg${majors[0]}" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:${majors[0]}" \
+        "${node_test[@]}" --test-concurrency=1 tests/faults/faults.test.ts
+      ;;
+    faults-engine)
+      start "faults-engine-pg${majors[0]}" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:${majors[0]}" \
+        "${node_test[@]}" --test-concurrency=1 tests/faults/engine.test.ts
       ;;
   esac
 }
 
 for layer in "${layers[@]}"; do prepare "$layer"; done
-# Layers that share no engine run together; the e2e passes together; faults alone.
-for layer in "${layers[@]}"; do
-  case "$layer" in
-    static | unit | integration | hosts) run_layer "$layer" ;;
-  esac
-done
-finish
-for layer in "${layers[@]}"; do
-  case "$layer" in
-    e2e) run_layer e2e && finish ;;
-  esac
-done
-for layer in "${layers[@]}"; do
-  case "$layer" in
-    faults) run_layer faults && finish ;;
-  esac
+# Three groups, each group's layers at once: those that need no engine (and the hosts layer,
+# which has its own); the e2e passes and the fault layer; then the one test that stops the engine.
+for group in "static unit integration hosts" "e2e faults" "faults-engine"; do
+  for layer in "${layers[@]}"; do
+    [ "$layer" != faults ] || [ "$group" != faults-engine ] || layer=faults-engine
+    case " $group " in *" $layer "*) run_layer "$layer" ;; esac
+  done
+  [ ! -s "$work/started" ] || finish
 done
 
 echo "${passed} passed, ${failed} failed"

@@ -615,30 +615,6 @@ describe("bad input and a broken environment", { timeout: 10 * 60_000 }, () => {
     assert.ok(await accepting(`localhost:${stack.basePort + 1}`));
   });
 
-  it("8d. the Docker engine down: named, with the fix; after starting it the next up completes", async () => {
-    await stack.destroy();
-    spawnSync("pkill", ["-x", "dockerd"]);
-    await waitUntil(
-      "dockerd exited (gone, not merely unresponsive: one still shutting down would be waited for)",
-      async () => spawnSync("pgrep", ["-x", "dockerd"]).status !== 0,
-      60_000,
-    );
-    try {
-      await assert.rejects(
-        stack.up(),
-        /Cannot connect to the Docker daemon at unix:\/\/\/var\/run\/docker\.sock/,
-      );
-    } finally {
-      const r = spawnSync("bash", [path.join(ROOT, "scripts/provision-docker.sh")], {
-        encoding: "utf8",
-      });
-      assert.equal(r.status, 0, r.stderr);
-    }
-    const { summary } = await stack.up();
-    assert.ok(summary.create > 0);
-    assert.ok(await accepting(`localhost:${stack.basePort}`));
-  });
-
   it("8e. an image of another PostgreSQL major: refused within seconds naming both majors, no container replaced", async (t) => {
     const names = ["primary", "replica-1"].map((n) => `${stack.clusterName}-${n}`);
     const ids = () => names.map((n) => dockerCli("inspect", "-f", "{{.Id}}", n));
