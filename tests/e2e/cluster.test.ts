@@ -23,7 +23,9 @@ const MAJOR_TIMEOUT = 15 * 60_000;
 const itAnyMajor = it;
 const itFirstMajor = isFirstMajorPass() ? it : () => undefined;
 if (!isFirstMajorPass()) {
-  announceOncePerLayer("the cluster test's component-only part (no-op, scaling, 0 replicas, bad input)");
+  announceOncePerLayer(
+    "the cluster test's component-only part (no-op, scaling, 0 replicas, bad input)",
+  );
 }
 
 describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
