@@ -169,7 +169,6 @@ pgc_start_args() {
 
 # --- Shared by entrypoint.sh and ctl.sh (docs/design/primary-as-role.md, sections B and D) ---
 
-# pgc_pgpass_field VALUE — VALUE escaped for a libpq password file (\ and : are special).
 # pgc_read_secrets — sets superuser_password and replication_password (the caller's variables,
 # not exported) from PGC_SECRETS_FILE.
 pgc_read_secrets() {
@@ -180,6 +179,7 @@ pgc_read_secrets() {
     pgc_die "$PGC_SECRETS_FILE must hold two lines: the superuser's password, then the replication role's."
 }
 
+# pgc_pgpass_field VALUE — VALUE escaped for a libpq password file (\ and : are special).
 pgc_pgpass_field() {
   local v="${1//\\/\\\\}"
   printf '%s' "${v//:/\\:}"

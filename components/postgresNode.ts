@@ -82,8 +82,6 @@ export class PostgresNode extends pulumi.ComponentResource {
     this.container = new docker.Container(
       name,
       {
-        // The restart policy comes back after a crash or a Docker restart; `docker stop` by hand
-        // is respected until the next `pulumi up`, which starts it again (mustRun).
         ...clusterContainerArgs({
           containerName: args.nodeName,
           clusterName: args.clusterName,

@@ -20,7 +20,6 @@ const MAJOR_TIMEOUT = 15 * 60_000;
  * 0 replicas, bad input) is the same whatever the image, so it runs on the first major only: on
  * the later ones it cost CI 2 of its 3 minutes, beside the first major's pass on 2 cores.
  */
-const itAnyMajor = it;
 const itFirstMajor = isFirstMajorPass() ? it : () => undefined;
 if (!isFirstMajorPass()) {
   announceOncePerLayer(
@@ -44,114 +43,107 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
   /** What the last up did to each node, the primary first. */
   const lastUps = (r: Report) => [r.primary.lastUp, ...r.replicas.map((x) => x.lastUp)];
 
-  itAnyMajor(
-    "brings up a primary and 2 replicas that serve the seeded rows and replicate a new one",
-    async () => {
-      const { outputs, summary } = await stack.up();
-      // network, 3 volumes, 3 containers with a roll gate each, 2 slot steps, the router, the version
-      // guard, the topology step and the post-step
-      assert.equal(summary.create, 16);
-      endpoints = {
-        primary: outputs.primaryEndpoint as string,
-        replicas: outputs.replicaEndpoints as string[],
-      };
-      assert.equal(endpoints.primary, `localhost:${stack.basePort}`);
-      assert.deepEqual(endpoints.replicas, [
-        `localhost:${stack.basePort + 1}`,
-        `localhost:${stack.basePort + 2}`,
-      ]);
+  it("brings up a primary and 2 replicas that serve the seeded rows and replicate a new one", async () => {
+    const { outputs, summary } = await stack.up();
+    // network, 3 volumes, 3 containers with a roll gate each, 2 slot steps, the router, the version
+    // guard, the topology step and the post-step
+    assert.equal(summary.create, 16);
+    endpoints = {
+      primary: outputs.primaryEndpoint as string,
+      replicas: outputs.replicaEndpoints as string[],
+    };
+    assert.equal(endpoints.primary, `localhost:${stack.basePort}`);
+    assert.deepEqual(endpoints.replicas, [
+      `localhost:${stack.basePort + 1}`,
+      `localhost:${stack.basePort + 2}`,
+    ]);
 
-      const [primary] = await queryAt<{ recovery: boolean; ro: string }>(
-        endpoints.primary,
-        "SELECT pg_is_in_recovery() AS recovery, current_setting('transaction_read_only') AS ro",
+    const [primary] = await queryAt<{ recovery: boolean; ro: string }>(
+      endpoints.primary,
+      "SELECT pg_is_in_recovery() AS recovery, current_setting('transaction_read_only') AS ro",
+    );
+    assert.deepEqual(primary, { recovery: false, ro: "off" });
+    for (const ep of [endpoints.primary, ...endpoints.replicas]) {
+      const rows = await queryAt<{ email: string }>(ep, "SELECT email FROM wizards ORDER BY id");
+      assert.deepEqual(
+        rows.map((r) => r.email),
+        ["harry.potter@hogwarts.edu", "ron.weasley@hogwarts.edu", "hermione.granger@hogwarts.edu"],
+        `Wizards on ${ep}`,
       );
-      assert.deepEqual(primary, { recovery: false, ro: "off" });
-      for (const ep of [endpoints.primary, ...endpoints.replicas]) {
-        const rows = await queryAt<{ email: string }>(ep, "SELECT email FROM wizards ORDER BY id");
-        assert.deepEqual(
-          rows.map((r) => r.email),
-          [
-            "harry.potter@hogwarts.edu",
-            "ron.weasley@hogwarts.edu",
-            "hermione.granger@hogwarts.edu",
-          ],
-          `Wizards on ${ep}`,
-        );
-      }
-      for (const ep of endpoints.replicas) {
-        const [r] = await queryAt<{ recovery: boolean }>(
-          ep,
-          "SELECT pg_is_in_recovery() AS recovery",
-        );
-        assert.equal(r.recovery, true, `${ep} is a standby`);
-      }
-      await queryAt(endpoints.primary, "INSERT INTO wizards (firstname) VALUES ('Merlin')");
-      for (const ep of endpoints.replicas) {
-        await waitUntil(
-          `Merlin on ${ep}`,
-          async () =>
-            (await queryAt(ep, "SELECT 1 FROM wizards WHERE firstname = 'Merlin'")).length === 1,
-          10_000,
-        );
-      }
-      // The router: one host:port each that any client takes, leading to the right role.
-      assert.equal(outputs.readWriteEndpoint, `localhost:${stack.basePort - 2}`);
-      assert.equal(outputs.readOnlyEndpoint, `localhost:${stack.basePort - 1}`);
-      const role = "SELECT current_setting('cluster_name') AS node, pg_is_in_recovery() AS standby";
-      const [rw] = await queryAt<{ node: string; standby: boolean }>(
-        outputs.readWriteEndpoint as string,
+    }
+    for (const ep of endpoints.replicas) {
+      const [r] = await queryAt<{ recovery: boolean }>(
+        ep,
+        "SELECT pg_is_in_recovery() AS recovery",
+      );
+      assert.equal(r.recovery, true, `${ep} is a standby`);
+    }
+    await queryAt(endpoints.primary, "INSERT INTO wizards (firstname) VALUES ('Merlin')");
+    for (const ep of endpoints.replicas) {
+      await waitUntil(
+        `Merlin on ${ep}`,
+        async () =>
+          (await queryAt(ep, "SELECT 1 FROM wizards WHERE firstname = 'Merlin'")).length === 1,
+        10_000,
+      );
+    }
+    // The router: one host:port each that any client takes, leading to the right role.
+    assert.equal(outputs.readWriteEndpoint, `localhost:${stack.basePort - 2}`);
+    assert.equal(outputs.readOnlyEndpoint, `localhost:${stack.basePort - 1}`);
+    const role = "SELECT current_setting('cluster_name') AS node, pg_is_in_recovery() AS standby";
+    const [rw] = await queryAt<{ node: string; standby: boolean }>(
+      outputs.readWriteEndpoint as string,
+      role,
+    );
+    assert.deepEqual(rw, { node: `${c}-primary`, standby: false });
+    const readers = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const sessions: { node: string; standby: boolean }[] = await queryAt(
+        outputs.readOnlyEndpoint as string,
         role,
       );
-      assert.deepEqual(rw, { node: `${c}-primary`, standby: false });
-      const readers = new Set<string>();
-      for (let i = 0; i < 4; i++) {
-        const sessions: { node: string; standby: boolean }[] = await queryAt(
-          outputs.readOnlyEndpoint as string,
-          role,
+      assert.equal(sessions[0].standby, true, `read-only session ${i} landed on a standby`);
+      readers.add(sessions[0].node);
+    }
+    assert.deepEqual([...readers].sort(), [`${c}-replica-1`, `${c}-replica-2`], "round-robin");
+    const report = outputs.replicationReport as Report;
+    assert.deepEqual(lastUps(report), ["created", "created", "created"]);
+    assert.equal(report.endpoints.readWrite, `${c}-primary`);
+    assert.match(report.endpoints.readOnly, /-replica-[12]$/);
+    assert.deepEqual(
+      report.replicas.map((r) => [r.name, r.state, r.caughtUp]),
+      [
+        [`${c}-replica-1`, "streaming", true],
+        [`${c}-replica-2`, "streaming", true],
+      ],
+    );
+    // Published on loopback only.
+    const primaryInfo = await inspectContainer(`${c}-primary`);
+    assert.ok(primaryInfo);
+    // Passwords reach every node as a file only: not in what `docker inspect` prints, not in
+    // the environment `docker exec` gives a shell, and the file is the server user's alone.
+    for (const node of [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`]) {
+      const env = ((await inspectContainer(node)) as unknown as { Config: { Env: string[] } })
+        .Config.Env;
+      const shell = execFileSync("docker", ["exec", node, "env"], { encoding: "utf8" });
+      for (const [what, text] of [
+        ["docker inspect", env.join("\n")],
+        ["docker exec env", shell],
+      ]) {
+        assert.ok(
+          !text.includes(SUPERUSER_PASSWORD) && !text.includes(REPLICATION_PASSWORD),
+          `${node}: no password in ${what}`,
         );
-        assert.equal(sessions[0].standby, true, `read-only session ${i} landed on a standby`);
-        readers.add(sessions[0].node);
+        assert.doesNotMatch(text, /PASSWORD=/, `${node}: no password variable in ${what}`);
       }
-      assert.deepEqual([...readers].sort(), [`${c}-replica-1`, `${c}-replica-2`], "round-robin");
-      const report = outputs.replicationReport as Report;
-      assert.deepEqual(lastUps(report), ["created", "created", "created"]);
-      assert.equal(report.endpoints.readWrite, `${c}-primary`);
-      assert.match(report.endpoints.readOnly, /-replica-[12]$/);
-      assert.deepEqual(
-        report.replicas.map((r) => [r.name, r.state, r.caughtUp]),
-        [
-          [`${c}-replica-1`, "streaming", true],
-          [`${c}-replica-2`, "streaming", true],
-        ],
+      const file = execFileSync(
+        "docker",
+        ["exec", node, "stat", "-c", "%a %U", "/run/secrets/pg-cluster"],
+        { encoding: "utf8" },
       );
-      // Published on loopback only.
-      const primaryInfo = await inspectContainer(`${c}-primary`);
-      assert.ok(primaryInfo);
-      // Passwords reach every node as a file only: not in what `docker inspect` prints, not in
-      // the environment `docker exec` gives a shell, and the file is the server user's alone.
-      for (const node of [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`]) {
-        const env = ((await inspectContainer(node)) as unknown as { Config: { Env: string[] } })
-          .Config.Env;
-        const shell = execFileSync("docker", ["exec", node, "env"], { encoding: "utf8" });
-        for (const [what, text] of [
-          ["docker inspect", env.join("\n")],
-          ["docker exec env", shell],
-        ]) {
-          assert.ok(
-            !text.includes(SUPERUSER_PASSWORD) && !text.includes(REPLICATION_PASSWORD),
-            `${node}: no password in ${what}`,
-          );
-          assert.doesNotMatch(text, /PASSWORD=/, `${node}: no password variable in ${what}`);
-        }
-        const file = execFileSync(
-          "docker",
-          ["exec", node, "stat", "-c", "%a %U", "/run/secrets/pg-cluster"],
-          { encoding: "utf8" },
-        );
-        assert.equal(file.trim(), "600 postgres", `${node}: the passwords file`);
-      }
-    },
-  );
+      assert.equal(file.trim(), "600 postgres", `${node}: the passwords file`);
+    }
+  });
 
   itFirstMajor("a second up changes nothing and restarts nothing", async () => {
     const before = await Promise.all(
@@ -171,47 +163,40 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     }
   });
 
-  itAnyMajor(
-    "changes maxWalSize and maxSlotWalKeepSize by a reload: no container replaced or restarted",
-    async () => {
-      const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
-      const before = await Promise.all(names.map(inspectContainer));
-      const serverStart = (i: number) =>
-        queryAt<{ t: string }>(
-          `localhost:${stack.basePort + i}`,
-          "SELECT pg_postmaster_start_time()::text AS t",
-        ).then((rows) => rows[0].t);
-      const startedBefore = await Promise.all(names.map((_, i) => serverStart(i)));
-      const { summary, outputs } = await stack.up({
-        maxWalSize: "2GB",
-        maxSlotWalKeepSize: "512MB",
-      });
-      assert.equal(summary.replace ?? 0, 0, "nothing replaced");
-      assert.deepEqual(lastUps(outputs.replicationReport as Report), [
-        "reloaded",
-        "reloaded",
-        "reloaded",
-      ]);
-      const afterUp = await Promise.all(names.map(inspectContainer));
-      for (const [i, info] of afterUp.entries()) {
-        assert.equal(info?.Id, before[i]?.Id, `${names[i]} kept`);
-        assert.equal(
-          info?.State.StartedAt,
-          before[i]?.State.StartedAt,
-          `${names[i]} not restarted`,
-        );
-        const [r] = await queryAt<{ wal: string; keep: string }>(
-          `localhost:${stack.basePort + i}`,
-          "SELECT current_setting('max_wal_size') AS wal, current_setting('max_slot_wal_keep_size') AS keep",
-        );
-        assert.deepEqual([r.wal, r.keep], ["2GB", "512MB"], `settings on ${names[i]}`);
-        assert.equal(await serverStart(i), startedBefore[i], `${names[i]}'s server not restarted`);
-      }
-      // Back to the base config, the same way (the later tests expect it).
-      const back = await stack.up();
-      assert.equal(back.summary.replace ?? 0, 0, "nothing replaced on the way back");
-    },
-  );
+  it("changes maxWalSize and maxSlotWalKeepSize by a reload: no container replaced or restarted", async () => {
+    const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
+    const before = await Promise.all(names.map(inspectContainer));
+    const serverStart = (i: number) =>
+      queryAt<{ t: string }>(
+        `localhost:${stack.basePort + i}`,
+        "SELECT pg_postmaster_start_time()::text AS t",
+      ).then((rows) => rows[0].t);
+    const startedBefore = await Promise.all(names.map((_, i) => serverStart(i)));
+    const { summary, outputs } = await stack.up({
+      maxWalSize: "2GB",
+      maxSlotWalKeepSize: "512MB",
+    });
+    assert.equal(summary.replace ?? 0, 0, "nothing replaced");
+    assert.deepEqual(lastUps(outputs.replicationReport as Report), [
+      "reloaded",
+      "reloaded",
+      "reloaded",
+    ]);
+    const afterUp = await Promise.all(names.map(inspectContainer));
+    for (const [i, info] of afterUp.entries()) {
+      assert.equal(info?.Id, before[i]?.Id, `${names[i]} kept`);
+      assert.equal(info?.State.StartedAt, before[i]?.State.StartedAt, `${names[i]} not restarted`);
+      const [r] = await queryAt<{ wal: string; keep: string }>(
+        `localhost:${stack.basePort + i}`,
+        "SELECT current_setting('max_wal_size') AS wal, current_setting('max_slot_wal_keep_size') AS keep",
+      );
+      assert.deepEqual([r.wal, r.keep], ["2GB", "512MB"], `settings on ${names[i]}`);
+      assert.equal(await serverStart(i), startedBefore[i], `${names[i]}'s server not restarted`);
+    }
+    // Back to the base config, the same way (the later tests expect it).
+    const back = await stack.up();
+    assert.equal(back.summary.replace ?? 0, 0, "nothing replaced on the way back");
+  });
 
   itFirstMajor("scales 2 -> 3 without touching the primary or the existing replicas", async () => {
     const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
@@ -320,7 +305,7 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     await fresh.remove();
   });
 
-  itAnyMajor("destroy leaves no container, volume or network of the stack", async () => {
+  it("destroy leaves no container, volume or network of the stack", async () => {
     await stack.destroy();
     assert.deepEqual(await dockerObjects(c), { containers: [], volumes: [], networks: [] });
   });
