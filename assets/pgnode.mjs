@@ -38,6 +38,30 @@ export function log(message) {
   process.stderr.write(`${new Date().toISOString()} pg-cluster: ${message}\n`);
 }
 
+/**
+ * What an up did to a node, judged against `since` (the previous verified up's marker):
+ * `created` (its data directory was written since: a new node or a re-clone), `replaced` (its
+ * container was created since, on data it already had), `restarted` (its server started since),
+ * `reloaded` (its configuration was reloaded since), or `nothing`.
+ * Data written before its own container was created is not this up's: the previous up's marker
+ * can precede the end of that up's last clone (a release whose post-step did not wait for the
+ * clones to finish before writing it), and that node is then replaced by this up, not created.
+ * `data` is PG_VERSION's modification time, which has whole seconds only.
+ * @param {{ data: Date, started: Date, loaded: Date, container?: Date }} t
+ * @param {Date | null} since
+ * @returns {"created" | "replaced" | "restarted" | "reloaded" | "nothing"}
+ */
+export function changeSince(t, since) {
+  if (!since) return "created";
+  const containerSecond = t.container && Math.floor(t.container.getTime() / 1000) * 1000;
+  const newData = t.data > since && (!containerSecond || t.data.getTime() >= containerSecond);
+  if (newData) return "created";
+  if (t.container && t.container > since) return "replaced";
+  if (t.started > since) return "restarted";
+  if (t.loaded > since) return "reloaded";
+  return "nothing";
+}
+
 /** @param {number} ms */
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -22,7 +22,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
+import { changeSince, connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 
 /** The tutorial's three rows. */
 const WIZARDS = [
@@ -215,10 +215,8 @@ async function previousMarker(/** @type {import("pg").Client} */ primary) {
 }
 
 /**
- * What this up did to a node, judged against the previous post-step's marker: `created` (no
- * earlier verified up, or its data directory was written since: a new node, or a re-clone),
- * `replaced` (its container was created since), `restarted` (its server started since),
- * `reloaded` (its configuration was reloaded since), or `nothing`.
+ * What this up did to a node (see {@link changeSince}), from its server's clocks and, when nodes
+ * are containers, its container's creation time.
  * @param {import("./pgnode.mjs").NodeAddress} node @param {Date | null} since
  */
 async function lastUp(node, since) {
@@ -236,17 +234,17 @@ async function lastUp(node, since) {
   } finally {
     await client.end();
   }
-  // Its data directory is new: initdb or a clone wrote it during this up.
-  if (new Date(t.data) > since) return "created";
+  let container;
   if (process.env.PGC_NODE_CONTAINERS === "1") {
     const r = spawnSync("docker", ["inspect", "-f", "{{.Created}}", node.name], {
       encoding: "utf8",
     });
-    if (r.status === 0 && new Date(r.stdout.trim()) > since) return "replaced";
+    if (r.status === 0) container = new Date(r.stdout.trim());
   }
-  if (new Date(t.started) > since) return "restarted";
-  if (new Date(t.loaded) > since) return "reloaded";
-  return "nothing";
+  return changeSince(
+    { data: new Date(t.data), started: new Date(t.started), loaded: new Date(t.loaded), container },
+    since,
+  );
 }
 
 /** A verdict on a replica, as opposed to a lost connection, which is retried. */
