@@ -103,7 +103,22 @@ static_checks() {
   return "$status"
 }
 
-# run_layer LAYER — starts LAYER's runs (the e2e layer: one per major, at once).
+# longest_first FILE... — the files, those that took longest in CI first (node --test starts files
+# in the order given as slots free up), then the rest in the order given.
+longest_first() {
+  local slow=(faults/faults e2e/cluster faults/recovery e2e/pgadmin e2e/roll e2e/switchover
+    e2e/upgrade e2e/cli e2e/example) f s
+  for s in "${slow[@]}"; do
+    for f in "$@"; do [ "$f" != "tests/$s.test.ts" ] || echo "$f"; done
+  done
+  for f in "$@"; do
+    s="${f#tests/}"
+    case " ${slow[*]} " in *" ${s%.test.ts} "*) ;; *) echo "$f" ;; esac
+  done
+}
+
+# run_layer LAYER — starts LAYER's runs (the e2e layer: one per major, at once; e2e+faults: both
+# layers' first-major files in one run).
 run_layer() {
   case "$1" in
     static) start static static_checks ;;
@@ -115,27 +130,29 @@ run_layer() {
       start hosts env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:${majors[0]}" \
         "${node_test[@]}" --test-concurrency=1 tests/hosts/*.test.ts
       ;;
-    e2e)
+    e2e | faults | e2e+faults)
       # shellcheck source=env.sh
       source scripts/env.sh
-      local first=1 major concurrency
+      local first=1 major files
       for major in "${majors[@]}"; do
-        # The first major's pass runs two files at a time (each has its own stack, ports and
-        # network); later majors run what depends on the server's major, alongside.
-        concurrency=1
-        [ "$first" = 0 ] || concurrency=2
-        start "e2e-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \
-          "${node_test[@]}" --test-concurrency="$concurrency" tests/e2e/*.test.ts
+        if [ "$first" = 1 ]; then
+          # The first major's pass and the fault files (which kill nodes and fill disks on their
+          # own stacks, each file one suite at a time): one run, four files at a time (each has
+          # its own stack, ports and network), the longest first so none starts last. The
+          # engine-down test (faults/engine.test.ts) is run_layer faults-engine, alone.
+          files=()
+          [ "$1" = faults ] || files+=(tests/e2e/*.test.ts)
+          [ "$1" = e2e ] || files+=(tests/faults/faults.test.ts tests/faults/recovery.test.ts)
+          mapfile -t files < <(longest_first "${files[@]}")
+          start "$1-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \
+            "${node_test[@]}" --test-concurrency=4 "${files[@]}"
+        elif [ "$1" != faults ]; then
+          # Later majors run what depends on the server's major, alongside.
+          start "e2e-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \
+            "${node_test[@]}" --test-concurrency=1 tests/e2e/*.test.ts
+        fi
         first=0
       done
-      ;;
-    faults)
-      # One file at a time (they kill nodes and fill disks on their own stacks), beside the e2e
-      # passes; the engine-down test (faults/engine.test.ts) is run_layer faults-engine, alone.
-      # shellcheck source=env.sh
-      source scripts/env.sh
-      start "faults-pg${majors[0]}" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:${majors[0]}" \
-        "${node_test[@]}" --test-concurrency=1 tests/faults/faults.test.ts
       ;;
     faults-engine)
       start "faults-engine-pg${majors[0]}" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:${majors[0]}" \
@@ -148,7 +165,10 @@ for layer in "${layers[@]}"; do prepare "$layer"; done
 # Three groups, each group's layers at once: those that need no engine (and the hosts layer,
 # which has its own); the e2e passes and the fault layer; then the one test that stops the engine.
 for group in "static unit integration hosts" "e2e faults" "faults-engine"; do
-  for layer in "${layers[@]}"; do
+  case " ${layers[*]} " in
+    *" e2e "*" faults "*) [ "$group" != "e2e faults" ] || group="e2e+faults" ;;
+  esac
+  for layer in "${layers[@]}" e2e+faults; do
     [ "$layer" != faults ] || [ "$group" != faults-engine ] || layer=faults-engine
     case " $group " in *" $layer "*) run_layer "$layer" ;; esac
   done
