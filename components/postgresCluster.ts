@@ -113,6 +113,12 @@ export class PostgresCluster extends pulumi.ComponentResource {
   constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:PostgresCluster", name, {}, opts);
     const s = validateClusterArgs(args, new ProblemList(), name);
+    if (s.hosts) {
+      // Validated, not built yet (docs/design/several-hosts.md): refuse rather than ignore them.
+      throw new pulumi.RunError(
+        "pg-cluster: hosts and placement are validated but nodes are not placed across Docker hosts yet (issue 11); remove hosts and placement, nothing was created or changed",
+      );
+    }
     // What the user said the cluster must follow: Pulumi records a component's dependsOn on the
     // component only, so every child records it too (and so is deleted before it).
     const userDeps = inheritedDependsOn(opts);

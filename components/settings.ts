@@ -123,6 +123,27 @@ export interface PostgresClusterArgs {
    * @default disabled
    */
   readonly pgadmin?: PgAdminArgs;
+  /**
+   * Docker hosts to place the nodes on (issue 11; docs/design/several-hosts.md). Without it every
+   * node runs on the one engine of the docker provider in opts.
+   * @default none
+   */
+  readonly hosts?: readonly DockerHostArgs[];
+  /**
+   * The host of each node, node 0 first: names from `hosts`. Only with `hosts`.
+   * @default round-robin over `hosts`, node 0 on the first
+   */
+  readonly placement?: readonly string[];
+}
+
+/** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
+export interface DockerHostArgs {
+  /** Its name in `placement` and in resource names: a-z, 0-9 and '-', starting with a letter, at most 20. */
+  readonly name: string;
+  /** Its engine, as the docker provider takes it: `unix:///…`, `tcp://host:port` or `ssh://user@host`. */
+  readonly dockerHost: string;
+  /** Where the other hosts and the clients reach the ports it publishes: an IPv4 address or a DNS name. */
+  readonly address: string;
 }
 
 /** The optional pgAdmin 4 of a cluster (`pgadmin` in {@link PostgresClusterArgs}). */
@@ -180,6 +201,11 @@ export interface ClusterSettings {
   readonly maxReplicationSlots: number;
   /** pgAdmin, when enabled. */
   readonly pgadmin?: PgAdminSettings;
+  /** The Docker hosts, when given, and each node's host (by name), node 0 first. */
+  readonly hosts?: {
+    readonly list: readonly DockerHostArgs[];
+    readonly placement: readonly string[];
+  };
 }
 
 /** One problem with one field: what is wrong and how to fix it. */
@@ -211,7 +237,10 @@ export const HIDDEN_SECRET = Symbol("(secret, not shown)");
 function showValue(value: unknown): string {
   if (value === undefined) return "(not set)";
   if (typeof value === "symbol") return value.description ?? "";
-  if (typeof value === "string") return JSON.stringify(value);
+  // Lists and objects (hosts, placement) as JSON too: String(["h1"]) would read as "h1".
+  if (typeof value === "string" || (typeof value === "object" && value !== null)) {
+    return JSON.stringify(value);
+  }
   return String(value);
 }
 
@@ -529,6 +558,13 @@ export function validateClusterArgs(
       : [],
   );
 
+  const hosts = checkHosts(
+    p,
+    args.hosts,
+    args.placement,
+    failed.has("replicas") ? undefined : count + 1,
+  );
+
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
   const primary = args.primary ?? nodeNames[0] ?? "";
   if (clusterName !== undefined) {
@@ -561,7 +597,120 @@ export function validateClusterArgs(
     switchoverMaxLagBytes: Math.round(walSizeMB(switchoverMaxLag) * 1024 * 1024),
     ...replicationCapacity(count),
     ...(pgadmin ? { pgadmin } : {}),
+    ...(hosts ? { hosts } : {}),
   };
+}
+
+const HOST_NAME = /^[a-z][a-z0-9-]{0,19}$/;
+const DOCKER_HOST = /^(unix:\/\/\/\S+|tcp:\/\/[^\s/]+:\d+\/?|ssh:\/\/[^\s/]+)$/;
+
+/**
+ * The hosts and each node's host (round-robin unless `placement` says), or undefined without
+ * `hosts`. `nodes` is the node count (undefined when replicas is invalid: placement's length is
+ * then not checked).
+ */
+function checkHosts(
+  p: ProblemList,
+  hosts: readonly DockerHostArgs[] | undefined,
+  placement: readonly string[] | undefined,
+  nodes: number | undefined,
+): ClusterSettings["hosts"] {
+  if (hosts === undefined) {
+    if (placement !== undefined) {
+      p.add(
+        "placement",
+        placement,
+        "needs hosts",
+        "name the Docker hosts first: pulumi config set --path 'hosts[0].name' h1 (and dockerHost, address), or remove placement",
+      );
+    }
+    return undefined;
+  }
+  const hostFix =
+    "pulumi config set --path 'hosts[0].name' h1; --path 'hosts[0].dockerHost' unix:///var/run/docker.sock; --path 'hosts[0].address' 10.0.0.1";
+  if (!Array.isArray(hosts) || hosts.length === 0) {
+    p.add("hosts", hosts, "must be a list of at least one { name, dockerHost, address }", hostFix);
+    return undefined;
+  }
+  const names = new Set<string>();
+  const addresses = new Set<string>();
+  hosts.forEach((h, i) => {
+    const at = `hosts[${i}]`;
+    if (typeof h !== "object" || h === null) {
+      p.add(at, h, "must be { name, dockerHost, address }", hostFix);
+      return;
+    }
+    if (typeof h.name !== "string" || !HOST_NAME.test(h.name)) {
+      p.add(
+        `${at}.name`,
+        h.name,
+        "must be 1-20 of a-z, 0-9 and '-', starting with a letter",
+        `pulumi config set --path '${at}.name' h${i + 1}`,
+      );
+    } else if (names.has(h.name)) {
+      p.add(
+        `${at}.name`,
+        h.name,
+        "is the name of an earlier host",
+        `give each host its own name: pulumi config set --path '${at}.name' h${i + 1}`,
+      );
+    } else names.add(h.name);
+    if (typeof h.dockerHost !== "string" || !DOCKER_HOST.test(h.dockerHost)) {
+      p.add(
+        `${at}.dockerHost`,
+        h.dockerHost,
+        "must be unix:///path, tcp://host:port or ssh://[user@]host",
+        `pulumi config set --path '${at}.dockerHost' ssh://admin@10.0.0.${i + 1}`,
+      );
+    }
+    if (typeof h.address !== "string" || !(IPV4.test(h.address) || HOSTNAME.test(h.address))) {
+      p.add(
+        `${at}.address`,
+        h.address,
+        "must be an IPv4 address or a DNS name (no scheme, no port) where the other hosts reach this one",
+        `pulumi config set --path '${at}.address' 10.0.0.${i + 1}`,
+      );
+    } else if (addresses.has(h.address)) {
+      p.add(
+        `${at}.address`,
+        h.address,
+        "is the address of an earlier host",
+        "give each host the address it is reached at",
+      );
+    } else addresses.add(h.address);
+  });
+  const list = hosts.filter((h) => typeof h === "object" && h !== null);
+  if (placement === undefined) {
+    if (nodes === undefined || names.size !== hosts.length) return undefined;
+    return {
+      list,
+      placement: Array.from({ length: nodes }, (_, i) => hosts[i % hosts.length].name),
+    };
+  }
+  const placeFix = `a host name per node, node 0 first: pulumi config set --path 'placement[0]' ${[...names][0] ?? "h1"}`;
+  if (!Array.isArray(placement)) {
+    p.add("placement", placement, "must be a list of host names", placeFix);
+    return undefined;
+  }
+  if (nodes !== undefined && placement.length !== nodes) {
+    p.add(
+      "placement",
+      placement,
+      `must name a host for each of the ${nodes} nodes (1 + replicas), not ${placement.length}`,
+      placeFix,
+    );
+  }
+  placement.forEach((name, i) => {
+    if (!names.has(name)) {
+      p.add(
+        `placement[${i}]`,
+        name,
+        `is not a host (hosts: ${[...names].join(", ") || "none valid"})`,
+        placeFix,
+      );
+    }
+  });
+  return { list, placement: [...placement] };
 }
 
 /**

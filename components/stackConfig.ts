@@ -66,8 +66,28 @@ export function clusterArgsFromConfig(
   if (pgadmin !== undefined && pgadmin !== "true" && pgadmin !== "false") {
     problems.add("pgadmin", pgadmin, "must be true or false", "pulumi config set pgadmin true");
   }
+  // Structured keys (`pulumi config set --path 'hosts[0].name' h1`) arrive as JSON text.
+  const structured = (key: string, fix: string): unknown => {
+    const raw = read(key);
+    if (raw === undefined) return undefined;
+    try {
+      return JSON.parse(raw);
+    } catch {
+      problems.add(key, raw, "must be a list (set it with --path)", fix);
+      return undefined;
+    }
+  };
+  const hosts = structured(
+    "hosts",
+    "pulumi config set --path 'hosts[0].name' h1 (and dockerHost, address)",
+  );
+  const placement = structured("placement", "pulumi config set --path 'placement[0]' h1");
   const args: PostgresClusterArgs = {
     ...clusterStrings,
+    ...(hosts === undefined ? {} : { hosts: hosts as PostgresClusterArgs["hosts"] }),
+    ...(placement === undefined
+      ? {}
+      : { placement: placement as PostgresClusterArgs["placement"] }),
     ...clusterNumbers,
     superuserPassword: read("superuserPassword") as string,
     replicationPassword: read("replicationPassword") as string,

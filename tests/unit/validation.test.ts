@@ -223,3 +223,91 @@ describe("config validation", () => {
     assert.deepEqual(three.replicaPorts, [5433, 5434, 5435]);
   });
 });
+
+describe("hosts and placement (issue 11: validated; the component does not place nodes yet)", () => {
+  const h = (name: string, address: string, dockerHost = `unix:///run/${name}.sock`) => ({
+    name,
+    dockerHost,
+    address,
+  });
+  const hosts = [h("h1", "10.0.0.1"), h("h2", "10.0.0.2"), h("h3", "db3.example.com")];
+
+  it("places node 0 on the first host and the others round-robin, unless placement says", () => {
+    const round = validateClusterArgs({ ...PASSWORDS, replicas: 3, hosts });
+    assert.deepEqual(round.hosts?.placement, ["h1", "h2", "h3", "h1"]);
+    assert.deepEqual(round.hosts?.list, hosts);
+    const placed = validateClusterArgs({
+      ...PASSWORDS,
+      replicas: 1,
+      hosts,
+      placement: ["h3", "h1"],
+    });
+    assert.deepEqual(placed.hosts?.placement, ["h3", "h1"]);
+    assert.equal(validateClusterArgs({ ...PASSWORDS }).hosts, undefined, "none without hosts");
+  });
+
+  it("names every bad host field and placement entry in one error", () => {
+    assert.throws(
+      () =>
+        validateClusterArgs({
+          ...PASSWORDS,
+          replicas: 2,
+          hosts: [
+            h("H 1", "10.0.0.1", "http://x"),
+            h("h2", "10.0.0.1:2375"),
+            h("h2", "10.0.0.3"),
+            h("h4", "10.0.0.3", "tcp://10.0.0.4:2376"),
+          ],
+          placement: ["h2", "h9"],
+        }),
+      {
+        message:
+          HEADER(7) +
+          [
+            `  - hosts[0].name = "H 1": must be 1-20 of a-z, 0-9 and '-', starting with a letter. Fix: pulumi config set --path 'hosts[0].name' h1`,
+            `  - hosts[0].dockerHost = "http://x": must be unix:///path, tcp://host:port or ssh://[user@]host. Fix: pulumi config set --path 'hosts[0].dockerHost' ssh://admin@10.0.0.1`,
+            `  - hosts[1].address = "10.0.0.1:2375": must be an IPv4 address or a DNS name (no scheme, no port) where the other hosts reach this one. Fix: pulumi config set --path 'hosts[1].address' 10.0.0.2`,
+            `  - hosts[2].name = "h2": is the name of an earlier host. Fix: give each host its own name: pulumi config set --path 'hosts[2].name' h3`,
+            `  - hosts[3].address = "10.0.0.3": is the address of an earlier host. Fix: give each host the address it is reached at`,
+            `  - placement = ["h2","h9"]: must name a host for each of the 3 nodes (1 + replicas), not 2. Fix: a host name per node, node 0 first: pulumi config set --path 'placement[0]' h2`,
+            `  - placement[1] = "h9": is not a host (hosts: h2, h4). Fix: a host name per node, node 0 first: pulumi config set --path 'placement[0]' h2`,
+          ].join("\n"),
+      },
+    );
+  });
+
+  it("refuses placement without hosts, and an empty host list", () => {
+    assert.throws(() => validateClusterArgs({ ...PASSWORDS, placement: ["h1"] }), {
+      message:
+        HEADER(1) +
+        `  - placement = ["h1"]: needs hosts. Fix: name the Docker hosts first: pulumi config set --path 'hosts[0].name' h1 (and dockerHost, address), or remove placement`,
+    });
+    assert.throws(() => validateClusterArgs({ ...PASSWORDS, hosts: [] }), {
+      message:
+        HEADER(1) +
+        `  - hosts = []: must be a list of at least one { name, dockerHost, address }. Fix: pulumi config set --path 'hosts[0].name' h1; --path 'hosts[0].dockerHost' unix:///var/run/docker.sock; --path 'hosts[0].address' 10.0.0.1`,
+    });
+  });
+});
+
+describe("hosts and placement from stack config", () => {
+  it("reads them as set with --path (JSON), and names a value that is not JSON", () => {
+    const { settings } = clusterArgsFromConfig(
+      (key) =>
+        ({
+          ...PASSWORDS,
+          replicas: "1",
+          hosts: JSON.stringify([
+            { name: "h1", dockerHost: "unix:///run/h1.sock", address: "10.0.0.1" },
+            { name: "h2", dockerHost: "ssh://admin@10.0.0.2", address: "10.0.0.2" },
+          ]),
+        })[key],
+    );
+    assert.deepEqual(settings.hosts?.placement, ["h1", "h2"]);
+    assert.equal(
+      configError({ hosts: "h1,h2" }),
+      HEADER(1) +
+        `  - hosts = "h1,h2": must be a list (set it with --path). Fix: pulumi config set --path 'hosts[0].name' h1 (and dockerHost, address)`,
+    );
+  });
+});
