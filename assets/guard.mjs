@@ -8,16 +8,24 @@
  * Environment (set by the PostgresCluster component):
  *   PGC_IMAGE    the nodes' image
  *   PGC_CLUSTER  the cluster's name: its volumes carry the label pg-cluster.cluster=<name>
- * Uses the docker CLI with the environment's DOCKER_HOST (the engine the docker provider uses).
+ *   PGC_DOCKER_HOSTS  optional JSON list of the engines the nodes run on (several Docker hosts);
+ *                     without it, the environment's DOCKER_HOST (the docker provider's engine)
  * Prints one JSON line: {"image", "major", "volumes": [{"volume", "major"}]} ("major" null when no
  * volume holds data yet, so nothing had to be compared).
  */
 import { spawnSync } from "node:child_process";
-import { log, requireEnv } from "./pgnode.mjs";
+import { dockerEnv, jsonEnv, log, requireEnv } from "./pgnode.mjs";
+
+/** The engine the checks below talk to (undefined: DOCKER_HOST's). @type {string | undefined} */
+let engine;
 
 /** @param {string[]} args @param {number} [timeoutMs] */
 function docker(args, timeoutMs = 60_000) {
-  const r = spawnSync("docker", args, { encoding: "utf8", timeout: timeoutMs });
+  const r = spawnSync("docker", args, {
+    encoding: "utf8",
+    env: dockerEnv(engine),
+    timeout: timeoutMs,
+  });
   if (r.error) throw new Error(`docker ${args[0]}: ${r.error.message}`);
   return { ok: r.status === 0, out: r.stdout.trim(), err: r.stderr.trim() };
 }
@@ -28,19 +36,36 @@ const lastLine = (text) => text.split("\n").filter(Boolean).pop() ?? "";
 function main() {
   const image = requireEnv("PGC_IMAGE");
   const cluster = requireEnv("PGC_CLUSTER");
+  /** @type {(string | undefined)[]} */
+  const engines = process.env.PGC_DOCKER_HOSTS ? jsonEnv("PGC_DOCKER_HOSTS") : [undefined];
+  const results = engines.map((e) => {
+    engine = e;
+    return check(image, cluster);
+  });
+  const major = results.find((r) => r.major !== null)?.major ?? null;
+  const volumes = results.flatMap((r) => r.volumes);
+  if (major !== null) {
+    log(`image ${image} runs PostgreSQL ${major}, as the data in every volume does`);
+  }
+  process.stdout.write(`${JSON.stringify({ image, major, volumes })}\n`);
+}
+
+/**
+ * The image's major and every volume's on the current engine; throws naming both majors when a
+ * volume's differs. @param {string} image @param {string} cluster
+ * @returns {{ major: string | null, volumes: { volume: string, major: string | null }[] }}
+ */
+function check(image, cluster) {
   const volumes = docker(["volume", "ls", "-q", "--filter", `label=pg-cluster.cluster=${cluster}`])
     .out.split("\n")
     .filter(Boolean);
-  if (volumes.length === 0) {
-    process.stdout.write(`${JSON.stringify({ image, major: null, volumes: [] })}\n`);
-    return;
-  }
+  if (volumes.length === 0) return { major: null, volumes: [] };
   if (!docker(["image", "inspect", image]).ok) {
-    log(`image ${image} is not on this Docker engine: pulling it`);
+    log(`image ${image} is not on the Docker engine ${engine ?? "of DOCKER_HOST"}: pulling it`);
     const pull = docker(["pull", image], 300_000);
     if (!pull.ok) {
       throw new Error(
-        `image ${image} is not on this Docker engine and cannot be pulled (${lastLine(pull.err)}); nothing was changed. Fix: pulumi config set image <an image this engine has or can pull>, e.g. the one the cluster runs now.`,
+        `image ${image} is not on the Docker engine ${engine ?? "of DOCKER_HOST"} and cannot be pulled (${lastLine(pull.err)}); nothing was changed. Fix: pulumi config set image <an image this engine has or can pull>, e.g. the one the cluster runs now.`,
       );
     }
   }
@@ -80,8 +105,7 @@ function main() {
       `image ${image} runs PostgreSQL ${major}, but the data in ${other.map((f) => f.volume).join(", ")} was written by PostgreSQL ${was}; nothing was changed (no container was replaced). A server cannot run on another major's data directory, so a major upgrade is not an image swap. Fix: set the image back to a PostgreSQL ${was} image (pulumi config set image <it>); to move to ${major}, upgrade with pg_upgrade into new volumes, or bring up a new cluster on ${major} and move the data by logical replication or pg_dump/pg_restore.`,
     );
   }
-  log(`image ${image} runs PostgreSQL ${major}, as the data in every volume does`);
-  process.stdout.write(`${JSON.stringify({ image, major, volumes: found })}\n`);
+  return { major, volumes: found };
 }
 
 try {

@@ -129,7 +129,8 @@ pgc_render_config() {
   # superuser still reaches postgres through a published port.
   [ -z "$gateway" ] || reject="host    replication,postgres  $PGC_REPLICATION_USER  ${gateway}/32  reject"
   sed -e "s|@REPLICATION_USER@|$PGC_REPLICATION_USER|g" -e "s|@REPLICATION_CIDR@|$cidr|g" \
-    -e "s|@REJECT_GATEWAY@|$reject|" "$PGC_HOME/pg_hba.conf" >"$PGC_CONF_DIR/pg_hba.conf"
+    -e "s|@REJECT_GATEWAY@|$reject|" "$PGC_HOME/pg_hba.conf" |
+    pgc_peer_rules >"$PGC_CONF_DIR/pg_hba.conf"
   sed -e "s|@SUPERUSER@|$PGC_SUPERUSER|g" -e "s|@OS_USER@|$PGC_OS_USER|g" \
     "$PGC_HOME/pg_ident.conf" >"$PGC_CONF_DIR/pg_ident.conf"
   cp "$PGC_HOME/postgresql.conf" "$PGC_CONF_DIR/postgresql.conf"
@@ -152,7 +153,29 @@ pgc_render_config() {
     echo "min_wal_size = '${PGC_MIN_WAL_SIZE:-32MB}'"
   } >"$PGC_CONF_DIR/node.conf"
   chmod 600 "$PGC_CONF_DIR"/*.conf
-  pgc_log "configuration written to $PGC_CONF_DIR (replication allowed from $cidr${gateway:+, refused from $gateway})"
+  pgc_log "configuration written to $PGC_CONF_DIR (replication allowed from $cidr${PGC_REPLICATION_PEERS:+ and $PGC_REPLICATION_PEERS}${gateway:+, refused from $gateway})"
+}
+
+# pgc_peer_rules — copies pg_hba.conf from stdin, the @REPLICATION_PEERS@ line replaced by rules
+# for each address in PGC_REPLICATION_PEERS (space-separated: the cluster's other Docker hosts,
+# whose nodes' connections arrive from those addresses): replication, pg_rewind's session and the
+# router's checks, from exactly that address (an IPv4 address as /32; a DNS name, which
+# PostgreSQL checks forward and reverse).
+pgc_peer_rules() {
+  local line peer address
+  while IFS= read -r line; do
+    if [ "$line" != "@REPLICATION_PEERS@" ]; then
+      printf '%s\n' "$line"
+      continue
+    fi
+    for peer in ${PGC_REPLICATION_PEERS:-}; do
+      address="$peer"
+      [[ ! "$peer" =~ ^[0-9.]+$ ]] || address="$peer/32"
+      printf 'host    replication  %s  %s  scram-sha-256\n' "$PGC_REPLICATION_USER" "$address"
+      printf 'host    postgres     %s  %s  scram-sha-256\n' "$PGC_REPLICATION_USER" "$address"
+      printf 'host    postgres     pgc_health  %s  password\n' "$address"
+    done
+  done
 }
 
 # pgc_upstream_conninfo HOST PORT — a standby's primary_conninfo for the upstream at HOST:PORT. The

@@ -8,9 +8,20 @@ import pg from "pg";
 
 /**
  * Where the host-side programs reach a node (`host:port`, as published), its name on the cluster
- * network and its slot's name.
- * @typedef {{ name: string, host: string, port: number, internalHost?: string, slot?: string }} NodeAddress
+ * network and its slot's name; with several Docker hosts, its host's name (`site`) and engine
+ * (`dockerHost`, for the docker CLI).
+ * @typedef {{ name: string, host: string, port: number, internalHost?: string, slot?: string,
+ *   site?: string, dockerHost?: string }} NodeAddress
  */
+
+/**
+ * The environment for a docker CLI call to the engine at `dockerHost` (undefined: the engine of
+ * this process's DOCKER_HOST, the docker provider's own).
+ * @param {string | undefined} dockerHost @returns {NodeJS.ProcessEnv}
+ */
+export function dockerEnv(dockerHost) {
+  return dockerHost ? { ...process.env, DOCKER_HOST: dockerHost } : process.env;
+}
 
 /** @param {string} name @returns {string} */
 export function requireEnv(name) {

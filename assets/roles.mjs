@@ -5,14 +5,18 @@
  * that never leaves two writable primaries, and the router's runtime API.
  *
  * Environment: PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE, PGC_REPLICATION_USER;
- * PGC_SWITCHOVER_MAX_LAG_BYTES, PGC_CTL, PGC_ROUTER, PGC_ROUTER_ARGV (see topology.mjs).
+ * PGC_SWITCHOVER_MAX_LAG_BYTES, PGC_CTL, PGC_ROUTER, PGC_ROUTER_DOCKER_HOST, PGC_ROUTER_ARGV (see
+ * topology.mjs).
  */
 import { spawn } from "node:child_process";
-import { connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
+import { connect, dockerEnv, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 
 /**
+ * A node: `host:port` where the steps (and the nodes on other Docker hosts) reach it,
+ * `internalHost:internalPort` where the nodes on its own Docker host reach it; `site` names its
+ * Docker host and `dockerHost` is that host's engine (both absent on one host).
  * @typedef {{ name: string, host: string, port: number, internalHost: string,
- *   internalPort?: number, slot: string }} TopologyNode
+ *   internalPort?: number, slot: string, site?: string, dockerHost?: string }} TopologyNode
  */
 /**
  * @typedef {{ node: string, volume: "empty" | "populated", systemIdentifier: string | null,
@@ -31,6 +35,18 @@ export const CONTAINER_PORT = 5432;
 /** Where the other nodes reach `node`. @param {TopologyNode} node */
 export const internalPort = (node) => node.internalPort ?? CONTAINER_PORT;
 export const actions = /** @type {string[]} */ ([]);
+
+/**
+ * Where `standby` reaches `upstream`: by name on their Docker host's network when they share a
+ * host, else at the upstream host's address and published port (Docker NATs the connection, so it
+ * arrives from the standby host's address: pg_hba.conf's replication peers).
+ * @param {TopologyNode} upstream @param {TopologyNode} standby @returns {{ host: string, port: number }}
+ */
+export function upstreamAddress(upstream, standby) {
+  return (upstream.site ?? "") === (standby.site ?? "")
+    ? { host: upstream.internalHost, port: internalPort(upstream) }
+    : { host: upstream.host, port: upstream.port };
+}
 
 /** @param {string} what */
 export function act(what) {
@@ -59,7 +75,7 @@ export function ctlWithInput(node, input, ...args) {
   const custom = process.env.PGC_CTL ? jsonEnv("PGC_CTL")[node.name] : undefined;
   const exec = input === null ? ["docker", "exec"] : ["docker", "exec", "-i"];
   const argv = custom?.argv ?? [...exec, node.name, "bash", "/opt/pg-cluster/ctl.sh"];
-  const env = { ...process.env, ...(custom?.env ?? {}) };
+  const env = { ...dockerEnv(node.dockerHost), ...(custom?.env ?? {}) };
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], [...argv.slice(1), ...args], {
       env,
@@ -172,14 +188,16 @@ export async function writeTimeline(node) {
 }
 
 /**
- * `primary_conninfo` for a standby named `standby` following `upstream` on the cluster network;
- * the password comes from the node's passfile (wildcard host), never the conninfo.
+ * `primary_conninfo` for a standby named `standby` following `upstream` (see
+ * {@link upstreamAddress}); the password comes from the node's passfile (wildcard host), never the
+ * conninfo.
  * @param {TopologyNode} upstream @param {TopologyNode} standby
  */
 export function conninfo(upstream, standby, database = "") {
+  const at = upstreamAddress(upstream, standby);
   return [
-    `host=${upstream.internalHost}`,
-    `port=${internalPort(upstream)}`,
+    `host=${at.host}`,
+    `port=${at.port}`,
     `user=${requireEnv("PGC_REPLICATION_USER")}`,
     ...(database ? [`dbname=${database}`] : []),
     `application_name=${standby.name}`,
@@ -195,9 +213,10 @@ export function conninfo(upstream, standby, database = "") {
 export function follows(state, upstream, standby) {
   const field = (/** @type {string} */ key) =>
     new RegExp(`(?:^|\\s)${key}=(\\S+)`).exec(state.upstream)?.[1].replace(/^'|'$/g, "");
+  const at = upstreamAddress(upstream, standby);
   return (
-    field("host") === upstream.internalHost &&
-    field("port") === String(internalPort(upstream)) &&
+    field("host") === at.host &&
+    field("port") === String(at.port) &&
     state.upstreamSlot === standby.slot
   );
 }
@@ -213,10 +232,11 @@ export async function candidateProblems(
   if (!c.inRecovery) return [`${candidate.name} is not a standby`];
   const problems = [];
   const tli = await writeTimeline(primary);
+  const at = upstreamAddress(primary, candidate);
   if (
     c.receiver?.status !== "streaming" ||
-    c.receiver.senderHost !== primary.internalHost ||
-    c.receiver.senderPort !== internalPort(primary)
+    c.receiver.senderHost !== at.host ||
+    c.receiver.senderPort !== at.port
   ) {
     problems.push(
       `${candidate.name} is not streaming from ${primary.name} (WAL receiver: ${JSON.stringify(c.receiver)})`,
@@ -392,7 +412,10 @@ function routerApi(line) {
   const script = 'exec 3<>/dev/tcp/127.0.0.1/9999 && printf "%s\n" "$1" >&3 && timeout 2 cat <&3';
   const argv = custom ?? ["docker", "exec", router, "bash", "-c", script, "_"];
   return new Promise((resolve) => {
-    const child = spawn(argv[0], [...argv.slice(1), line], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(argv[0], [...argv.slice(1), line], {
+      env: dockerEnv(process.env.PGC_ROUTER_DOCKER_HOST),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => (out += d));

@@ -28,7 +28,7 @@
  * Prints one JSON line: {"node", "replaced", "actions": [...]}.
  */
 import { spawn } from "node:child_process";
-import { jsonEnv, log, requireEnv } from "./pgnode.mjs";
+import { dockerEnv, jsonEnv, log, requireEnv } from "./pgnode.mjs";
 import {
   act,
   actions,
@@ -48,14 +48,18 @@ import {
 /** @typedef {import("./roles.mjs").TopologyNode} TopologyNode */
 
 /**
- * The container named `name` as Docker runs it, or null when there is none.
- * @param {string} name @returns {Promise<{ image: string, env: string[] } | null>}
+ * The node's container as Docker runs it, or null when there is none.
+ * @param {TopologyNode} node @returns {Promise<{ image: string, env: string[] } | null>}
  */
-function runningContainer(name) {
+function runningContainer(node) {
+  const name = node.name;
   const custom = process.env.PGC_INSPECT_ARGV ? jsonEnv("PGC_INSPECT_ARGV") : undefined;
   const argv = custom ?? ["docker", "container", "inspect"];
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], [...argv.slice(1), name], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(argv[0], [...argv.slice(1), name], {
+      env: dockerEnv(node.dockerHost),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     let err = "";
     child.stdout.on("data", (d) => (out += d));
@@ -214,7 +218,7 @@ async function main() {
 
   if (!after) await ensurePasswords(nodes);
   else await settle(after, nodes, timeoutMs);
-  const running = await runningContainer(node.name);
+  const running = await runningContainer(node);
   const replaced = running !== null && differs(running, jsonEnv("PGC_ROLL_SPEC"));
   if (replaced) {
     const s = await sqlState(node);

@@ -11,9 +11,11 @@
  * own `ctl.sh`, by `docker exec` (or PGC_CTL in tests).
  *
  * Environment (set by the PostgresCluster component):
- *   PGC_NODES            [{"name","host","port","internalHost","internalPort"?,"slot"}, ...]
- *                        (host:port as the step reaches the node; internalHost:internalPort as
- *                        the other nodes do, on the cluster network: its name and 5432)
+ *   PGC_NODES            [{"name","host","port","internalHost","internalPort"?,"slot","site"?,
+ *                        "dockerHost"?}, ...] (host:port as the step and the nodes on other
+ *                        Docker hosts reach the node; internalHost:internalPort as the nodes on
+ *                        its own host do, on its network: its name and 5432; site: its Docker
+ *                        host's name; dockerHost: that host's engine, for docker exec)
  *   PGC_DESIRED_PRIMARY  a node name
  *   PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE, PGC_REPLICATION_USER
  *   PGC_SYNCHRONOUS_REPLICAS  k for `ANY k (...)` over the standbys (0: asynchronous)
@@ -26,7 +28,8 @@
  *   PGC_HEALTH_PASSWORD  password of the router's check role, pgc_health (made on the primary)
  *   PGC_ROUTER           optional: the router container; its runtime API is told of a switchover
  *                        the moment it happens (PGC_ROUTER_ARGV: a JSON argv that takes the
- *                        command as its last argument, instead of docker exec)
+ *                        command as its last argument, instead of docker exec;
+ *                        PGC_ROUTER_DOCKER_HOST: its engine, when not DOCKER_HOST's)
  * Prints one JSON line: {"primary", "timeline", "actions": [...], "nodes": [{"name","role"}]}.
  */
 import { jsonEnv, log, requireEnv } from "./pgnode.mjs";
@@ -39,7 +42,7 @@ import {
   ensureHealthRole,
   ensureSlot,
   follows,
-  internalPort,
+  upstreamAddress,
   leaveStandbys,
   lsnBytes,
   observe,
@@ -73,10 +76,12 @@ async function converge(
       const q = o.node;
       if (o.ctl?.volume === "empty") {
         act(`cloning ${q.name} from ${p.name}`);
-        await ctl(q, "bootstrap-clone", p.internalHost, String(internalPort(p)));
+        const at = upstreamAddress(p, q);
+        await ctl(q, "bootstrap-clone", at.host, String(at.port));
       } else if (o.ctl?.hold) {
         act(`${q.name} rejoins as a standby of ${p.name} (pg_rewind when needed)`);
-        await ctl(q, "follow", p.internalHost, String(internalPort(p)));
+        const at = upstreamAddress(p, q);
+        await ctl(q, "follow", at.host, String(at.port));
         try {
           const rewound = await ctl(q, "rewind", conninfo(p, q, "postgres"));
           act(`${q.name}: rewind ${rewound.rewind ?? "done"}`);
@@ -85,7 +90,7 @@ async function converge(
           // copy of the primary, swapped in only when complete, always does.
           const why = (err instanceof Error ? err.message : String(err)).split("\n")[0];
           act(`${q.name}: pg_rewind failed (${why}); cloning it again from ${p.name}`);
-          await ctl(q, "reclone", p.internalHost, String(internalPort(p)));
+          await ctl(q, "reclone", at.host, String(at.port));
         }
         await ctl(q, "release");
       } else if (o.sql && !follows(o.sql, p, q)) {

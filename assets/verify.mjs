@@ -22,7 +22,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { changeSince, connect, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
+import { changeSince, connect, dockerEnv, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 
 /** The tutorial's three rows. */
 const WIZARDS = [
@@ -237,6 +237,7 @@ async function lastUp(node, since) {
   let container;
   if (process.env.PGC_NODE_CONTAINERS === "1") {
     const r = spawnSync("docker", ["inspect", "-f", "{{.Created}}", node.name], {
+      env: dockerEnv(node.dockerHost),
       encoding: "utf8",
     });
     if (r.status === 0) container = new Date(r.stdout.trim());

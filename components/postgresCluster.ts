@@ -113,12 +113,6 @@ export class PostgresCluster extends pulumi.ComponentResource {
   constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:PostgresCluster", name, {}, opts);
     const s = validateClusterArgs(args, new ProblemList(), name);
-    if (s.hosts) {
-      // Validated, not built yet (docs/design/several-hosts.md): refuse rather than ignore them.
-      throw new pulumi.RunError(
-        "pg-cluster: hosts and placement are validated but nodes are not placed across Docker hosts yet (issue 11); remove hosts and placement, nothing was created or changed",
-      );
-    }
     // What the user said the cluster must follow: Pulumi records a component's dependsOn on the
     // component only, so every child records it too (and so is deleted before it).
     const userDeps = inheritedDependsOn(opts);
@@ -127,24 +121,20 @@ export class PostgresCluster extends pulumi.ComponentResource {
       dependsOn: [...userDeps, ...deps],
     }));
 
-    this.network = new docker.Network(
-      `${name}-net`,
-      {
-        name: `${name}-net`,
-        driver: "bridge",
-        labels: [{ label: "pg-cluster.cluster", value: name }],
-      },
-      ctx.child(),
-    );
+    this.network = ctx.sites[0].network;
     // Before any node container is created or replaced with an image: that image's PostgreSQL
     // major must be the one the volumes' data was written by, or the up stops there.
     const guard = new VersionGuard(
       `${name}-guard`,
-      { image: s.image, clusterName: name },
+      {
+        image: s.image,
+        clusterName: name,
+        dockerHosts: s.hosts ? ctx.sites.map((site) => site.dockerHost as string) : undefined,
+      },
       ctx.child(),
     );
-    const { nodes, slots, gates } = createNodes(ctx, this.network.name, guard);
-    const router = createRouter(ctx, this.network.name, gates[0]);
+    const { nodes, slots, gates } = createNodes(ctx, guard);
+    const router = createRouter(ctx, gates[0]);
     const { topology, check } = createSteps(ctx, nodes, slots, router);
     const pgadmin = s.pgadmin ? createPgAdmin(ctx, this.network.name) : undefined;
     PARTS.set(this, { nodes, slots, gates, topology, check, router, pgadmin });
@@ -165,7 +155,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
     this.multiHostReadOnlyConnectionString = o.multiHostReadOnlyConnectionString;
     this.replicationReport = check.report;
     if (pgadmin && s.pgadmin) {
-      const url = `http://${hostPort(s.host, s.pgadmin.port)}`;
+      const url = `http://${hostPort(ctx.sites[0].address, s.pgadmin.port)}`;
       this.pgadminUrl = pulumi.all([check.step.id, pgadmin.container.id]).apply(() => url);
     }
     this.registerOutputs({
@@ -193,7 +183,65 @@ interface ClusterContext {
   /** What every host-side step of the cluster reads: the nodes, credentials, the primary asked. */
   readonly stepEnv: Record<string, pulumi.Input<string>>;
   readonly addresses: readonly NodeAddress[];
+  /** The Docker hosts, the first one the router's (one, the provider's, without `hosts`). */
+  readonly sites: readonly Site[];
+  /** Options for a child on `site`'s engine ({@link child}, with that host's provider). */
+  readonly on: (
+    site: Site,
+    ...deps: pulumi.Input<pulumi.Resource>[]
+  ) => pulumi.ComponentResourceOptions;
 }
+
+/**
+ * A Docker host of the cluster: its name and engine (none without `hosts`: the engine of the
+ * docker provider in the component's options), the address its published ports are reached at,
+ * the address they are published on, its provider and the cluster's network on it.
+ */
+interface Site {
+  readonly name?: string;
+  readonly dockerHost?: string;
+  readonly address: string;
+  readonly bindAddress: string;
+  readonly provider?: docker.Provider;
+  readonly network: docker.Network;
+}
+
+/**
+ * The cluster's Docker hosts, each with its network: one per host in `hosts`, each with a
+ * provider of its own; without `hosts`, the one engine of the provider in opts, its resources
+ * named as before hosts existed (so existing stacks keep them).
+ */
+function clusterSites(name: string, s: ClusterSettings, child: ClusterContext["child"]): Site[] {
+  const network = (resource: string, opts: pulumi.ComponentResourceOptions) =>
+    new docker.Network(
+      resource,
+      {
+        name: `${name}-net`,
+        driver: "bridge",
+        labels: [{ label: "pg-cluster.cluster", value: name }],
+      },
+      opts,
+    );
+  if (!s.hosts) {
+    return [
+      { address: s.host, bindAddress: s.bindAddress, network: network(`${name}-net`, child()) },
+    ];
+  }
+  return s.hosts.list.map((h) => {
+    const provider = new docker.Provider(`${name}-${h.name}`, { host: h.dockerHost }, child());
+    return {
+      name: h.name,
+      dockerHost: h.dockerHost,
+      address: h.address,
+      // Other hosts connect to it there; a DNS name cannot be bound, so every address is then.
+      bindAddress: IPV4_LITERAL.test(h.address) ? h.address : "0.0.0.0",
+      provider,
+      network: network(`${name}-net-${h.name}`, { ...child(), provider }),
+    };
+  });
+}
+
+const IPV4_LITERAL = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 function clusterContext(
   name: string,
@@ -207,12 +255,16 @@ function clusterContext(
     PGC_SUPERUSER_PASSWORD: superuserPassword,
     PGC_DATABASE: s.database,
   };
+  const sites = clusterSites(name, s, child);
+  const siteOf = (i: number) =>
+    s.hosts ? (sites.find((site) => site.name === s.hosts?.placement[i]) as Site) : sites[0];
   const addresses = s.nodeNames.map((nodeName, i) => ({
     name: nodeName,
-    host: s.host,
+    host: siteOf(i).address,
     port: ports[i],
     internalHost: nodeName,
     slot: nodeSlotName(i),
+    ...(s.hosts ? { site: siteOf(i).name, dockerHost: siteOf(i).dockerHost } : {}),
   }));
   const routerName = `${name}-router`;
   const health = pulumi.secret(superuserPassword.apply(healthPassword));
@@ -220,6 +272,11 @@ function clusterContext(
     name,
     s,
     child,
+    sites,
+    on: (site, ...deps) => ({
+      ...child(...deps),
+      ...(site.provider ? { provider: site.provider } : {}),
+    }),
     superuserPassword,
     replicationPassword: resolvedPassword("replicationPassword", s.replicationPassword),
     health,
@@ -233,6 +290,7 @@ function clusterContext(
       PGC_TIMEOUT_SECONDS: String(s.verifyTimeoutSeconds),
       PGC_SWITCHOVER_MAX_LAG_BYTES: String(s.switchoverMaxLagBytes),
       PGC_ROUTER: routerName,
+      ...(sites[0].dockerHost ? { PGC_ROUTER_DOCKER_HOST: sites[0].dockerHost } : {}),
       PGC_HEALTH_PASSWORD: health,
     },
     addresses,
@@ -251,7 +309,6 @@ function clusterContext(
  */
 function createNodes(
   ctx: ClusterContext,
-  networkName: pulumi.Output<string>,
   guard: VersionGuard,
 ): { nodes: PostgresNode[]; slots: ReplicationSlot[]; gates: RollGate[] } {
   const { s } = ctx;
@@ -279,12 +336,20 @@ function createNodes(
             },
             ctx.child(),
           );
+    const site = siteOf(ctx, a);
+    // The other hosts' nodes (and router) connect from those hosts' addresses.
+    const peers = ctx.sites.filter((other) => other !== site).map((other) => other.address);
     const container = {
       nodeName: a.name,
       image: s.image,
       hostPort: a.port,
-      bindAddress: s.bindAddress,
-      envs: nodeEnv(s, { PGC_NODE_NAME: a.name, PGC_SLOT_NAME: a.slot, PGC_DATABASE: s.database }),
+      bindAddress: site.bindAddress,
+      envs: nodeEnv(s, {
+        PGC_NODE_NAME: a.name,
+        PGC_SLOT_NAME: a.slot,
+        PGC_DATABASE: s.database,
+        ...(peers.length > 0 ? { PGC_REPLICATION_PEERS: peers.join(" ") } : {}),
+      }),
       secrets,
     };
     const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
@@ -311,11 +376,11 @@ function createNodes(
       {
         firstRole: i === 0 ? "primary" : "replica",
         clusterName: ctx.name,
-        networkName,
+        networkName: site.network.name,
         ...container,
         startAfter: slot ? [slot, guard.step, gate.step] : [guard.step, gate.step],
       },
-      ctx.child(),
+      ctx.on(site),
     );
     made.set(a, { node, slot });
     previous = node;
@@ -333,27 +398,34 @@ function createNodes(
  * roll gate: on a password change that gate gives the nodes' check role the password a new
  * router checks with, before the router is replaced.
  */
-function createRouter(
-  ctx: ClusterContext,
-  networkName: pulumi.Output<string>,
-  firstGate: RollGate,
-): Router {
+function createRouter(ctx: ClusterContext, firstGate: RollGate): Router {
   const { s } = ctx;
+  // On the first host: the nodes there by name, the others at their host's address.
+  const site = ctx.sites[0];
   return new Router(
     ctx.routerName,
     {
       routerName: ctx.routerName,
       clusterName: ctx.name,
       image: s.routerImage,
-      networkName,
-      servers: s.nodeNames.map((n) => ({ name: n })),
+      networkName: site.network.name,
+      servers: ctx.addresses.map((a) =>
+        siteOf(ctx, a) === site
+          ? { name: a.name }
+          : { name: a.name, address: a.host, port: a.port },
+      ),
       healthPassword: ctx.health,
-      bindAddress: s.bindAddress,
+      bindAddress: site.bindAddress,
       readWritePort: s.readWritePort,
       readOnlyPort: s.readOnlyPort,
     },
-    ctx.child(firstGate.step),
+    ctx.on(site, firstGate.step),
   );
+}
+
+/** The Docker host a node runs on. */
+function siteOf(ctx: ClusterContext, a: NodeAddress): Site {
+  return ctx.sites.find((site) => site.name === a.site) ?? ctx.sites[0];
 }
 
 /**
@@ -378,7 +450,7 @@ function createPgAdmin(ctx: ClusterContext, networkName: pulumi.Output<string>):
       bindAddress: s.bindAddress,
       hostPort: settings.port,
     },
-    ctx.child(),
+    ctx.on(ctx.sites[0]),
   );
 }
 
@@ -416,7 +488,7 @@ function createSteps(
     },
     ctx.child(...nodes, ...slots, router),
   );
-  const routed = (port: number) => ({ host: s.host, port });
+  const routed = (port: number) => ({ host: ctx.sites[0].address, port });
   const check = new ReplicationCheck(
     `${ctx.name}-check`,
     {
@@ -450,13 +522,14 @@ function clusterOutputs(ctx: ClusterContext, check: ReplicationCheck) {
   const after = <T>(value: () => T) => verified.apply(value);
   const primary = addresses.find((a) => a.name === s.primary) ?? addresses[0];
   const standbys = addresses.filter((a) => a !== primary);
-  const published = (a: NodeAddress) => hostPort(s.host, a.port);
+  const published = (a: NodeAddress) => hostPort(a.host, a.port);
   const internal = (a: NodeAddress) => hostPort(a.internalHost, CONTAINER_PORT);
-  const uri = (ports: number[], query = "") =>
+  const routerAt = (port: number) => hostPort(ctx.sites[0].address, port);
+  const uri = (endpoints: string[], query = "") =>
     pulumi.secret(
       pulumi
         .all([verified, ctx.superuserPassword])
-        .apply(([, pw]) => libpqUri(s, pw, ports, query)),
+        .apply(([, pw]) => libpqUri(s, pw, endpoints, query)),
     );
   return {
     nodes: after(() =>
@@ -471,19 +544,16 @@ function clusterOutputs(ctx: ClusterContext, check: ReplicationCheck) {
     replicaEndpoints: after(() => standbys.map(published)),
     internalPrimaryEndpoint: after(() => internal(primary)),
     internalReplicaEndpoints: after(() => standbys.map(internal)),
-    readWriteEndpoint: after(() => hostPort(s.host, s.readWritePort)),
-    readOnlyEndpoint: after(() => hostPort(s.host, s.readOnlyPort)),
+    readWriteEndpoint: after(() => routerAt(s.readWritePort)),
+    readOnlyEndpoint: after(() => routerAt(s.readOnlyPort)),
     internalReadWriteEndpoint: after(() => hostPort(ctx.routerName, ROUTER_PORTS.readWrite)),
     internalReadOnlyEndpoint: after(() => hostPort(ctx.routerName, ROUTER_PORTS.readOnly)),
-    connectionString: uri([s.readWritePort]),
-    readOnlyConnectionString: uri([s.readOnlyPort]),
+    connectionString: uri([routerAt(s.readWritePort)]),
+    readOnlyConnectionString: uri([routerAt(s.readOnlyPort)]),
     multiHostReadOnlyConnectionString:
       standbys.length === 0
-        ? uri([primary.port])
-        : uri(
-            standbys.map((a) => a.port),
-            "?target_session_attrs=standby&load_balance_hosts=random",
-          ),
+        ? uri([published(primary)])
+        : uri(standbys.map(published), "?target_session_attrs=standby&load_balance_hosts=random"),
   };
 }
 
@@ -499,13 +569,18 @@ export interface ClusterNode {
   internalEndpoint: string;
 }
 
-/** Where the host-side steps reach a node, and its slot's name. */
+/**
+ * Where the host-side steps (and nodes on other Docker hosts) reach a node, its name on its host's
+ * network, its slot's name and, with several hosts, its host's name and engine.
+ */
 interface NodeAddress {
   readonly name: string;
   readonly host: string;
   readonly port: number;
   readonly internalHost: string;
   readonly slot: string;
+  readonly site?: string;
+  readonly dockerHost?: string;
 }
 
 /** A cluster's sub-components. */
@@ -578,9 +653,9 @@ function hostPort(host: string, port: number): string {
 function libpqUri(
   s: ClusterSettings,
   password: string,
-  ports: readonly number[],
+  endpoints: readonly string[],
   query: string,
 ): string {
-  const hosts = ports.map((p) => hostPort(s.host, p)).join(",");
+  const hosts = endpoints.join(",");
   return `postgresql://${encodeURIComponent(s.superuser)}:${encodeURIComponent(password)}@${hosts}/${encodeURIComponent(s.database)}${query}`;
 }

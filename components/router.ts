@@ -15,9 +15,14 @@ export const HEALTH_ROLE = "pgc_health";
 
 /** A node as the router reaches it. */
 export interface RouterServer {
-  /** Node name: its host name on the cluster network, and the server's name in HAProxy. */
+  /** Node name: the server's name in HAProxy, and its host name on the cluster network. */
   readonly name: string;
-  /** Port on that host; 5432 in a container. @default 5432 */
+  /**
+   * Where the router connects: a node on another Docker host, at that host's address.
+   * @default the node's name (on the router's own network)
+   */
+  readonly address?: string;
+  /** Port at that address; 5432 in a container. @default 5432 */
   readonly port?: number;
 }
 
@@ -102,7 +107,9 @@ export function routerConfig(servers: readonly RouterServer[], password: string)
     `  balance ${balance}`,
     `  default-server inter ${t.inter} fastinter ${t.fastinter} downinter ${t.downinter} fall ${t.fall} rise ${t.rise} on-marked-down shutdown-sessions resolvers docker init-addr last,libc,none`,
     ...roleCheck(password, standby).map((l) => `  ${l}`),
-    ...servers.map((s) => `  server ${s.name} ${s.name}:${s.port ?? CONTAINER_PORT} check`),
+    ...servers.map(
+      (s) => `  server ${s.name} ${s.address ?? s.name}:${s.port ?? CONTAINER_PORT} check`,
+    ),
   ];
   return [
     "# Rendered by pg-cluster (components/router.ts); replaced, not edited.",

@@ -128,12 +128,12 @@ export interface PostgresClusterArgs {
    * node runs on the one engine of the docker provider in opts.
    * @default none
    */
-  readonly hosts?: readonly DockerHostArgs[];
+  readonly hosts?: DockerHostArgs[];
   /**
    * The host of each node, node 0 first: names from `hosts`. Only with `hosts`.
    * @default round-robin over `hosts`, node 0 on the first
    */
-  readonly placement?: readonly string[];
+  readonly placement?: string[];
 }
 
 /** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
@@ -564,6 +564,15 @@ export function validateClusterArgs(
     args.placement,
     failed.has("replicas") ? undefined : count + 1,
   );
+  if (args.hosts !== undefined && pgadmin) {
+    // Its servers would have to be registered by the other hosts' addresses: not built yet.
+    p.add(
+      "pgadmin",
+      args.pgadmin,
+      "is not available with hosts yet (pgAdmin reaches nodes by name on one host's network)",
+      "pulumi config set pgadmin false, or remove hosts",
+    );
+  }
 
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
   const primary = args.primary ?? nodeNames[0] ?? "";

@@ -17,6 +17,11 @@ export interface VersionGuardArgs {
   readonly image: string;
   /** The cluster's name: its volumes carry the label `pg-cluster.cluster=<name>`. */
   readonly clusterName: string;
+  /**
+   * The engines of the cluster's Docker hosts, each checked.
+   * @default the engine of the environment's DOCKER_HOST (the docker provider's)
+   */
+  readonly dockerHosts?: readonly string[];
 }
 
 /**
@@ -33,7 +38,11 @@ export class VersionGuard extends HostStep<VersionCheck> {
       name,
       "guard.mjs",
       {
-        environment: { PGC_IMAGE: args.image, PGC_CLUSTER: args.clusterName },
+        environment: {
+          PGC_IMAGE: args.image,
+          PGC_CLUSTER: args.clusterName,
+          ...(args.dockerHosts ? { PGC_DOCKER_HOSTS: JSON.stringify(args.dockerHosts) } : {}),
+        },
         triggers: [args.image],
       },
       opts,

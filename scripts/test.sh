@@ -34,10 +34,13 @@ prepare() {
       apt_install postgresql-15
       ;;
     hosts)
-      # Engines in network namespaces (scripts/hosts.sh), each loaded from the main engine.
+      # Engines in network namespaces (scripts/hosts.sh), each loaded from the main engine with
+      # the node and router images; a real `pulumi up` places a cluster across them.
       need_root "the multi-host layer (network namespaces, dockerd)"
       bash scripts/provision-docker.sh
-      bash scripts/provision-image.sh --local "${majors[0]}" >/dev/null
+      bash scripts/provision-toolchain.sh
+      local image
+      for image in "${majors[0]}" router; do bash scripts/provision-image.sh --local "$image" >/dev/null; done
       ;;
     e2e | faults)
       bash scripts/provision-docker.sh
@@ -127,6 +130,8 @@ run_layer() {
     hosts)
       # The test brings the hosts up and down; the trap is the backstop should it be killed.
       trap 'bash scripts/hosts.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+      # shellcheck source=env.sh
+      source scripts/env.sh
       start hosts env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:${majors[0]}" \
         "${node_test[@]}" --test-concurrency=1 tests/hosts/*.test.ts
       ;;

@@ -75,6 +75,8 @@ else
           "superuserPassword",
           "replicationPassword",
           "pgadmin",
+          "hosts",
+          "placement",
         ].sort(),
       );
       assert.deepEqual(cluster.requiredInputs.sort(), ["replicationPassword", "superuserPassword"]);
@@ -91,6 +93,7 @@ else
       assert.ok(stackOutputs().includes("internalReplicaEndpoints"));
       assert.deepEqual(Object.keys(schema.types).sort(), [
         "pg-cluster:index:ClusterNode",
+        "pg-cluster:index:DockerHostArgs",
         "pg-cluster:index:PgAdminArgs",
         "pg-cluster:index:PrimaryReport",
         "pg-cluster:index:ReplicaReport",

@@ -183,8 +183,9 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
     );
   });
 
-  it("hba: the replication role opens a session only to database postgres, only from the cluster's network", async () => {
-    // 127.0.0.0/30 is the cluster's network, 127.0.0.3 its gateway (published ports), .5 outside.
+  it("hba: the replication role opens a session only to database postgres, only from the cluster's network and its other hosts", async () => {
+    // 127.0.0.0/30 is the cluster's network, 127.0.0.3 its gateway (published ports), .6 another
+    // Docker host of the cluster (PGC_REPLICATION_PEERS), .5 outside.
     const inside = await sessionFrom(
       "127.0.0.2",
       a,
@@ -209,6 +210,12 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
       "postgres",
     );
     assert.match(outside, /^refused: pg_hba.conf rejects connection for host "127.0.0.5"/);
+    const peer = await sessionFrom("127.0.0.6", a, "replicator", REPLICATION_PASSWORD, "postgres");
+    assert.equal(peer, "read 3 bytes", "another host of the cluster may run pg_rewind");
+    const peerHealth = await sessionFrom("127.0.0.6", a, "pgc_health", "wrong", "postgres");
+    assert.match(peerHealth, /password authentication failed for user "pgc_health"/);
+    const outsideHealth = await sessionFrom("127.0.0.5", a, "pgc_health", "wrong", "postgres");
+    assert.match(outsideHealth, /^refused: pg_hba.conf rejects connection for host "127.0.0.5"/);
     const otherDb = await sessionFrom("127.0.0.2", a, "replicator", REPLICATION_PASSWORD, "mydb");
     assert.match(otherDb, /^refused: pg_hba.conf rejects connection .*database "mydb"/);
     // The superuser still reaches database postgres through the gateway.

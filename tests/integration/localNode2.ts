@@ -93,6 +93,8 @@ export class EntrypointNode implements Server {
       PGC_MAX_WAL_SIZE: "1GB",
       PGC_REPLICATION_CIDR: n.replicationCidr,
       PGC_REJECT_ADDRESS: n.rejectAddress,
+      // Another Docker host of the cluster: its nodes' connections arrive from this address.
+      PGC_REPLICATION_PEERS: "127.0.0.6",
       PGC_SLOT_CHECK_SECONDS: "1",
     };
   }

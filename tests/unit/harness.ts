@@ -7,6 +7,8 @@ export interface Recorded {
   name: string;
   custom: boolean;
   inputs: Record<string, unknown>;
+  /** Its provider's reference (`urn::id`), when it was given one. */
+  provider?: string;
 }
 
 /** A resource as the SDK registered it: its options, seen through a transformation. */
@@ -29,6 +31,7 @@ pulumi.runtime.setMocks(
         name: args.name,
         custom: args.custom ?? false,
         inputs: args.inputs,
+        provider: args.provider,
       });
       const state: Record<string, unknown> = {
         ...args.inputs,

@@ -224,7 +224,7 @@ describe("config validation", () => {
   });
 });
 
-describe("hosts and placement (issue 11: validated; the component does not place nodes yet)", () => {
+describe("hosts and placement", () => {
   const h = (name: string, address: string, dockerHost = `unix:///run/${name}.sock`) => ({
     name,
     dockerHost,
@@ -287,6 +287,19 @@ describe("hosts and placement (issue 11: validated; the component does not place
         HEADER(1) +
         `  - hosts = []: must be a list of at least one { name, dockerHost, address }. Fix: pulumi config set --path 'hosts[0].name' h1; --path 'hosts[0].dockerHost' unix:///var/run/docker.sock; --path 'hosts[0].address' 10.0.0.1`,
     });
+  });
+
+  it("refuses pgAdmin with hosts, for now", () => {
+    const hosts = [{ name: "h1", dockerHost: "unix:///run/h1.sock", address: "10.0.0.1" }];
+    assert.throws(
+      () =>
+        validateClusterArgs({
+          ...PASSWORDS,
+          hosts,
+          pgadmin: { enabled: true, password: "pgadmin-Secret-1a2b" },
+        }),
+      /pgadmin = .*: is not available with hosts yet .*Fix: pulumi config set pgadmin false, or remove hosts/,
+    );
   });
 });
 

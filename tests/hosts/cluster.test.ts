@@ -1,0 +1,209 @@
+/**
+ * A cluster across three Docker engines (issue 11): real `pulumi up` of the program with `hosts`
+ * set, on the engines scripts/hosts.sh starts in network namespaces (h1..h3 at 10.213.77.11-13).
+ * Replicas stream from the primary's host address, replication is accepted from the cluster's
+ * hosts only, a switchover and a scale cross hosts, a cut link heals, and destroy leaves nothing
+ * on any engine. Traffic goes only to the namespaces' addresses.
+ */
+import * as assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import * as path from "node:path";
+import { after, before, describe, it } from "node:test";
+import pg from "pg";
+import { CountingWriter, missingIds, waitCaughtUp } from "../lib/faults";
+import { ROUTER_IMAGE } from "../lib/majors";
+import { IMAGE, REPLICATION_PASSWORD, newStack, queryAt } from "../lib/stack";
+
+const ROOT = path.resolve(__dirname, "..", "..");
+const HOSTS_SCRIPT = path.join(ROOT, "scripts", "hosts.sh");
+const HOSTS = [1, 2, 3].map((n) => ({
+  name: `h${n}`,
+  dockerHost: `unix:///run/pg-cluster-hosts/h${n}.sock`,
+  address: `10.213.77.${10 + n}`,
+}));
+
+function hostsScript(...args: string[]): string {
+  const r = spawnSync("bash", [HOSTS_SCRIPT, ...args], { encoding: "utf8", timeout: 300_000 });
+  assert.equal(r.status, 0, `scripts/hosts.sh ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function dockerOn(host: (typeof HOSTS)[number], ...args: string[]): string {
+  return execFileSync("docker", ["-H", host.dockerHost, ...args], { encoding: "utf8" }).trim();
+}
+
+/** The client addresses the primary at `endpoint` streams to, by standby name. */
+async function walsenders(endpoint: string): Promise<Record<string, string>> {
+  const rows = await queryAt<{ application_name: string; client_addr: string }>(
+    endpoint,
+    "SELECT application_name, host(client_addr) AS client_addr FROM pg_stat_replication WHERE state = 'streaming'",
+  );
+  return Object.fromEntries(rows.map((r) => [r.application_name, r.client_addr]));
+}
+
+/** A session as the replication role to database postgres (pg_rewind's), or its refusal. */
+async function replicationRoleSession(endpoint: string): Promise<string> {
+  const [host, port] = endpoint.split(":");
+  const c = new pg.Client({
+    host,
+    port: Number(port),
+    user: "replicator",
+    password: REPLICATION_PASSWORD,
+    database: "postgres",
+  });
+  try {
+    await c.connect();
+    return "accepted";
+  } catch (err) {
+    return `refused: ${(err as Error).message}`;
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
+  const stack = newStack("hst", { hosts: JSON.stringify(HOSTS) });
+  const c = stack.clusterName;
+  const at = (host: number, node: number) => `${HOSTS[host].address}:${stack.basePort + node}`;
+  // Round-robin: the primary on h1, replica-1 on h2, replica-2 on h3 (replica-3 on h1).
+  const primary = at(0, 0);
+  const replicas = [at(1, 1), at(2, 2)];
+
+  before(() => {
+    // A run that was killed may have left hosts behind: start from nothing.
+    hostsScript("down");
+    hostsScript("up", "3", IMAGE, ROUTER_IMAGE);
+  });
+  after(async () => {
+    try {
+      await stack.remove();
+    } finally {
+      hostsScript("down");
+    }
+  });
+
+  it("1 + 2: each replica on its own host streams from the primary's host, seen from its host's address", async (t) => {
+    const t0 = Date.now();
+    const { outputs } = await stack.up();
+    t.diagnostic(`pulumi up of 1 + 2 on three engines: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    for (const [i, host] of HOSTS.entries()) {
+      const names = dockerOn(host, "ps", "--format", "{{.Names}}").split("\n").sort();
+      const expected = [i === 0 ? `${c}-primary` : `${c}-replica-${i}`];
+      if (i === 0) expected.push(`${c}-router`);
+      assert.deepEqual(names, expected.sort(), `containers on ${host.name}`);
+    }
+    assert.deepEqual(await walsenders(primary), {
+      [`${c}-replica-1`]: HOSTS[1].address,
+      [`${c}-replica-2`]: HOSTS[2].address,
+    });
+    for (const r of replicas) {
+      const [{ n }] = await queryAt<{ n: number }>(r, "SELECT count(*)::int AS n FROM wizards");
+      assert.equal(n, 3, `the Wizards rows on ${r}`);
+    }
+    assert.equal(outputs.readWriteEndpoint, `${HOSTS[0].address}:${stack.basePort - 2}`);
+    assert.deepEqual(outputs.replicaEndpoints, replicas);
+    const [{ standby }] = await queryAt<{ standby: boolean }>(
+      outputs.readOnlyEndpoint as string,
+      "SELECT pg_is_in_recovery() AS standby",
+    );
+    assert.equal(standby, true, "the router on h1 reaches the standbys on h2 and h3");
+  });
+
+  it("accepts the replication role from the cluster's hosts only", async () => {
+    // This machine is 10.213.77.1 on the hosts' bridge: not a host of the cluster.
+    assert.match(
+      await replicationRoleSession(primary),
+      /^refused: pg_hba.conf rejects connection for host "10\.213\.77\.1", user "replicator"/,
+    );
+    // From h2, through h1's published port, as its replica's connections arrive.
+    const fromH2 = spawnSync(
+      "docker",
+      [
+        "-H",
+        HOSTS[1].dockerHost,
+        "exec",
+        "-e",
+        `PGPASSWORD=${REPLICATION_PASSWORD}`,
+        `${c}-replica-1`,
+        "psql",
+        "-Atc",
+        "SELECT 1",
+        `host=${HOSTS[0].address} port=${stack.basePort} user=replicator dbname=postgres`,
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(fromH2.stdout.trim(), "1", `from h2: ${fromH2.stderr}`);
+  });
+
+  it("a replica host cut off keeps the others serving, and catches up when its link returns", async (t) => {
+    const writer = new CountingWriter(primary, "cut_load");
+    await writer.prepare();
+    writer.start();
+    execFileSync("ip", ["link", "set", "pgc-h2-o", "down"]);
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      await waitCaughtUp(primary, [replicas[1]], 30_000);
+    } finally {
+      execFileSync("ip", ["link", "set", "pgc-h2-o", "up"]);
+    }
+    await writer.stop();
+    const t0 = Date.now();
+    await waitCaughtUp(primary, replicas, 120_000);
+    t.diagnostic(`h2 caught up ${Date.now() - t0} ms after its link returned`);
+    assert.ok(writer.acked.length > 0, "the primary took writes while h2 was cut off");
+    for (const r of replicas) assert.deepEqual(await missingIds(r, "cut_load", writer.acked), []);
+  });
+
+  it("switches the primary to replica-2 on h3 and back, losing no acknowledged write", async () => {
+    const writer = new CountingWriter(primary, "switch_load");
+    await writer.prepare();
+    writer.start();
+    await new Promise((r) => setTimeout(r, 1000));
+    await writer.stop();
+    await stack.up({ primary: `${c}-replica-2` });
+    const newPrimary = replicas[1];
+    assert.deepEqual(await walsenders(newPrimary), {
+      [`${c}-primary`]: HOSTS[0].address,
+      [`${c}-replica-1`]: HOSTS[1].address,
+    });
+    assert.deepEqual(await missingIds(newPrimary, "switch_load", writer.acked), []);
+    await stack.up();
+    assert.deepEqual(Object.keys(await walsenders(primary)).sort(), [
+      `${c}-replica-1`,
+      `${c}-replica-2`,
+    ]);
+  });
+
+  it("scales 2 -> 3 (replica-3 on h1, by name) -> 1 across hosts", async () => {
+    await stack.up({ replicas: "3" });
+    const four = await walsenders(primary);
+    assert.deepEqual(
+      Object.keys(four).sort(),
+      [1, 2, 3].map((n) => `${c}-replica-${n}`),
+    );
+    assert.equal(four[`${c}-replica-1`], HOSTS[1].address);
+    assert.equal(four[`${c}-replica-2`], HOSTS[2].address);
+    // On the primary's own host: by name on h1's network, so from its address there.
+    assert.ok(
+      !HOSTS.some((h) => h.address === four[`${c}-replica-3`]),
+      `replica-3 streams over h1's network (${four[`${c}-replica-3`]})`,
+    );
+    await stack.up({ replicas: "1" });
+    assert.deepEqual(Object.keys(await walsenders(primary)), [`${c}-replica-1`]);
+    assert.equal(dockerOn(HOSTS[2], "ps", "-aq"), "", "nothing left on h3");
+    assert.equal(dockerOn(HOSTS[2], "volume", "ls", "-q"), "", "replica-2's volume removed");
+  });
+
+  it("destroy removes everything on every engine", async () => {
+    await stack.destroy();
+    for (const host of HOSTS) {
+      assert.equal(dockerOn(host, "ps", "-aq"), "", `no container on ${host.name}`);
+      assert.equal(dockerOn(host, "volume", "ls", "-q"), "", `no volume on ${host.name}`);
+      assert.equal(
+        dockerOn(host, "network", "ls", "-q", "--filter", `label=pg-cluster.cluster=${c}`),
+        "",
+        `no network on ${host.name}`,
+      );
+    }
+  });
+});

@@ -1,0 +1,128 @@
+/**
+ * Nodes placed on several Docker hosts (issue 11), seen through Pulumi's mocks: a provider and a
+ * network per host, each node's resources on its host's engine, its port published on that host's
+ * address, replication allowed from the other hosts, and the steps told each node's engine.
+ */
+import * as assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { Recorded, build, plain, valueOf } from "./harness";
+
+const HOSTS = [
+  { name: "h1", dockerHost: "unix:///run/h1.sock", address: "10.213.77.11" },
+  { name: "h2", dockerHost: "tcp://10.213.77.12:2375", address: "10.213.77.12" },
+  { name: "h3", dockerHost: "ssh://admin@db3.example", address: "db3.example" },
+];
+
+const envOf = (r: Recorded) =>
+  Object.fromEntries(
+    plain<string[]>(r.inputs.envs).map((e) => [
+      e.slice(0, e.indexOf("=")),
+      e.slice(e.indexOf("=") + 1),
+    ]),
+  );
+const stepEnv = (r: Recorded) => plain<Record<string, string>>(r.inputs.environment);
+
+describe("nodes on several Docker hosts", () => {
+  it("places each node on its host's engine and network, published on its address", async () => {
+    const { recorded, cluster } = await build("pgc-hosts", { replicas: 3, hosts: HOSTS });
+    const providers = recorded.filter((r) => r.type === "pulumi:providers:docker");
+    assert.deepEqual(
+      providers.map((p) => [p.name, p.inputs.host]),
+      HOSTS.map((h) => [`pgc-hosts-${h.name}`, h.dockerHost]),
+    );
+    const providerOf = (host: string) => {
+      const p = providers.find((x) => x.name === `pgc-hosts-${host}`) as Recorded;
+      return (ref?: string) => ref?.startsWith(`urn:`) && ref.includes(`::${p.name}::`);
+    };
+    const networks = recorded.filter((r) => r.type === "docker:index/network:Network");
+    assert.deepEqual(
+      networks.map((n) => [n.name, n.inputs.name]),
+      HOSTS.map((h) => [`pgc-hosts-net-${h.name}`, "pgc-hosts-net"]),
+    );
+    for (const [i, h] of HOSTS.entries()) {
+      assert.ok(providerOf(h.name)(networks[i].provider), `${h.name}'s network on its engine`);
+    }
+    // Round-robin, node 0 on the first host: primary h1, replica-1 h2, replica-2 h3, replica-3 h1.
+    const expected = ["h1", "h2", "h3", "h1"];
+    const containers = recorded.filter(
+      (r) => r.type === "docker:index/container:Container" && !/router/.test(r.name),
+    );
+    const volumes = recorded.filter((r) => r.type === "docker:index/volume:Volume");
+    for (const [i, node] of ["primary", "replica-1", "replica-2", "replica-3"].entries()) {
+      const c = containers.find((r) => r.name === `pgc-hosts-${node}`) as Recorded;
+      const v = volumes.find((r) => r.name === `pgc-hosts-${node}-data`) as Recorded;
+      const host = HOSTS.find((h) => h.name === expected[i])!;
+      assert.ok(providerOf(host.name)(c.provider), `${node}'s container on ${host.name}`);
+      assert.ok(providerOf(host.name)(v.provider), `${node}'s volume on ${host.name}`);
+      const ports = c.inputs.ports as { ip: string }[];
+      // A DNS name cannot be bound: every address of that host then.
+      assert.equal(ports[0].ip, host.name === "h3" ? "0.0.0.0" : host.address);
+      assert.deepEqual(
+        envOf(c).PGC_REPLICATION_PEERS.split(" "),
+        HOSTS.filter((h) => h !== host).map((h) => h.address),
+        `${node} accepts replication from the other hosts`,
+      );
+    }
+    const router = recorded.find((r) => r.name === "pgc-hosts-router" && r.custom) as Recorded;
+    assert.ok(providerOf("h1")(router.provider), "the router on the first host");
+    const config = plain<{ content: string }[]>(router.inputs.uploads)[0].content;
+    const servers = plain<string>(config)
+      .split("\n")
+      .filter((l) => /^\s+server /.test(l));
+    assert.ok(servers.some((l) => /server pgc-hosts-primary pgc-hosts-primary:5432 /.test(l)));
+    assert.ok(servers.some((l) => /server pgc-hosts-replica-1 10\.213\.77\.12:\d+ /.test(l)));
+    assert.ok(servers.some((l) => /server pgc-hosts-replica-2 db3\.example:\d+ /.test(l)));
+
+    const topology = recorded.find((r) => r.name === "pgc-hosts-topology" && r.custom) as Recorded;
+    const nodes = JSON.parse(stepEnv(topology).PGC_NODES) as {
+      name: string;
+      host: string;
+      site: string;
+      dockerHost: string;
+    }[];
+    assert.deepEqual(
+      nodes.map((n) => [n.site, n.host, n.dockerHost]),
+      expected.map((name) => {
+        const h = HOSTS.find((x) => x.name === name)!;
+        return [h.name, h.address, h.dockerHost];
+      }),
+    );
+    assert.equal(stepEnv(topology).PGC_ROUTER_DOCKER_HOST, HOSTS[0].dockerHost);
+    const guard = recorded.find((r) => r.name === "pgc-hosts-guard" && r.custom) as Recorded;
+    assert.deepEqual(
+      JSON.parse(stepEnv(guard).PGC_DOCKER_HOSTS),
+      HOSTS.map((h) => h.dockerHost),
+    );
+
+    const endpoints = await valueOf(cluster.replicaEndpoints);
+    assert.equal(endpoints[0].split(":")[0], "10.213.77.12");
+    assert.equal(endpoints[1].split(":")[0], "db3.example");
+    assert.match(await valueOf(cluster.readWriteEndpoint), /^10\.213\.77\.11:\d+$/);
+    assert.match(await valueOf(cluster.connectionString), /@10\.213\.77\.11:\d+\/mydb$/);
+  });
+
+  it("follows placement, and without hosts keeps one unnamed network and no provider", async () => {
+    const placed = await build("pgc-placed", {
+      replicas: 1,
+      hosts: HOSTS.slice(0, 2),
+      placement: ["h2", "h2"],
+    });
+    const topology = placed.recorded.find((r) => r.name === "pgc-placed-topology" && r.custom)!;
+    const sites = (JSON.parse(stepEnv(topology).PGC_NODES) as { site: string }[]).map(
+      (n) => n.site,
+    );
+    assert.deepEqual(sites, ["h2", "h2"]);
+    const primary = placed.recorded.find((r) => r.name === "pgc-placed-primary" && r.custom)!;
+    assert.equal(envOf(primary).PGC_REPLICATION_PEERS, "10.213.77.11", "the router's host");
+
+    const one = await build("pgc-one", { replicas: 1 });
+    assert.equal(one.recorded.filter((r) => r.type === "pulumi:providers:docker").length, 0);
+    assert.deepEqual(
+      one.recorded.filter((r) => r.type === "docker:index/network:Network").map((n) => n.name),
+      ["pgc-one-net"],
+    );
+    const node = one.recorded.find((r) => r.name === "pgc-one-primary" && r.custom)!;
+    assert.equal(envOf(node).PGC_REPLICATION_PEERS, undefined);
+    assert.ok(!node.provider, "the provider of the component's options");
+  });
+});
