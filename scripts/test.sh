@@ -142,7 +142,7 @@ run_layer() {
       for major in "${majors[@]}"; do
         if [ "$first" = 1 ]; then
           # The first major's pass and the fault files (which kill nodes and fill disks on their
-          # own stacks, each file one suite at a time): one run, four files at a time (each has
+          # own stacks, each file one suite at a time): one run, three files at a time (each has
           # its own stack, ports and network), the longest first so none starts last. The
           # engine-down test (faults/engine.test.ts) is run_layer faults-engine, alone.
           files=()
@@ -150,7 +150,7 @@ run_layer() {
           [ "$1" = e2e ] || files+=(tests/faults/faults.test.ts tests/faults/recovery.test.ts)
           mapfile -t files < <(longest_first "${files[@]}")
           start "$1-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \
-            "${node_test[@]}" --test-concurrency=4 "${files[@]}"
+            "${node_test[@]}" --test-concurrency=3 "${files[@]}"
         elif [ "$1" != faults ]; then
           # Later majors run what depends on the server's major, alongside.
           start "e2e-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \

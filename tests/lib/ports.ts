@@ -1,5 +1,5 @@
 /**
- * Host port blocks for test stacks. e2e and fault files run four at a time, each in its own process: a block
+ * Host port blocks for test stacks. e2e and fault files run three at a time, each in its own process: a block
  * (100 ports from 20000, below Linux's ephemeral range 32768-60999, where a published port can
  * collide with the local end of an outgoing connection) is claimed by creating a marker file
  * exclusively, so two processes never draw the same block; the marker goes when the process ends.
