@@ -24,3 +24,4 @@ export const readOnlyConnectionString = cluster.readOnlyConnectionString;
 export const multiHostReadOnlyConnectionString = cluster.multiHostReadOnlyConnectionString;
 export const replicationReport = cluster.replicationReport;
 export const pgadminUrl = cluster.pgadminUrl;
+export const caCertificate = cluster.caCertificate;

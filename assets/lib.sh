@@ -23,6 +23,18 @@ PGC_PASSFILE="$PGC_CONF_DIR/replication.pgpass"
 PGC_SECRETS_FILE="${PGC_SECRETS_FILE:-/run/secrets/pg-cluster}"
 # Clone count and reason of a data directory made by pg_basebackup (read by verify.mjs).
 PGC_NODE_STATE_FILE="pg-cluster-node.json"
+# With PGC_TLS=on: the node's certificate and key and the cluster's CA (uploads, like the
+# passwords). The server then takes TLS connections only (but for the router's checks), and
+# every libpq client here (psql, pg_basebackup, pg_rewind) verifies its server against the CA.
+PGC_TLS="${PGC_TLS:-off}"
+PGC_TLS_DIR="${PGC_TLS_DIR:-/run/secrets/pg-cluster-tls}"
+if [ "$PGC_TLS" = on ]; then
+  export PGSSLMODE=verify-full PGSSLROOTCERT="$PGC_TLS_DIR/ca.crt"
+  # No client certificate: libpq would look in ~/.postgresql, and HOME stays /root after the
+  # switch to postgres, where it fails on "Permission denied" (a missing file it ignores). The
+  # server (its WAL receiver) inherits this too.
+  export PGSSLCERT="$PGC_TLS_DIR/no-client.crt" PGSSLKEY="$PGC_TLS_DIR/no-client.key"
+fi
 export PGDATA PGC_HOME PGC_VOLUME PGC_CONF_DIR PGC_PORT PGC_LISTEN PGC_SOCKET_DIR PGC_NODE_NAME
 
 pgc_log() { printf '%s pg-cluster[%s]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$PGC_NODE_NAME" "$*" >&2; }
@@ -49,6 +61,11 @@ pgc_become_postgres() {
   if [ -e "$PGC_SECRETS_FILE" ]; then
     chown "$PGC_OS_USER:" "$PGC_SECRETS_FILE"
     chmod 600 "$PGC_SECRETS_FILE"
+  fi
+  # PostgreSQL refuses a key file that others may read, or that is not its own (or root's).
+  if [ -e "$PGC_TLS_DIR/server.key" ]; then
+    chown "$PGC_OS_USER:" "$PGC_TLS_DIR/server.key"
+    chmod 600 "$PGC_TLS_DIR/server.key"
   fi
   if command -v gosu >/dev/null 2>&1; then
     exec gosu "$PGC_OS_USER" "$@"
@@ -130,7 +147,7 @@ pgc_render_config() {
   [ -z "$gateway" ] || reject="host    replication,postgres  $PGC_REPLICATION_USER  ${gateway}/32  reject"
   sed -e "s|@REPLICATION_USER@|$PGC_REPLICATION_USER|g" -e "s|@REPLICATION_CIDR@|$cidr|g" \
     -e "s|@REJECT_GATEWAY@|$reject|" "$PGC_HOME/pg_hba.conf" |
-    pgc_peer_rules >"$PGC_CONF_DIR/pg_hba.conf"
+    pgc_peer_rules | pgc_tls_rules "$cidr" >"$PGC_CONF_DIR/pg_hba.conf"
   sed -e "s|@SUPERUSER@|$PGC_SUPERUSER|g" -e "s|@OS_USER@|$PGC_OS_USER|g" \
     "$PGC_HOME/pg_ident.conf" >"$PGC_CONF_DIR/pg_ident.conf"
   cp "$PGC_HOME/postgresql.conf" "$PGC_CONF_DIR/postgresql.conf"
@@ -151,9 +168,41 @@ pgc_render_config() {
     [ -z "${PGC_MAX_SLOT_WAL_KEEP_SIZE:-}" ] || echo "max_slot_wal_keep_size = '$PGC_MAX_SLOT_WAL_KEEP_SIZE'"
     [ -z "${PGC_MAX_WAL_SIZE:-}" ] || echo "max_wal_size = '$PGC_MAX_WAL_SIZE'"
     echo "min_wal_size = '${PGC_MIN_WAL_SIZE:-32MB}'"
+    if [ "$PGC_TLS" = on ]; then
+      echo "ssl = on"
+      echo "ssl_cert_file = '$PGC_TLS_DIR/server.crt'"
+      echo "ssl_key_file = '$PGC_TLS_DIR/server.key'"
+    fi
   } >"$PGC_CONF_DIR/node.conf"
   chmod 600 "$PGC_CONF_DIR"/*.conf
   pgc_log "configuration written to $PGC_CONF_DIR (replication allowed from $cidr${PGC_REPLICATION_PEERS:+ and $PGC_REPLICATION_PEERS}${gateway:+, refused from $gateway})"
+}
+
+# pgc_tls_rules CIDR — copies pg_hba.conf from stdin; with PGC_TLS=on every `host` rule becomes
+# `hostssl` and, before them, plain connections are refused but for the router's role checks
+# (from the cluster network and the other hosts: HAProxy's tcp-check cannot negotiate
+# PostgreSQL's TLS, and that role can do nothing but log in).
+pgc_tls_rules() {
+  local line peer done=0
+  if [ "$PGC_TLS" != on ]; then
+    cat
+    return 0
+  fi
+  [ -r "$PGC_TLS_DIR/server.crt" ] && [ -r "$PGC_TLS_DIR/server.key" ] ||
+    pgc_die "PGC_TLS=on but $PGC_TLS_DIR/server.crt or server.key is missing; the PostgresCluster component uploads them."
+  while IFS= read -r line; do
+    if [ "$done" = 0 ] && [[ "$line" =~ ^host[[:space:]] ]]; then
+      printf 'hostnossl  postgres     pgc_health  %s  password\n' "$1"
+      for peer in ${PGC_REPLICATION_PEERS:-}; do
+        [[ ! "$peer" =~ ^[0-9.]+$ ]] || peer="$peer/32"
+        printf 'hostnossl  postgres     pgc_health  %s  password\n' "$peer"
+      done
+      printf 'hostnossl  all          all         all  reject\n'
+      done=1
+    fi
+    if [[ "$line" =~ ^host[[:space:]] ]]; then line="hostssl${line#host}"; fi
+    printf '%s\n' "$line"
+  done
 }
 
 # pgc_peer_rules — copies pg_hba.conf from stdin, the @REPLICATION_PEERS@ line replaced by rules
@@ -183,6 +232,7 @@ pgc_peer_rules() {
 pgc_upstream_conninfo() {
   printf 'host=%s port=%s user=%s passfile=%s application_name=%s connect_timeout=5 keepalives_idle=5 keepalives_interval=2 keepalives_count=3' \
     "$1" "$2" "$PGC_REPLICATION_USER" "$PGC_PASSFILE" "$PGC_NODE_NAME"
+  [ "$PGC_TLS" != on ] || printf ' sslmode=verify-full sslrootcert=%s' "$PGC_TLS_DIR/ca.crt"
 }
 
 # pgc_start_args — arguments for `postgres` so it reads the rendered configuration.

@@ -99,6 +99,8 @@ export async function connect(node, deadline, options = {}) {
       application_name: "pg-cluster-post-step",
       // Notices a peer that vanished (a killed container) instead of waiting on it forever.
       keepAlive: true,
+      // With TLS, verify-full against the cluster's CA: the certificate names the host we dial.
+      ...(process.env.PGC_TLS_CA ? { ssl: { ca: process.env.PGC_TLS_CA } } : {}),
       ...options,
     });
     // A server that goes away mid-session emits an error event: without a listener it would

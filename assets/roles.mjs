@@ -202,8 +202,13 @@ export function conninfo(upstream, standby, database = "") {
     ...(database ? [`dbname=${database}`] : []),
     `application_name=${standby.name}`,
     "connect_timeout=5 keepalives_idle=5 keepalives_interval=2 keepalives_count=3",
+    // With TLS (PGC_TLS=on), the node verifies its upstream against the CA in its container.
+    ...(process.env.PGC_TLS === "on" ? [`sslmode=verify-full sslrootcert=${CONTAINER_CA}`] : []),
   ].join(" ");
 }
+
+/** The cluster's CA certificate inside every node's container (components/tls.ts uploads it). */
+export const CONTAINER_CA = "/run/secrets/pg-cluster-tls/ca.crt";
 
 /**
  * Whether a standby's settings point at `upstream` through its own slot. Compared by host, port
@@ -217,6 +222,8 @@ export function follows(state, upstream, standby) {
   return (
     field("host") === at.host &&
     field("port") === String(at.port) &&
+    // Turning TLS on re-points every standby, so that it verifies its upstream.
+    (process.env.PGC_TLS !== "on" || field("sslmode") === "verify-full") &&
     state.upstreamSlot === standby.slot
   );
 }

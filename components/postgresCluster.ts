@@ -9,6 +9,7 @@ import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
 import { RollGate } from "./rollGate";
 import { ROUTER_PORTS, Router, healthPassword } from "./router";
+import { ClusterTls } from "./tls";
 import { Topology } from "./topology";
 import { VersionGuard } from "./versionGuard";
 import {
@@ -76,6 +77,8 @@ export class PostgresCluster extends pulumi.ComponentResource {
   public readonly replicationReport: pulumi.Output<ReplicationReport>;
   /** pgAdmin's web UI (`http://host:port`), when `pgadmin.enabled`. */
   public readonly pgadminUrl?: pulumi.Output<string>;
+  /** With `tls`: the cluster's CA certificate (PEM), for clients' `sslrootcert`. */
+  public readonly caCertificate?: pulumi.Output<string>;
 
   /** Node 0, `<name>-primary`: the first primary (see `nodes` for the current roles). */
   get primary(): PostgresNode {
@@ -154,6 +157,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
     this.readOnlyConnectionString = o.readOnlyConnectionString;
     this.multiHostReadOnlyConnectionString = o.multiHostReadOnlyConnectionString;
     this.replicationReport = check.report;
+    if (ctx.tls) this.caCertificate = ctx.tls.caCertificate;
     if (pgadmin && s.pgadmin) {
       const url = `http://${hostPort(ctx.sites[0].address, s.pgadmin.port)}`;
       this.pgadminUrl = pulumi.all([check.step.id, pgadmin.container.id]).apply(() => url);
@@ -163,6 +167,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
       ...o,
       replicationReport: this.replicationReport,
       ...(this.pgadminUrl ? { pgadminUrl: this.pgadminUrl } : {}),
+      ...(this.caCertificate ? { caCertificate: this.caCertificate } : {}),
     });
   }
 }
@@ -185,6 +190,8 @@ interface ClusterContext {
   readonly addresses: readonly NodeAddress[];
   /** The Docker hosts, the first one the router's (one, the provider's, without `hosts`). */
   readonly sites: readonly Site[];
+  /** The CA and each node's certificate, with `tls`. */
+  readonly tls?: ClusterTls;
   /** Options for a child on `site`'s engine ({@link child}, with that host's provider). */
   readonly on: (
     site: Site,
@@ -243,6 +250,28 @@ function clusterSites(name: string, s: ClusterSettings, child: ClusterContext["c
 
 const IPV4_LITERAL = /^\d{1,3}(\.\d{1,3}){3}$/;
 
+/**
+ * What each node's certificate must name: every name and address it is dialled at with
+ * verify-full. Its container name (its peers on the same host), every host's address (peers on
+ * other hosts and the steps reach it there, and clients through the router reach the router's
+ * host and get this node's certificate), the router's name (clients on the cluster network), and
+ * the published `host`, `localhost` and 127.0.0.1 (clients on the Docker host).
+ */
+function tlsSubjects(
+  s: ClusterSettings,
+  sites: readonly Site[],
+  routerName: string,
+): { nodeName: string; dnsNames: string[]; ipAddresses: string[] }[] {
+  const addresses = [...new Set([s.host, ...sites.map((site) => site.address), "127.0.0.1"])];
+  const ipAddresses = addresses.filter((a) => IPV4_LITERAL.test(a));
+  const names = addresses.filter((a) => !IPV4_LITERAL.test(a));
+  return s.nodeNames.map((nodeName) => ({
+    nodeName,
+    dnsNames: [...new Set([nodeName, routerName, ...names, "localhost"])],
+    ipAddresses,
+  }));
+}
+
 function clusterContext(
   name: string,
   s: ClusterSettings,
@@ -268,11 +297,19 @@ function clusterContext(
   }));
   const routerName = `${name}-router`;
   const health = pulumi.secret(superuserPassword.apply(healthPassword));
+  const tls = s.tls
+    ? new ClusterTls(
+        `${name}-tls`,
+        { clusterName: name, nodes: tlsSubjects(s, sites, routerName) },
+        child(),
+      )
+    : undefined;
   return {
     name,
     s,
     child,
     sites,
+    tls,
     on: (site, ...deps) => ({
       ...child(...deps),
       ...(site.provider ? { provider: site.provider } : {}),
@@ -292,6 +329,7 @@ function clusterContext(
       PGC_ROUTER: routerName,
       ...(sites[0].dockerHost ? { PGC_ROUTER_DOCKER_HOST: sites[0].dockerHost } : {}),
       PGC_HEALTH_PASSWORD: health,
+      ...(tls ? { PGC_TLS: "on", PGC_TLS_CA: tls.caCertificate } : {}),
     },
     addresses,
   };
@@ -349,8 +387,12 @@ function createNodes(
         PGC_SLOT_NAME: a.slot,
         PGC_DATABASE: s.database,
         ...(peers.length > 0 ? { PGC_REPLICATION_PEERS: peers.join(" ") } : {}),
+        ...(ctx.tls ? { PGC_TLS: "on" } : {}),
       }),
       secrets,
+      ...(ctx.tls
+        ? { tls: { files: ctx.tls.nodeFiles.get(a.name)!, ca: ctx.tls.caCertificate } }
+        : {}),
     };
     const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
     const gate = new RollGate(
@@ -525,12 +567,17 @@ function clusterOutputs(ctx: ClusterContext, check: ReplicationCheck) {
   const published = (a: NodeAddress) => hostPort(a.host, a.port);
   const internal = (a: NodeAddress) => hostPort(a.internalHost, CONTAINER_PORT);
   const routerAt = (port: number) => hostPort(ctx.sites[0].address, port);
-  const uri = (endpoints: string[], query = "") =>
-    pulumi.secret(
+  // With TLS, clients verify the node against the CA (caCertificate: PGSSLROOTCERT).
+  const tlsParams = s.tls ? ["sslmode=verify-full"] : [];
+  const uri = (endpoints: string[], params: string[] = []) => {
+    const all = [...params, ...tlsParams];
+    const query = all.length > 0 ? `?${all.join("&")}` : "";
+    return pulumi.secret(
       pulumi
         .all([verified, ctx.superuserPassword])
         .apply(([, pw]) => libpqUri(s, pw, endpoints, query)),
     );
+  };
   return {
     nodes: after(() =>
       addresses.map((a) => ({
@@ -553,7 +600,10 @@ function clusterOutputs(ctx: ClusterContext, check: ReplicationCheck) {
     multiHostReadOnlyConnectionString:
       standbys.length === 0
         ? uri([published(primary)])
-        : uri(standbys.map(published), "?target_session_attrs=standby&load_balance_hosts=random"),
+        : uri(standbys.map(published), [
+            "target_session_attrs=standby",
+            "load_balance_hosts=random",
+          ]),
   };
 }
 

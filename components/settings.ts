@@ -20,6 +20,7 @@ export const DEFAULTS = {
   verifyTimeoutSeconds: 120,
   switchoverMaxLag: "16MB",
   routerImage: "haproxy:2.6",
+  tls: false,
 } as const;
 
 /** Defaults of the optional pgAdmin ({@link PgAdminArgs}). */
@@ -134,6 +135,14 @@ export interface PostgresClusterArgs {
    * @default round-robin over `hosts`, node 0 on the first
    */
   readonly placement?: string[];
+  /**
+   * TLS on every network connection: a CA and a certificate per node made by the program (kept
+   * secret in state), `hostssl` rules only (plain connections refused, but for the router's
+   * checks), replication and the steps on `sslmode=verify-full`, the CA certificate in the
+   * `caCertificate` output. Turning it on rolls the nodes (their containers get the files).
+   * @default false (issue 11: to become the default)
+   */
+  readonly tls?: boolean;
 }
 
 /** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
@@ -201,6 +210,7 @@ export interface ClusterSettings {
   readonly maxReplicationSlots: number;
   /** pgAdmin, when enabled. */
   readonly pgadmin?: PgAdminSettings;
+  readonly tls: boolean;
   /** The Docker hosts, when given, and each node's host (by name), node 0 first. */
   readonly hosts?: {
     readonly list: readonly DockerHostArgs[];
@@ -574,6 +584,11 @@ export function validateClusterArgs(
     );
   }
 
+  const tls = args.tls ?? DEFAULTS.tls;
+  if (typeof tls !== "boolean") {
+    p.add("tls", tls, "must be true or false", "pulumi config set tls true");
+  }
+
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
   const primary = args.primary ?? nodeNames[0] ?? "";
   if (clusterName !== undefined) {
@@ -605,6 +620,7 @@ export function validateClusterArgs(
     primary,
     switchoverMaxLagBytes: Math.round(walSizeMB(switchoverMaxLag) * 1024 * 1024),
     ...replicationCapacity(count),
+    tls: tls === true,
     ...(pgadmin ? { pgadmin } : {}),
     ...(hosts ? { hosts } : {}),
   };

@@ -62,6 +62,10 @@ export function clusterArgsFromConfig(
   // in pulumi.secret, and Pulumi keeps them encrypted in config and state.
   const { pgadminPort, ...clusterNumbers } = numbers;
   const { pgadminEmail, pgadminImage, ...clusterStrings } = strings;
+  const tls = read("tls")?.trim();
+  if (tls !== undefined && tls !== "true" && tls !== "false") {
+    problems.add("tls", tls, "must be true or false", "pulumi config set tls true");
+  }
   const pgadmin = read("pgadmin")?.trim();
   if (pgadmin !== undefined && pgadmin !== "true" && pgadmin !== "false") {
     problems.add("pgadmin", pgadmin, "must be true or false", "pulumi config set pgadmin true");
@@ -89,6 +93,7 @@ export function clusterArgsFromConfig(
       ? {}
       : { placement: placement as PostgresClusterArgs["placement"] }),
     ...clusterNumbers,
+    ...(tls === undefined ? {} : { tls: tls === "true" }),
     superuserPassword: read("superuserPassword") as string,
     replicationPassword: read("replicationPassword") as string,
     // Flat keys in stack config (pgadmin, pgadminPort, ...), one object for the component.

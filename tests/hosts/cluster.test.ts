@@ -1,9 +1,10 @@
 /**
  * A cluster across three Docker engines (issue 11): real `pulumi up` of the program with `hosts`
- * set, on the engines scripts/hosts.sh starts in network namespaces (h1..h3 at 10.213.77.11-13).
- * Replicas stream from the primary's host address, replication is accepted from the cluster's
- * hosts only, a switchover and a scale cross hosts, a cut link heals, and destroy leaves nothing
- * on any engine. Traffic goes only to the namespaces' addresses.
+ * and `tls` set, on the engines scripts/hosts.sh starts in network namespaces (h1..h3 at
+ * 10.213.77.11-13). Replicas stream over TLS from the primary's host address, replication is
+ * accepted from the cluster's hosts only, plain connections are refused, clients verify the
+ * nodes with the CA output, a switchover and a scale cross hosts, a cut link heals, and destroy
+ * leaves nothing on any engine. Traffic goes only to the namespaces' addresses.
  */
 import * as assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -12,7 +13,14 @@ import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { CountingWriter, missingIds, waitCaughtUp } from "../lib/faults";
 import { ROUTER_IMAGE } from "../lib/majors";
-import { IMAGE, REPLICATION_PASSWORD, newStack, queryAt } from "../lib/stack";
+import {
+  IMAGE,
+  REPLICATION_PASSWORD,
+  SUPERUSER_PASSWORD,
+  newStack,
+  queryAt,
+  trustCa,
+} from "../lib/stack";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const HOSTS_SCRIPT = path.join(ROOT, "scripts", "hosts.sh");
@@ -36,24 +44,28 @@ function dockerOn(host: (typeof HOSTS)[number], ...args: string[]): string {
 async function walsenders(endpoint: string): Promise<Record<string, string>> {
   const rows = await queryAt<{ application_name: string; client_addr: string }>(
     endpoint,
-    "SELECT application_name, host(client_addr) AS client_addr FROM pg_stat_replication WHERE state = 'streaming'",
+    "SELECT application_name, host(client_addr) AS client_addr FROM pg_stat_replication WHERE state = 'streaming' AND application_name NOT LIKE '%-control'",
   );
   return Object.fromEntries(rows.map((r) => [r.application_name, r.client_addr]));
 }
 
-/** A session as the replication role to database postgres (pg_rewind's), or its refusal. */
-async function replicationRoleSession(endpoint: string): Promise<string> {
+/** A session to `endpoint`, or its refusal: "accepted", "on TLS" or "refused: <why>". */
+async function session(
+  endpoint: string,
+  user: string,
+  password: string,
+  ssl: pg.ClientConfig["ssl"],
+  database = "postgres",
+): Promise<string> {
   const [host, port] = endpoint.split(":");
-  const c = new pg.Client({
-    host,
-    port: Number(port),
-    user: "replicator",
-    password: REPLICATION_PASSWORD,
-    database: "postgres",
-  });
+  const c = new pg.Client({ host, port: Number(port), user, password, database, ssl });
+  c.on("error", () => {});
   try {
     await c.connect();
-    return "accepted";
+    const [{ ssl }] = (
+      await c.query<{ ssl: boolean }>("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    ).rows;
+    return ssl ? "on TLS" : "accepted";
   } catch (err) {
     return `refused: ${(err as Error).message}`;
   } finally {
@@ -62,7 +74,9 @@ async function replicationRoleSession(endpoint: string): Promise<string> {
 }
 
 describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
-  const stack = newStack("hst", { hosts: JSON.stringify(HOSTS) });
+  const stack = newStack("hst", { hosts: JSON.stringify(HOSTS), tls: "true" });
+  let ca = "";
+  const outputsOf = { readWrite: "" };
   const c = stack.clusterName;
   const at = (host: number, node: number) => `${HOSTS[host].address}:${stack.basePort + node}`;
   // Round-robin: the primary on h1, replica-1 on h2, replica-2 on h3 (replica-3 on h1).
@@ -78,6 +92,7 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     try {
       await stack.remove();
     } finally {
+      trustCa(undefined);
       hostsScript("down");
     }
   });
@@ -86,6 +101,9 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     const t0 = Date.now();
     const { outputs } = await stack.up();
     t.diagnostic(`pulumi up of 1 + 2 on three engines: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    ca = outputs.caCertificate as string;
+    assert.match(ca, /^-----BEGIN CERTIFICATE-----/);
+    trustCa(ca);
     for (const [i, host] of HOSTS.entries()) {
       const names = dockerOn(host, "ps", "--format", "{{.Names}}").split("\n").sort();
       const expected = [i === 0 ? `${c}-primary` : `${c}-replica-${i}`];
@@ -101,6 +119,8 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
       assert.equal(n, 3, `the Wizards rows on ${r}`);
     }
     assert.equal(outputs.readWriteEndpoint, `${HOSTS[0].address}:${stack.basePort - 2}`);
+    outputsOf.readWrite = outputs.readWriteEndpoint as string;
+    assert.match(outputs.connectionString as string, /\?sslmode=verify-full$/);
     assert.deepEqual(outputs.replicaEndpoints, replicas);
     const [{ standby }] = await queryAt<{ standby: boolean }>(
       outputs.readOnlyEndpoint as string,
@@ -109,10 +129,47 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     assert.equal(standby, true, "the router on h1 reaches the standbys on h2 and h3");
   });
 
+  it("TLS: every walsender, verify-full with the CA output; plain and wrong-CA clients refused", async () => {
+    const senders = await queryAt<{ application_name: string; ssl: boolean; version: string }>(
+      primary,
+      `SELECT r.application_name, s.ssl, s.version FROM pg_stat_replication r
+         JOIN pg_stat_ssl s USING (pid) WHERE r.application_name NOT LIKE '%-control' ORDER BY 1`,
+    );
+    assert.deepEqual(
+      senders.map((r) => [r.application_name, r.ssl]),
+      [
+        [`${c}-replica-1`, true],
+        [`${c}-replica-2`, true],
+      ],
+    );
+    const [{ conninfo }] = await queryAt<{ conninfo: string }>(
+      replicas[0],
+      "SELECT conninfo FROM pg_stat_wal_receiver",
+    );
+    assert.match(conninfo, /sslmode=verify-full/, "the standby verifies its upstream");
+    const su = (ssl: pg.ClientConfig["ssl"], endpoint = primary) =>
+      session(endpoint, "postgres", SUPERUSER_PASSWORD, ssl, "mydb");
+    assert.equal(await su({ ca }), "on TLS", "verify-full with the CA output");
+    assert.equal(await su({ ca }, replicas[1]), "on TLS", "a replica on h3 by its address");
+    assert.match(
+      await su(false),
+      /^refused: pg_hba.conf rejects connection for host "10\.213\.77\.1", user "postgres", database "mydb", no encryption/,
+    );
+    const other = spawnSync("node", [path.join(ROOT, "assets", "tls.mjs"), "ca"], {
+      env: { ...process.env, PGC_TLS_CA_NAME: "another CA", PGC_TLS_DAYS: "1" },
+      encoding: "utf8",
+    });
+    const wrongCa = (JSON.parse(other.stdout) as { certificate: string }).certificate;
+    assert.match(await su({ ca: wrongCa }), /^refused: .*(self.signed|certificate)/i);
+    // The router forwards bytes: a client through it verifies the node it lands on.
+    const routed = outputsOf.readWrite;
+    assert.equal(await su({ ca }, routed), "on TLS", "through the router");
+  });
+
   it("accepts the replication role from the cluster's hosts only", async () => {
     // This machine is 10.213.77.1 on the hosts' bridge: not a host of the cluster.
     assert.match(
-      await replicationRoleSession(primary),
+      await session(primary, "replicator", REPLICATION_PASSWORD, { ca }),
       /^refused: pg_hba.conf rejects connection for host "10\.213\.77\.1", user "replicator"/,
     );
     // From h2, through h1's published port, as its replica's connections arrive.
@@ -128,7 +185,7 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
         "psql",
         "-Atc",
         "SELECT 1",
-        `host=${HOSTS[0].address} port=${stack.basePort} user=replicator dbname=postgres`,
+        `host=${HOSTS[0].address} port=${stack.basePort} user=replicator dbname=postgres sslmode=verify-full sslrootcert=/run/secrets/pg-cluster-tls/ca.crt`,
       ],
       { encoding: "utf8" },
     );

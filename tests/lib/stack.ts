@@ -94,7 +94,15 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
   };
 }
 
-/** Connects with `pg` to a `host:port` endpoint as the superuser. */
+/** The CA the test clients verify servers against (a cluster with `tls`), or none. */
+let trustedCa: string | undefined;
+
+/** Makes every later {@link connectTo} use TLS, verify-full against `ca` (undefined: no TLS). */
+export function trustCa(ca: string | undefined): void {
+  trustedCa = ca;
+}
+
+/** Connects with `pg` to a `host:port` endpoint as the superuser (TLS after {@link trustCa}). */
 export async function connectTo(endpoint: string, database = "mydb"): Promise<pg.Client> {
   const [host, port] = endpoint.split(":");
   const client = new pg.Client({
@@ -104,6 +112,7 @@ export async function connectTo(endpoint: string, database = "mydb"): Promise<pg
     password: SUPERUSER_PASSWORD,
     database,
     connectionTimeoutMillis: 5000,
+    ...(trustedCa ? { ssl: { ca: trustedCa } } : {}),
   });
   await client.connect();
   return client;

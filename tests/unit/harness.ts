@@ -39,6 +39,16 @@ pulumi.runtime.setMocks(
       };
       // The post-step's stdout is its JSON report; the mock provider returns an empty one.
       if (args.type === "command:local:Command") state.stdout = JSON.stringify({ replicas: [] });
+      // A TLS step prints a certificate and key (components/tls.ts); these name their step.
+      if (
+        args.type === "command:local:Command" &&
+        /^node tls\.mjs /.test(String(args.inputs.create))
+      ) {
+        state.stdout = JSON.stringify({
+          certificate: `CERT ${args.name}`,
+          key: `KEY ${args.name}`,
+        });
+      }
       return { id: `${args.name}-id`, state };
     },
     call(args) {

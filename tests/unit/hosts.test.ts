@@ -5,7 +5,7 @@
  */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { Recorded, build, plain, valueOf } from "./harness";
+import { Recorded, build, inputIsSecret, plain, valueOf } from "./harness";
 
 const HOSTS = [
   { name: "h1", dockerHost: "unix:///run/h1.sock", address: "10.213.77.11" },
@@ -124,5 +124,77 @@ describe("nodes on several Docker hosts", () => {
     const node = one.recorded.find((r) => r.name === "pgc-one-primary" && r.custom)!;
     assert.equal(envOf(node).PGC_REPLICATION_PEERS, undefined);
     assert.ok(!node.provider, "the provider of the component's options");
+  });
+});
+
+describe("TLS (tls: true)", () => {
+  it("makes a CA and a certificate per node naming every address it is dialled at, secret and not logged", async () => {
+    const { recorded, cluster } = await build("pgc-tls", { replicas: 1, hosts: HOSTS, tls: true });
+    const steps = recorded.filter(
+      (r) => r.type === "command:local:Command" && /^node tls\.mjs /.test(String(r.inputs.create)),
+    );
+    assert.deepEqual(
+      steps.map((r) => [r.name, r.inputs.create]),
+      [
+        ["pgc-tls-tls-ca", "node tls.mjs ca"],
+        ["pgc-tls-primary-tls", "node tls.mjs node"],
+        ["pgc-tls-replica-1-tls", "node tls.mjs node"],
+      ],
+    );
+    for (const step of steps)
+      assert.equal(step.inputs.logging, "stderr", `${step.name} logs no key`);
+    const env = stepEnv(steps[2]);
+    assert.deepEqual(JSON.parse(env.PGC_TLS_DNS_NAMES), [
+      "pgc-tls-replica-1",
+      "pgc-tls-router",
+      "localhost",
+      "db3.example",
+    ]);
+    assert.deepEqual(JSON.parse(env.PGC_TLS_IP_ADDRESSES), [
+      "10.213.77.11",
+      "10.213.77.12",
+      "127.0.0.1",
+    ]);
+    assert.equal(env.PGC_TLS_CA_KEY, "KEY pgc-tls-tls-ca", "the CA's key, from the CA step");
+
+    const node = recorded.find((r) => r.name === "pgc-tls-replica-1" && r.custom)!;
+    assert.equal(envOf(node).PGC_TLS, "on");
+    const uploads = plain<{ file: string; content: unknown; permissions?: string }[]>(
+      node.inputs.uploads,
+    ).filter((u) => u.file.startsWith("/run/secrets/pg-cluster-tls/"));
+    assert.deepEqual(
+      uploads.map((u) => [u.file, plain(u.content), u.permissions ?? ""]),
+      [
+        ["/run/secrets/pg-cluster-tls/server.crt", "CERT pgc-tls-replica-1-tls", ""],
+        ["/run/secrets/pg-cluster-tls/server.key", "KEY pgc-tls-replica-1-tls", "0600"],
+        ["/run/secrets/pg-cluster-tls/ca.crt", "CERT pgc-tls-tls-ca", ""],
+      ],
+    );
+    assert.ok(
+      inputIsSecret(node.inputs.uploads) || inputIsSecret(uploads[1].content),
+      "the key is secret",
+    );
+    const topology = recorded.find((r) => r.name === "pgc-tls-topology" && r.custom)!;
+    assert.equal(stepEnv(topology).PGC_TLS, "on");
+    assert.equal(stepEnv(topology).PGC_TLS_CA, "CERT pgc-tls-tls-ca");
+
+    assert.equal(await valueOf(cluster.caCertificate!), "CERT pgc-tls-tls-ca");
+    assert.match(await valueOf(cluster.connectionString), /\/mydb\?sslmode=verify-full$/);
+    assert.match(
+      await valueOf(cluster.multiHostReadOnlyConnectionString),
+      /\?target_session_attrs=standby&load_balance_hosts=random&sslmode=verify-full$/,
+    );
+  });
+
+  it("is off by default: no TLS step, upload or setting", async () => {
+    const { recorded, cluster } = await build("pgc-notls", { replicas: 1 });
+    assert.equal(
+      recorded.filter((r) => /^node tls\.mjs /.test(String(r.inputs.create ?? ""))).length,
+      0,
+    );
+    const node = recorded.find((r) => r.name === "pgc-notls-primary" && r.custom)!;
+    assert.equal(envOf(node).PGC_TLS, undefined);
+    assert.equal(cluster.caCertificate, undefined);
+    assert.doesNotMatch(await valueOf(cluster.connectionString), /sslmode/);
   });
 });
