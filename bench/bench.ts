@@ -125,8 +125,8 @@ function newStack(tag: string): {
 
 /**
  * `pulumi up` start → the post-step done (the cluster verified): the issue's measure. The
- * Automation API's call returns ~0.7 s later, after reading the outputs back with two more CLI
- * runs; a user's `pulumi up` does not pay that.
+ * Automation API's call returns later, after reading the outputs back with another CLI run
+ * (tests/lib/pulumiStack.ts); a user's `pulumi up` does not pay that.
  */
 function verifiedSeconds(r: UpResult): number {
   if (r.verifiedMs === undefined) throw new Error("the post-step did not run in this up");

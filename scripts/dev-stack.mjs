@@ -307,16 +307,22 @@ function record(hash) {
 }
 
 /**
- * The router's read-write and read-only endpoints and pgAdmin's URL ("-" without it) on one line,
- * then the replication report as JSON, from the state's stack outputs.
+ * The router's read-write and read-only endpoints, pgAdmin's URL and, with TLS, the file the CA
+ * certificate was written to (beside the stamp; "-" without either) on one line, then the
+ * replication report as JSON, from the state's stack outputs.
  */
 function outputs(d = deployment()) {
   const stack = (d?.resources ?? []).find((r) => r.type === "pulumi:pulumi:Stack");
   const o = stack?.outputs ?? {};
   // A secret output is stored encrypted; show what `pulumi stack output` would show.
   const shown = (v) => (v && typeof v === "object" && "ciphertext" in v ? "[secret]" : v);
+  let caFile = "-";
+  if (typeof o.caCertificate === "string") {
+    caFile = path.join(path.dirname(STAMP), "ca.crt");
+    fs.writeFileSync(caFile, o.caCertificate);
+  }
   process.stdout.write(
-    `${shown(o.readWriteEndpoint) ?? ""} ${shown(o.readOnlyEndpoint) ?? ""} ${shown(o.pgadminUrl) ?? "-"}\n`,
+    `${shown(o.readWriteEndpoint) ?? ""} ${shown(o.readOnlyEndpoint) ?? ""} ${shown(o.pgadminUrl) ?? "-"} ${caFile}\n`,
   );
   process.stdout.write(`${JSON.stringify(shown(o.replicationReport) ?? null, null, 2)}\n`);
 }

@@ -18,9 +18,11 @@ export PG_CLUSTER_DOCKER_READY=1
 
 # report — the replication report and how to connect, from `stack_state outputs` on stdin.
 report() {
-  local rw ro pgadmin json
-  read -r rw ro pgadmin
+  local rw ro pgadmin ca json tls=""
+  read -r rw ro pgadmin ca
   json="$(cat)"
+  # With TLS (tls config): clients verify the nodes against the cluster's CA, written here.
+  [ "$ca" = - ] || tls=" sslmode=verify-full sslrootcert=$ca"
   [ "$pgadmin" = - ] || cat <<EOT
 
 pgAdmin: $pgadmin   (every node is registered; connecting asks for the superuser's password)
@@ -33,8 +35,8 @@ Replication report (stack $STACK):
 $json
 
 Connect (password: npm run --silent pulumi -- config get superuserPassword):
-  psql "host=${rw%:*} port=${rw##*:} user=postgres dbname=mydb"   # read-write: always the primary
-  psql "host=${ro%:*} port=${ro##*:} user=postgres dbname=mydb"   # read-only: the replicas
+  psql "host=${rw%:*} port=${rw##*:} user=postgres dbname=mydb$tls"   # read-write: always the primary
+  psql "host=${ro%:*} port=${ro##*:} user=postgres dbname=mydb$tls"   # read-only: the replicas
   docker exec -it pg-cluster-$STACK-primary psql -U postgres -d mydb   # one node, in its container
 Tear down: npm run down
 EOT

@@ -8,8 +8,10 @@ import { ROUTER_IMAGE } from "./majors";
 import { ChangeSummary, PulumiStack, UpResult } from "./pulumiStack";
 import { claimPortBlock } from "./ports";
 
-export const SUPERUSER_PASSWORD = "e2e-Su-pw-4f9b21c7";
-export const REPLICATION_PASSWORD = "e2e-Repl-pw-8a3d55e0";
+// Each test process (file) its own: a test that looks for its passwords in the machine's process
+// list must not find another file's (the CLI test sets them on `pulumi config set` command lines).
+export const SUPERUSER_PASSWORD = `e2e-Su-pw-${process.pid}-4f9b21c7`;
+export const REPLICATION_PASSWORD = `e2e-Repl-pw-${process.pid}-8a3d55e0`;
 
 /** The image the e2e layers run (PG_CLUSTER_E2E_IMAGE, default the local PostgreSQL 15 image). */
 export const IMAGE = process.env.PG_CLUSTER_E2E_IMAGE ?? "pg-cluster-postgres:15";
