@@ -22,7 +22,8 @@ report() {
   read -r rw ro pgadmin ca
   json="$(cat)"
   # With TLS (tls config): clients verify the nodes against the cluster's CA, written here.
-  [ "$ca" = - ] || tls=" sslmode=verify-full sslrootcert=$ca"
+  # (Quoted for libpq: a checkout path may hold spaces.)
+  [ "$ca" = - ] || tls=" sslmode=verify-full sslrootcert='$ca'"
   [ "$pgadmin" = - ] || cat <<EOT
 
 pgAdmin: $pgadmin   (every node is registered; connecting asks for the superuser's password)
