@@ -587,6 +587,14 @@ export function validateClusterArgs(
   const tls = args.tls ?? DEFAULTS.tls;
   if (typeof tls !== "boolean") {
     p.add("tls", tls, "must be true or false", "pulumi config set tls true");
+  } else if (tls && pgadmin) {
+    // Its servers.json registers plain connections, which TLS refuses: not built yet.
+    p.add(
+      "pgadmin",
+      args.pgadmin,
+      "is not available with tls yet (pgAdmin would connect without TLS, which the nodes refuse)",
+      "pulumi config set pgadmin false, or pulumi config set tls false",
+    );
   }
 
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);

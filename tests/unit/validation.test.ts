@@ -289,6 +289,19 @@ describe("hosts and placement", () => {
     });
   });
 
+  it("refuses pgAdmin with tls, for now", () => {
+    assert.throws(
+      () =>
+        validateClusterArgs({
+          ...PASSWORDS,
+          tls: true,
+          pgadmin: { enabled: true, password: "pgadmin-Secret-1a2b" },
+        }),
+      /pgadmin = .*: is not available with tls yet .*Fix: pulumi config set pgadmin false, or pulumi config set tls false/,
+    );
+    assert.equal(validateClusterArgs({ ...PASSWORDS, tls: true }).tls, true);
+  });
+
   it("refuses pgAdmin with hosts, for now", () => {
     const hosts = [{ name: "h1", dockerHost: "unix:///run/h1.sock", address: "10.0.0.1" }];
     assert.throws(
@@ -321,6 +334,19 @@ describe("hosts and placement from stack config", () => {
       configError({ hosts: "h1,h2" }),
       HEADER(1) +
         `  - hosts = "h1,h2": must be a list (set it with --path). Fix: pulumi config set --path 'hosts[0].name' h1 (and dockerHost, address)`,
+    );
+  });
+});
+
+describe("tls from stack config", () => {
+  it("reads true and false, and names any other value with its fix", () => {
+    const read = (tls: string) => (key: string) =>
+      ({ ...PASSWORDS, tls })[key as "tls"] as string | undefined;
+    assert.equal(clusterArgsFromConfig(read("true")).settings.tls, true);
+    assert.equal(clusterArgsFromConfig(read("false")).settings.tls, false);
+    assert.throws(
+      () => clusterArgsFromConfig(read("yes")),
+      /tls = "yes": must be true or false\. Fix: pulumi config set tls true/,
     );
   });
 });
