@@ -207,7 +207,10 @@ export function conninfo(upstream, standby, database = "") {
   ].join(" ");
 }
 
-/** The cluster's CA certificate inside every node's container (components/tls.ts uploads it). */
+/**
+ * The cluster's CA certificate inside every node's container: components/tls.ts
+ * CONTAINER_TLS_DIR, lib.sh PGC_TLS_DIR.
+ */
 export const CONTAINER_CA = "/run/secrets/pg-cluster-tls/ca.crt";
 
 /**

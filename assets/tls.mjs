@@ -17,8 +17,9 @@ import { pathToFileURL } from "node:url";
 import { jsonEnv, log, requireEnv } from "./pgnode.mjs";
 
 /**
- * A certificate and its private key (PKCS#8, which PostgreSQL's ssl_key_file accepts), as PEM.
- * @typedef {{ certificate: string, key: string }} Pem
+ * A certificate and its private key (PKCS#8, which PostgreSQL's ssl_key_file accepts), as PEM:
+ * what components/tls.ts parses from this program's output.
+ * @typedef {import("../components/tls").KeyPair} Pem
  */
 
 const { crypto } = globalThis;

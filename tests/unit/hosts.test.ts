@@ -5,6 +5,10 @@
  */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { CONTAINER_CA } from "../../assets/roles.mjs";
+import { CONTAINER_TLS_DIR } from "../../components/tls";
 import { Recorded, build, inputIsSecret, plain, valueOf } from "./harness";
 
 const HOSTS = [
@@ -184,6 +188,12 @@ describe("TLS (tls: true)", () => {
       await valueOf(cluster.multiHostReadOnlyConnectionString),
       /\?target_session_attrs=standby&load_balance_hosts=random&sslmode=verify-full$/,
     );
+  });
+
+  it("puts the files where the entrypoint and the steps look for them", () => {
+    assert.equal(CONTAINER_CA, `${CONTAINER_TLS_DIR}/ca.crt`, "roles.mjs");
+    const lib = fs.readFileSync(path.join(__dirname, "..", "..", "assets", "lib.sh"), "utf8");
+    assert.ok(lib.includes(`PGC_TLS_DIR="\${PGC_TLS_DIR:-${CONTAINER_TLS_DIR}}"`), "lib.sh");
   });
 
   it("is off by default: no TLS step, upload or setting", async () => {
