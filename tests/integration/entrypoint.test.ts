@@ -280,7 +280,9 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
       assert.ok(postmaster !== null, `${n.name} runs a server`);
       const procEnv = fs.readFileSync(`/proc/${postmaster}/environ`, "utf8");
       const dump = path.join(n.volume, "backend-env");
-      await sql(n, `COPY (SELECT 1) TO PROGRAM 'env > ${dump}'`);
+      // The program reads its input first: one that exits before PostgreSQL has written the row
+      // to it fails the COPY with "Broken pipe" (seen in CI under load).
+      await sql(n, `COPY (SELECT 1) TO PROGRAM 'cat >/dev/null; env > ${dump}'`);
       const backendEnv = fs.readFileSync(dump, "utf8");
       for (const [what, env] of [
         ["postmaster", procEnv],
