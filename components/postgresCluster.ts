@@ -1,4 +1,5 @@
 import * as crypto from "crypto";
+import { isIP } from "net";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT, secretsFile } from "./assets";
@@ -9,7 +10,7 @@ import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
 import { RollGate } from "./rollGate";
 import { ROUTER_PORTS, Router, healthPassword } from "./router";
-import { ClusterTls } from "./tls";
+import { ClusterTls, TlsSubject } from "./tls";
 import { Topology } from "./topology";
 import { VersionGuard } from "./versionGuard";
 import {
@@ -241,14 +242,12 @@ function clusterSites(name: string, s: ClusterSettings, child: ClusterContext["c
       dockerHost: h.dockerHost,
       address: h.address,
       // Other hosts connect to it there; a DNS name cannot be bound, so every address is then.
-      bindAddress: IPV4_LITERAL.test(h.address) ? h.address : "0.0.0.0",
+      bindAddress: isIP(h.address) ? h.address : "0.0.0.0",
       provider,
       network: network(`${name}-net-${h.name}`, { ...child(), provider }),
     };
   });
 }
-
-const IPV4_LITERAL = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 /**
  * What each node's certificate must name: every name and address it is dialled at with
@@ -257,14 +256,10 @@ const IPV4_LITERAL = /^\d{1,3}(\.\d{1,3}){3}$/;
  * host and get this node's certificate), the router's name (clients on the cluster network), and
  * the published `host`, `localhost` and 127.0.0.1 (clients on the Docker host).
  */
-function tlsSubjects(
-  s: ClusterSettings,
-  sites: readonly Site[],
-  routerName: string,
-): { nodeName: string; dnsNames: string[]; ipAddresses: string[] }[] {
+function tlsSubjects(s: ClusterSettings, sites: readonly Site[], routerName: string): TlsSubject[] {
   const addresses = [...new Set([s.host, ...sites.map((site) => site.address), "127.0.0.1"])];
-  const ipAddresses = addresses.filter((a) => IPV4_LITERAL.test(a));
-  const names = addresses.filter((a) => !IPV4_LITERAL.test(a));
+  const ipAddresses = addresses.filter((a) => isIP(a));
+  const names = addresses.filter((a) => !isIP(a));
   return s.nodeNames.map((nodeName) => ({
     nodeName,
     dnsNames: [...new Set([nodeName, routerName, ...names, "localhost"])],
@@ -285,16 +280,17 @@ function clusterContext(
     PGC_DATABASE: s.database,
   };
   const sites = clusterSites(name, s, child);
-  const siteOf = (i: number) =>
-    s.hosts ? (sites.find((site) => site.name === s.hosts?.placement[i]) as Site) : sites[0];
-  const addresses = s.nodeNames.map((nodeName, i) => ({
-    name: nodeName,
-    host: siteOf(i).address,
-    port: ports[i],
-    internalHost: nodeName,
-    slot: nodeSlotName(i),
-    ...(s.hosts ? { site: siteOf(i).name, dockerHost: siteOf(i).dockerHost } : {}),
-  }));
+  const addresses = s.nodeNames.map((nodeName, i) => {
+    const site = siteNamed(sites, s.hosts?.placement[i]);
+    return {
+      name: nodeName,
+      host: site.address,
+      port: ports[i],
+      internalHost: nodeName,
+      slot: nodeSlotName(i),
+      ...(s.hosts ? { site: site.name, dockerHost: site.dockerHost } : {}),
+    };
+  });
   const routerName = `${name}-router`;
   const health = pulumi.secret(superuserPassword.apply(healthPassword));
   const tls = s.tls
@@ -467,7 +463,12 @@ function createRouter(ctx: ClusterContext, firstGate: RollGate): Router {
 
 /** The Docker host a node runs on. */
 function siteOf(ctx: ClusterContext, a: NodeAddress): Site {
-  return ctx.sites.find((site) => site.name === a.site) ?? ctx.sites[0];
+  return siteNamed(ctx.sites, a.site);
+}
+
+/** The host of that name (a name from `hosts`), or the one host when there is no `hosts`. */
+function siteNamed(sites: readonly Site[], name: string | undefined): Site {
+  return sites.find((site) => site.name === name) ?? sites[0];
 }
 
 /**
