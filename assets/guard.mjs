@@ -16,11 +16,11 @@
 import { spawnSync } from "node:child_process";
 import { dockerEnv, jsonEnv, log, requireEnv } from "./pgnode.mjs";
 
-/** The engine the checks below talk to (undefined: DOCKER_HOST's). @type {string | undefined} */
-let engine;
-
-/** @param {string[]} args @param {number} [timeoutMs] */
-function docker(args, timeoutMs = 60_000) {
+/**
+ * The docker CLI against `engine` (undefined: the environment's DOCKER_HOST).
+ * @param {string | undefined} engine @param {string[]} args @param {number} [timeoutMs]
+ */
+function docker(engine, args, timeoutMs = 60_000) {
   const r = spawnSync("docker", args, {
     encoding: "utf8",
     env: dockerEnv(engine),
@@ -38,10 +38,7 @@ function main() {
   const cluster = requireEnv("PGC_CLUSTER");
   /** @type {(string | undefined)[]} */
   const engines = process.env.PGC_DOCKER_HOSTS ? jsonEnv("PGC_DOCKER_HOSTS") : [undefined];
-  const results = engines.map((e) => {
-    engine = e;
-    return check(image, cluster);
-  });
+  const results = engines.map((engine) => check(image, cluster, engine));
   const major = results.find((r) => r.major !== null)?.major ?? null;
   const volumes = results.flatMap((r) => r.volumes);
   if (major !== null) {
@@ -51,18 +48,24 @@ function main() {
 }
 
 /**
- * The image's major and every volume's on the current engine; throws naming both majors when a
- * volume's differs. @param {string} image @param {string} cluster
+ * The image's major and every volume's on `engine`; throws naming both majors when a volume's
+ * differs. @param {string} image @param {string} cluster @param {string | undefined} engine
  * @returns {{ major: string | null, volumes: { volume: string, major: string | null }[] }}
  */
-function check(image, cluster) {
-  const volumes = docker(["volume", "ls", "-q", "--filter", `label=pg-cluster.cluster=${cluster}`])
+function check(image, cluster, engine) {
+  const volumes = docker(engine, [
+    "volume",
+    "ls",
+    "-q",
+    "--filter",
+    `label=pg-cluster.cluster=${cluster}`,
+  ])
     .out.split("\n")
     .filter(Boolean);
   if (volumes.length === 0) return { major: null, volumes: [] };
-  if (!docker(["image", "inspect", image]).ok) {
+  if (!docker(engine, ["image", "inspect", image]).ok) {
     log(`image ${image} is not on the Docker engine ${engine ?? "of DOCKER_HOST"}: pulling it`);
-    const pull = docker(["pull", image], 300_000);
+    const pull = docker(engine, ["pull", image], 300_000);
     if (!pull.ok) {
       throw new Error(
         `image ${image} is not on the Docker engine ${engine ?? "of DOCKER_HOST"} and cannot be pulled (${lastLine(pull.err)}); nothing was changed. Fix: pulumi config set image <an image this engine has or can pull>, e.g. the one the cluster runs now.`,
@@ -73,7 +76,7 @@ function check(image, cluster) {
   const mounts = volumes.flatMap((v, i) => ["-v", `${v}:/pgc/${i}:ro`]);
   const script =
     'postgres --version; for i in "$@"; do printf "%s %s\\n" "$i" "$(cat /pgc/$i/pgdata/PG_VERSION 2>/dev/null)"; done';
-  const run = docker([
+  const run = docker(engine, [
     "run",
     "--rm",
     "--network",
