@@ -193,10 +193,9 @@ pgc_tls_rules() {
   while IFS= read -r line; do
     if [ "$done" = 0 ] && [[ "$line" =~ ^host[[:space:]] ]]; then
       printf 'hostnossl  postgres     pgc_health  %s  password\n' "$1"
-      for peer in ${PGC_REPLICATION_PEERS:-}; do
-        [[ ! "$peer" =~ ^[0-9.]+$ ]] || peer="$peer/32"
+      while IFS= read -r peer; do
         printf 'hostnossl  postgres     pgc_health  %s  password\n' "$peer"
-      done
+      done < <(pgc_peer_addresses)
       printf 'hostnossl  all          all         all  reject\n'
       done=1
     fi
@@ -211,19 +210,26 @@ pgc_tls_rules() {
 # router's checks, from exactly that address (an IPv4 address as /32; a DNS name, which
 # PostgreSQL checks forward and reverse).
 pgc_peer_rules() {
-  local line peer address
+  local line address
   while IFS= read -r line; do
     if [ "$line" != "@REPLICATION_PEERS@" ]; then
       printf '%s\n' "$line"
       continue
     fi
-    for peer in ${PGC_REPLICATION_PEERS:-}; do
-      address="$peer"
-      [[ ! "$peer" =~ ^[0-9.]+$ ]] || address="$peer/32"
+    while IFS= read -r address; do
       printf 'host    replication  %s  %s  scram-sha-256\n' "$PGC_REPLICATION_USER" "$address"
       printf 'host    postgres     %s  %s  scram-sha-256\n' "$PGC_REPLICATION_USER" "$address"
       printf 'host    postgres     pgc_health  %s  password\n' "$address"
-    done
+    done < <(pgc_peer_addresses)
+  done
+}
+
+# pgc_peer_addresses — each address of PGC_REPLICATION_PEERS as pg_hba.conf takes it, one per
+# line: an IPv4 address as /32 (exactly that host), a DNS name as it is.
+pgc_peer_addresses() {
+  local peer
+  for peer in ${PGC_REPLICATION_PEERS:-}; do
+    if [[ "$peer" =~ ^[0-9.]+$ ]]; then printf '%s/32\n' "$peer"; else printf '%s\n' "$peer"; fi
   done
 }
 
