@@ -15,6 +15,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import pg from "pg";
+import { hostsScript, testHosts } from "../tests/lib/hosts";
 import { PulumiStack, requirePulumiPlugins } from "../tests/lib/pulumiStack";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -30,11 +31,7 @@ const PG_BIN = fs
   .map((v) => `/usr/lib/postgresql/${v}/bin`)
   .sort()
   .reverse()[0];
-const HOSTS = [1, 2, 3].map((n) => ({
-  name: `h${n}`,
-  dockerHost: `unix:///run/pg-cluster-hosts/h${n}.sock`,
-  address: `10.213.77.${10 + n}`,
-}));
+const HOSTS = testHosts(3);
 
 interface Case {
   name: string;
@@ -70,10 +67,6 @@ const stats = (xs: number[]): Stats => {
   return { p50: q(0.5), p99: q(0.99), max: s[s.length - 1] ?? 0, n: s.length };
 };
 const r1 = (x: number) => Math.round(x * 10) / 10;
-
-function hostsScript(...args: string[]): void {
-  execFileSync("bash", [path.join(ROOT, "scripts", "hosts.sh"), ...args], { stdio: "ignore" });
-}
 
 /** The libpq environment for a client of this case (verify-full against the CA file with TLS). */
 function clientEnv(caFile?: string): NodeJS.ProcessEnv {

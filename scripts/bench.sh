@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # `npm run bench`: provisions what the benchmark needs, then runs bench/bench.ts (see its header).
+# `npm run bench:hosts` (scripts/bench.sh hosts): bench/hosts.ts, several Docker hosts and TLS;
+# it needs root (network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib.sh
 source scripts/lib.sh
+program=bench/bench.ts
+if [ "${1:-}" = hosts ]; then
+  need_root "the several-hosts benchmark (network namespaces, dockerd)"
+  program=bench/hosts.ts
+fi
 bash scripts/provision-node-deps.sh
 bash scripts/provision-docker.sh --compose
 apt_install postgresql-15
@@ -12,4 +19,4 @@ bash scripts/provision-image.sh --local router >/dev/null
 bash scripts/provision-toolchain.sh
 # shellcheck source=env.sh
 source scripts/env.sh
-exec node --import tsx bench/bench.ts
+exec node --import tsx "$program"

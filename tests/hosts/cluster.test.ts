@@ -12,6 +12,7 @@ import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { CountingWriter, missingIds, waitCaughtUp } from "../lib/faults";
+import { dockerOn, hostsScript, testHosts } from "../lib/hosts";
 import { ROUTER_IMAGE } from "../lib/majors";
 import {
   IMAGE,
@@ -23,22 +24,7 @@ import {
 } from "../lib/stack";
 
 const ROOT = path.resolve(__dirname, "..", "..");
-const HOSTS_SCRIPT = path.join(ROOT, "scripts", "hosts.sh");
-const HOSTS = [1, 2, 3].map((n) => ({
-  name: `h${n}`,
-  dockerHost: `unix:///run/pg-cluster-hosts/h${n}.sock`,
-  address: `10.213.77.${10 + n}`,
-}));
-
-function hostsScript(...args: string[]): string {
-  const r = spawnSync("bash", [HOSTS_SCRIPT, ...args], { encoding: "utf8", timeout: 300_000 });
-  assert.equal(r.status, 0, `scripts/hosts.sh ${args.join(" ")}: ${r.stderr}`);
-  return r.stdout;
-}
-
-function dockerOn(host: (typeof HOSTS)[number], ...args: string[]): string {
-  return execFileSync("docker", ["-H", host.dockerHost, ...args], { encoding: "utf8" }).trim();
-}
+const HOSTS = testHosts(3);
 
 /** The client addresses the primary at `endpoint` streams to, by standby name. */
 async function walsenders(endpoint: string): Promise<Record<string, string>> {

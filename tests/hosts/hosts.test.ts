@@ -9,41 +9,23 @@
 import * as assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { TestHost, dockerOn, hostsScript } from "../lib/hosts";
 
-const ROOT = path.resolve(__dirname, "..", "..");
-const HOSTS = path.join(ROOT, "scripts", "hosts.sh");
 const IMAGE = process.env.PG_CLUSTER_E2E_IMAGE ?? "pg-cluster-postgres:15";
 
-interface Host {
-  name: string;
-  address: string;
-  socket: string;
-}
-
-function hostsScript(...args: string[]): string {
-  const r = spawnSync("bash", [HOSTS, ...args], { encoding: "utf8", timeout: 300_000 });
-  assert.equal(r.status, 0, `scripts/hosts.sh ${args.join(" ")}: ${r.stderr}`);
-  return r.stdout;
-}
-
-function dockerOn(h: Host, ...args: string[]): string {
-  return execFileSync("docker", ["-H", h.socket, ...args], { encoding: "utf8" }).trim();
-}
-
 /** Runs bash in a throw-away container of the node image on host `h`; its stdout, or its error. */
-function bashOn(h: Host, script: string): { status: number | null; out: string } {
+function bashOn(h: TestHost, script: string): { status: number | null; out: string } {
   const r = spawnSync(
     "docker",
-    ["-H", h.socket, "run", "--rm", "--entrypoint", "bash", IMAGE, "-c", script],
+    ["-H", h.dockerHost, "run", "--rm", "--entrypoint", "bash", IMAGE, "-c", script],
     { encoding: "utf8", timeout: 60_000 },
   );
   return { status: r.status, out: `${r.stdout}${r.stderr}`.trim() };
 }
 
 describe("several Docker hosts on one machine (scripts/hosts.sh)", { timeout: 600_000 }, () => {
-  let hosts: Host[] = [];
+  let hosts: TestHost[] = [];
 
   before(() => {
     // A run that was killed may have left hosts behind: start from nothing.
@@ -53,7 +35,7 @@ describe("several Docker hosts on one machine (scripts/hosts.sh)", { timeout: 60
       .split("\n")
       .map((line) => {
         const [name, address, socket] = line.split(" ");
-        return { name, address, socket };
+        return { name, address, dockerHost: `unix://${socket}` };
       });
   });
   after(() => {
