@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin)"
+  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin)"
 }
 
 HOLD="$PGC_CONF_DIR/hold"
@@ -30,7 +30,7 @@ json_string() {
 # print_status [EXTRA] — the node's status as one JSON line on the result descriptor (3), with
 # EXTRA (`"key":value`) appended. Read from pg_controldata, which needs no running server.
 print_status() {
-  local volume=empty sysid=null state=null lsn=null tli=null standby=false hold=false running=false
+  local volume=empty sysid=null state=null lsn=null tli=null standby=false hold=false running=false tls=false
   local out
   if pgc_populated; then
     volume=populated
@@ -44,9 +44,10 @@ print_status() {
   [ ! -e "$PGDATA/standby.signal" ] || standby=true
   [ ! -e "$HOLD" ] || hold=true
   ! pgc_server_running || running=true
-  printf '{"node":%s,"volume":"%s","systemIdentifier":%s,"state":%s,"checkpointLsn":%s,"timeline":%s,"standby":%s,"hold":%s,"running":%s%s}\n' \
+  ! pgc_tls_installed || tls=true
+  printf '{"node":%s,"volume":"%s","systemIdentifier":%s,"state":%s,"checkpointLsn":%s,"timeline":%s,"standby":%s,"hold":%s,"running":%s,"tls":%s%s}\n' \
     "$(json_string "$PGC_NODE_NAME")" "$volume" "$sysid" "$state" "$lsn" "${tli:-null}" \
-    "$standby" "$hold" "$running" "${1:+,$1}" >&3
+    "$standby" "$hold" "$running" "$tls" "${1:+,$1}" >&3
 }
 
 # controldata_field OUTPUT LABEL — the value after "LABEL:" in pg_controldata's output.
@@ -264,6 +265,82 @@ set_passwords() {
   pgc_log "passwords of $PGC_SUPERUSER and $PGC_REPLICATION_USER set"
 }
 
+# tls — the node's TLS material from stdin: the cluster's CA certificate, this node's certificate,
+# then its key (PEM blocks, in that order), installed in PGC_TLS_DIR (0600, the server's user's);
+# empty stdin removes it. When that changes what the server runs: the configuration rendered
+# again, a standby's upstream connection made to verify its server (or not), and a reload — a
+# new certificate, or TLS turned on or off, without a restart or a new container. Adds
+# "tls":"installed"|"removed"|"unchanged".
+tls() {
+  local input verdict=unchanged new="$PGC_TLS_DIR.new" mask f
+  input="$(cat)"
+  mask="$(umask)"
+  umask 077
+  if [ -z "$input" ]; then
+    if [ -e "$PGC_TLS_DIR" ]; then
+      rm -rf "$PGC_TLS_DIR"
+      verdict=removed
+    fi
+  else
+    rm -rf "$new"
+    mkdir -p "$new"
+    printf '%s\n' "$input" | awk -v dir="$new" '/^-----BEGIN /{n++} n>0 {print > (dir "/" n ".pem")}'
+    if ! grep -q '^-----BEGIN CERTIFICATE-----' "$new/1.pem" "$new/2.pem" 2>/dev/null ||
+      ! grep -q '^-----BEGIN PRIVATE KEY-----' "$new/3.pem" 2>/dev/null || [ -e "$new/4.pem" ]; then
+      rm -rf "$new"
+      pgc_die "ctl.sh tls reads three PEM blocks on stdin (the CA's certificate, the node's certificate, its key), or nothing to remove TLS; nothing was changed."
+    fi
+    mv "$new/1.pem" "$new/ca.crt"
+    mv "$new/2.pem" "$new/server.crt"
+    mv "$new/3.pem" "$new/server.key"
+    for f in ca.crt server.crt server.key; do
+      cmp -s "$new/$f" "$PGC_TLS_DIR/$f" || verdict=installed
+    done
+    if [ "$verdict" = installed ]; then
+      rm -rf "$PGC_TLS_DIR"
+      mv "$new" "$PGC_TLS_DIR"
+    else
+      rm -rf "$new"
+    fi
+  fi
+  umask "$mask"
+  result_extra="\"tls\":\"$verdict\""
+  pgc_tls_env
+  if [ "$verdict" = unchanged ]; then
+    # Unchanged files, but a server started before they came (or by an older release) may still
+    # run without them, or with TLS after they went.
+    pgc_server_running || return 0
+    [ "$(pgc_local_psql -c "SHOW ssl")" != "$(pgc_tls_installed && echo on || echo off)" ] || return 0
+  fi
+  pgc_render_config
+  tls_upstream
+  if pgc_server_running; then
+    pgc_local_psql -c "SELECT pg_reload_conf()" >/dev/null
+    pgc_log "TLS $( pgc_tls_installed && echo on || echo off): configuration reloaded"
+  fi
+}
+
+# tls_upstream — a standby's primary_conninfo with the TLS options of pgc_conninfo_tls: by ALTER
+# SYSTEM on a running server (the reload that follows restarts its WAL receiver), in
+# postgresql.auto.conf on a stopped one.
+tls_upstream() {
+  local current wanted slot
+  pgc_populated && [ -e "$PGDATA/standby.signal" ] || return 0
+  if pgc_server_running; then
+    current="$(pgc_local_psql -c "SHOW primary_conninfo")"
+    [ -n "$current" ] || return 0
+    wanted="$(pgc_conninfo_tls "$current")"
+    [ "$wanted" = "$current" ] ||
+      pgc_local_psql -c "ALTER SYSTEM SET primary_conninfo = $(pgc_sql_literal "$wanted")" >/dev/null
+  else
+    current="$(sed -n "s/^primary_conninfo = '\(.*\)'\$/\1/p" "$PGDATA/postgresql.auto.conf" 2>/dev/null | tail -n 1)"
+    slot="$(sed -n "s/^primary_slot_name = '\(.*\)'\$/\1/p" "$PGDATA/postgresql.auto.conf" 2>/dev/null | tail -n 1)"
+    [ -n "$current" ] || return 0
+    wanted="$(pgc_conninfo_tls "$current")"
+    [ "$wanted" = "$current" ] || pgc_set_upstream "$PGDATA" "$wanted" "$slot"
+  fi
+}
+
 # release — removes hold: the entrypoint starts the server (a standby iff standby.signal exists).
 release() {
   rm -f "$HOLD"
@@ -282,7 +359,7 @@ main() {
   local verb="${1:-}"
   [ $# = 0 ] || shift
   case "$verb:$#" in
-    status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0) ;;
+    status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0) ;;
     bootstrap-clone:2 | follow:2 | reclone:2) require_port "$2" ;;
     *) usage ;;
   esac
@@ -301,6 +378,7 @@ main() {
     release) release ;;
     follow) follow "$1" "$2" ;;
     set-passwords) set_passwords ;;
+    tls) tls ;;
   esac
   print_status "$result_extra"
 }

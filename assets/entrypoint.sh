@@ -62,6 +62,8 @@ wait_until_startable() {
       why="held: waiting for ctl.sh release"
     elif ! pgc_populated; then
       why="empty volume: waiting for the topology step (ctl.sh bootstrap-initdb or bootstrap-clone)"
+    elif [ "$PGC_TLS" = on ] && ! pgc_tls_installed; then
+      why="TLS is on but no certificate is installed: waiting for the topology step (ctl.sh tls)"
     else
       return 0
     fi
@@ -74,9 +76,22 @@ wait_until_startable() {
   return 1
 }
 
-# start_server — postgres in the background, as a standby iff standby.signal exists.
+# tls_as_configured — with TLS off for this node (PGC_TLS), a certificate left on the volume (a
+# node turned back before its roll finished) is removed: the container's environment decides.
+tls_as_configured() {
+  if [ "$PGC_TLS" != on ] && [ -e "$PGC_TLS_DIR" ]; then
+    pgc_log "TLS is off for this node: removing the certificate installed in $PGC_TLS_DIR"
+    rm -rf "$PGC_TLS_DIR"
+  fi
+  pgc_tls_env
+}
+
+# start_server — postgres in the background, as a standby iff standby.signal exists, with the
+# configuration rendered again (ctl.sh tls may have installed or removed TLS since the last start).
 start_server() {
   local args
+  tls_as_configured
+  pgc_render_config
   mapfile -t args < <(pgc_start_args)
   if [ -e "$PGDATA/standby.signal" ]; then
     pgc_log "starting PostgreSQL (standby: standby.signal is present)"
@@ -166,6 +181,7 @@ main() {
     PGC_MAX_WAL_SENDERS PGC_MAX_REPLICATION_SLOTS
   PGC_SLOT_CHECK_SECONDS="${PGC_SLOT_CHECK_SECONDS:-5}"
   take_secrets
+  tls_as_configured
   pgc_render_config
   local standby
   while wait_until_startable; do

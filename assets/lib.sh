@@ -23,18 +23,33 @@ PGC_PASSFILE="$PGC_CONF_DIR/replication.pgpass"
 PGC_SECRETS_FILE="${PGC_SECRETS_FILE:-/run/secrets/pg-cluster}"
 # Clone count and reason of a data directory made by pg_basebackup (read by verify.mjs).
 PGC_NODE_STATE_FILE="pg-cluster-node.json"
-# With PGC_TLS=on: the node's certificate and key and the cluster's CA (uploads, like the
-# passwords). The server then takes TLS connections only (but for the router's checks), and
-# every libpq client here (psql, pg_basebackup, pg_rewind) verifies its server against the CA.
+# TLS (PGC_TLS=on): the node's certificate and key and the cluster's CA live on the volume, in
+# PGC_TLS_DIR, installed by `ctl.sh tls` (the topology step's; a new certificate is a reload, no
+# new container). While they are there the server takes TLS connections only (but for the
+# router's checks), and every libpq client here (psql, pg_basebackup, pg_rewind) verifies its
+# server against the CA.
 PGC_TLS="${PGC_TLS:-off}"
-PGC_TLS_DIR="${PGC_TLS_DIR:-/run/secrets/pg-cluster-tls}"
-if [ "$PGC_TLS" = on ]; then
-  export PGSSLMODE=verify-full PGSSLROOTCERT="$PGC_TLS_DIR/ca.crt"
-  # No client certificate: libpq would look in ~/.postgresql, and HOME stays /root after the
-  # switch to postgres, where it fails on "Permission denied" (a missing file it ignores). The
-  # server (its WAL receiver) inherits this too.
-  export PGSSLCERT="$PGC_TLS_DIR/no-client.crt" PGSSLKEY="$PGC_TLS_DIR/no-client.key"
-fi
+PGC_TLS_DIR="${PGC_TLS_DIR:-$PGC_CONF_DIR/tls}"
+
+# pgc_tls_installed — true while PGC_TLS_DIR holds the CA, the certificate and the key.
+pgc_tls_installed() {
+  [ -s "$PGC_TLS_DIR/ca.crt" ] && [ -s "$PGC_TLS_DIR/server.crt" ] && [ -s "$PGC_TLS_DIR/server.key" ]
+}
+
+# pgc_tls_env — libpq's environment for this process and its children: verify-full against the
+# CA while TLS is installed, libpq's defaults otherwise.
+pgc_tls_env() {
+  if pgc_tls_installed; then
+    export PGSSLMODE=verify-full PGSSLROOTCERT="$PGC_TLS_DIR/ca.crt"
+    # No client certificate: libpq would look in ~/.postgresql, and HOME stays /root after the
+    # switch to postgres, where it fails on "Permission denied" (a missing file it ignores). The
+    # server (its WAL receiver) inherits this too.
+    export PGSSLCERT="$PGC_TLS_DIR/no-client.crt" PGSSLKEY="$PGC_TLS_DIR/no-client.key"
+  else
+    unset PGSSLMODE PGSSLROOTCERT PGSSLCERT PGSSLKEY
+  fi
+}
+pgc_tls_env
 export PGDATA PGC_HOME PGC_VOLUME PGC_CONF_DIR PGC_PORT PGC_LISTEN PGC_SOCKET_DIR PGC_NODE_NAME
 
 pgc_log() { printf '%s pg-cluster[%s]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$PGC_NODE_NAME" "$*" >&2; }
@@ -61,11 +76,6 @@ pgc_become_postgres() {
   if [ -e "$PGC_SECRETS_FILE" ]; then
     chown "$PGC_OS_USER:" "$PGC_SECRETS_FILE"
     chmod 600 "$PGC_SECRETS_FILE"
-  fi
-  # PostgreSQL refuses a key file that others may read, or that is not its own (or root's).
-  if [ -e "$PGC_TLS_DIR/server.key" ]; then
-    chown "$PGC_OS_USER:" "$PGC_TLS_DIR/server.key"
-    chmod 600 "$PGC_TLS_DIR/server.key"
   fi
   if command -v gosu >/dev/null 2>&1; then
     exec gosu "$PGC_OS_USER" "$@"
@@ -168,7 +178,7 @@ pgc_render_config() {
     [ -z "${PGC_MAX_SLOT_WAL_KEEP_SIZE:-}" ] || echo "max_slot_wal_keep_size = '$PGC_MAX_SLOT_WAL_KEEP_SIZE'"
     [ -z "${PGC_MAX_WAL_SIZE:-}" ] || echo "max_wal_size = '$PGC_MAX_WAL_SIZE'"
     echo "min_wal_size = '${PGC_MIN_WAL_SIZE:-32MB}'"
-    if [ "$PGC_TLS" = on ]; then
+    if pgc_tls_installed; then
       echo "ssl = on"
       echo "ssl_cert_file = '$PGC_TLS_DIR/server.crt'"
       echo "ssl_key_file = '$PGC_TLS_DIR/server.key'"
@@ -178,18 +188,16 @@ pgc_render_config() {
   pgc_log "configuration written to $PGC_CONF_DIR (replication allowed from $cidr${PGC_REPLICATION_PEERS:+ and $PGC_REPLICATION_PEERS}${gateway:+, refused from $gateway})"
 }
 
-# pgc_tls_rules CIDR — copies pg_hba.conf from stdin; with PGC_TLS=on every `host` rule becomes
+# pgc_tls_rules CIDR — copies pg_hba.conf from stdin; with TLS installed every `host` rule becomes
 # `hostssl` and, before them, plain connections are refused but for the router's role checks
 # (from the cluster network and the other hosts: HAProxy's tcp-check cannot negotiate
 # PostgreSQL's TLS, and that role can do nothing but log in).
 pgc_tls_rules() {
   local line peer done=0
-  if [ "$PGC_TLS" != on ]; then
+  if ! pgc_tls_installed; then
     cat
     return 0
   fi
-  [ -r "$PGC_TLS_DIR/server.crt" ] && [ -r "$PGC_TLS_DIR/server.key" ] ||
-    pgc_die "PGC_TLS=on but $PGC_TLS_DIR/server.crt or server.key is missing; the PostgresCluster component uploads them."
   while IFS= read -r line; do
     if [ "$done" = 0 ] && [[ "$line" =~ ^host[[:space:]] ]]; then
       printf 'hostnossl  postgres     pgc_health  %s  password\n' "$1"
@@ -238,7 +246,24 @@ pgc_peer_addresses() {
 pgc_upstream_conninfo() {
   printf 'host=%s port=%s user=%s passfile=%s application_name=%s connect_timeout=5 keepalives_idle=5 keepalives_interval=2 keepalives_count=3' \
     "$1" "$2" "$PGC_REPLICATION_USER" "$PGC_PASSFILE" "$PGC_NODE_NAME"
-  [ "$PGC_TLS" != on ] || printf ' sslmode=verify-full sslrootcert=%s' "$PGC_TLS_DIR/ca.crt"
+  ! pgc_tls_installed || printf ' sslmode=verify-full sslrootcert=%s' "$PGC_TLS_DIR/ca.crt"
+}
+
+# pgc_conninfo_tls CONNINFO — CONNINFO with its TLS options matching this node's (for `ctl.sh
+# tls`, turning TLS on or off): verify-full against the CA while TLS is installed, else libpq's
+# default, prefer, spelled out: a server started with TLS inherited PGSSLMODE=verify-full.
+pgc_conninfo_tls() {
+  local word words out=()
+  read -ra words <<<"$1"
+  for word in "${words[@]}"; do
+    case "${word%%=*}" in sslmode | sslrootcert) ;; *) out+=("$word") ;; esac
+  done
+  if pgc_tls_installed; then
+    out+=("sslmode=verify-full" "sslrootcert=$PGC_TLS_DIR/ca.crt")
+  else
+    out+=("sslmode=prefer")
+  fi
+  printf '%s' "${out[*]}"
 }
 
 # pgc_start_args — arguments for `postgres` so it reads the rendered configuration.

@@ -9,6 +9,7 @@
  * topology.mjs).
  */
 import { spawn } from "node:child_process";
+import * as path from "node:path";
 import { connect, dockerEnv, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 
 /**
@@ -72,9 +73,21 @@ export function ctl(node, ...args) {
  * @returns {Promise<any>}
  */
 export function ctlWithInput(node, input, ...args) {
+  return runCtl(node, CONTAINER_CTL, input, args);
+}
+
+/** The node's own ctl.sh, in its image's assets (components/postgresNode.ts). */
+const CONTAINER_CTL = "/opt/pg-cluster/ctl.sh";
+
+/**
+ * Runs `script` (a ctl.sh in the node's container) with `args`, `input` on its stdin.
+ * @param {TopologyNode} node @param {string} script @param {string | null} input
+ * @param {string[]} args @returns {Promise<any>}
+ */
+function runCtl(node, script, input, args) {
   const custom = process.env.PGC_CTL ? jsonEnv("PGC_CTL")[node.name] : undefined;
   const exec = input === null ? ["docker", "exec"] : ["docker", "exec", "-i"];
-  const argv = custom?.argv ?? [...exec, node.name, "bash", "/opt/pg-cluster/ctl.sh"];
+  const argv = custom?.argv ?? [...exec, node.name, "bash", script];
   const env = { ...dockerEnv(node.dockerHost), ...(custom?.env ?? {}) };
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], [...argv.slice(1), ...args], {
@@ -208,10 +221,58 @@ export function conninfo(upstream, standby, database = "") {
 }
 
 /**
- * The cluster's CA certificate inside every node's container: components/tls.ts
+ * The cluster's CA certificate inside every node's container, on its volume: components/tls.ts
  * CONTAINER_TLS_DIR, lib.sh PGC_TLS_DIR.
  */
-export const CONTAINER_CA = "/run/secrets/pg-cluster-tls/ca.crt";
+export const CONTAINER_CA = "/var/lib/postgresql/data/conf/tls/ca.crt";
+
+/**
+ * Copies this run's assets into the node's container (`docker cp`, to /tmp), for a verb its own
+ * ctl.sh, from an older release, lacks; returns the copied ctl.sh. Tests (PGC_CTL) run their own.
+ * @param {TopologyNode} node @returns {Promise<string | undefined>}
+ */
+export async function copyAssets(node) {
+  if (process.env.PGC_CTL) return undefined;
+  const target = "/tmp/pg-cluster-assets";
+  // The step's program (node roll.mjs) is in the assets directory.
+  const here = path.dirname(path.resolve(process.argv[1]));
+  await new Promise((resolve, reject) => {
+    const child = spawn("docker", ["cp", `${here}/.`, `${node.name}:${target}`], {
+      env: dockerEnv(node.dockerHost),
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (d) => (err += d));
+    child.on("error", reject);
+    child.on("close", (code) =>
+      code === 0
+        ? resolve(undefined)
+        : reject(new Error(`${node.name}: docker cp of the assets failed: ${err.trim()}`)),
+    );
+  });
+  return `${target}/ctl.sh`;
+}
+
+/**
+ * Installs the node's TLS material (PGC_TLS_FILES, by node name) with `ctl.sh tls`, or removes it
+ * when the cluster has no TLS, reloading the server when that changed anything. `script` is the
+ * ctl.sh to run: the container's own, or one copied in by {@link copyAssets}.
+ * @param {TopologyNode} node @param {string} [script] @returns {Promise<string>} what ctl.sh did
+ */
+export async function installTls(node, script) {
+  const bundles = process.env.PGC_TLS_FILES ? jsonEnv("PGC_TLS_FILES") : {};
+  const input = bundles[node.name] ?? "";
+  if (process.env.PGC_TLS === "on" && !input) {
+    throw new Error(`PGC_TLS_FILES has no TLS material for ${node.name}`);
+  }
+  const result = await runCtl(node, script ?? CONTAINER_CTL, input ? `${input}\n` : "", ["tls"]);
+  if (result.tls !== "unchanged") {
+    act(
+      `${node.name}: TLS ${input ? "certificate installed" : "removed"} (configuration reloaded)`,
+    );
+  }
+  return result.tls;
+}
 
 /**
  * Whether a standby's settings point at `upstream` through its own slot. Compared by host, port
@@ -225,8 +286,8 @@ export function follows(state, upstream, standby) {
   return (
     field("host") === at.host &&
     field("port") === String(at.port) &&
-    // Turning TLS on re-points every standby, so that it verifies its upstream.
-    (process.env.PGC_TLS !== "on" || field("sslmode") === "verify-full") &&
+    // Turning TLS on or off re-points every standby, so that it verifies its upstream, or not.
+    (field("sslmode") === "verify-full") === (process.env.PGC_TLS === "on") &&
     state.upstreamSlot === standby.slot
   );
 }

@@ -14,11 +14,13 @@
  *    makes it a standby again after its replacement, and moves the primary back if the config
  *    names it). With no other node, the replacement is a restart of the only node.
  *
- * The first gate also makes the primary use the passwords the up carries (a password change).
+ * The first gate also gives the running nodes the TLS the up asks for (turning it on or off), and
+ * makes the primary use the passwords the up carries (a password change).
  *
  * Environment: as topology.mjs (PGC_NODES, credentials, PGC_DESIRED_PRIMARY, PGC_ROUTER,
  * PGC_TIMEOUT_SECONDS, PGC_SWITCHOVER_MAX_LAG_BYTES, PGC_HEALTH_PASSWORD, PGC_CTL), and
  *   PGC_REPLICATION_PASSWORD  the replication role's password
+ *   PGC_TLS_FILES     with TLS: each node's CA, certificate and key (topology.mjs)
  *   PGC_ROLL_NODE     the node whose container comes after this gate
  *   PGC_ROLL_AFTER    the node whose container came before it ("" for the first)
  *   PGC_ROLL_SPEC     {"image", "env": ["KEY=value", ...]}: the container the up will run
@@ -33,9 +35,11 @@ import {
   act,
   actions,
   ctl,
+  copyAssets,
   ctlWithInput,
   drainStandby,
   ensureHealthRole,
+  installTls,
   lsnBytes,
   observe,
   query,
@@ -166,6 +170,26 @@ async function successor(p, nodes) {
 }
 
 /**
+ * Before the first container of a roll is replaced: every running node gets the TLS the up asks
+ * for (PGC_TLS_FILES, or none), by `ctl.sh tls` and a reload, primary first. Turning TLS on, the
+ * old primary then offers TLS with a certificate the new standbys verify; turning it off, the old
+ * nodes take plain connections from the new ones. A node's ctl.sh from a release without the
+ * verb runs this release's, copied in. Nodes that do not answer are left to the topology step.
+ * @param {TopologyNode[]} nodes
+ */
+async function ensureTls(nodes) {
+  const states = await Promise.all(
+    nodes.map(async (n) => ({ n, status: await ctl(n, "status").catch(() => null) })),
+  );
+  const running = states.filter((x) => x.status?.running);
+  running.sort((a, b) => Number(a.status.standby) - Number(b.status.standby));
+  for (const { n, status } of running) {
+    const script = "tls" in status ? undefined : await copyAssets(n);
+    await installTls(n, script);
+  }
+}
+
+/**
  * Before the first container of a roll is replaced: when the nodes refuse the superuser password
  * the up carries (a password changed in config), the running primary is given both new passwords
  * (`ctl.sh set-passwords`, over its local socket), and the router's check role its new one.
@@ -216,8 +240,10 @@ async function main() {
   const after = process.env.PGC_ROLL_AFTER ? byName(process.env.PGC_ROLL_AFTER) : undefined;
   const timeoutMs = Number(process.env.PGC_TIMEOUT_SECONDS ?? "120") * 1000;
 
-  if (!after) await ensurePasswords(nodes);
-  else await settle(after, nodes, timeoutMs);
+  if (!after) {
+    await ensureTls(nodes);
+    await ensurePasswords(nodes);
+  } else await settle(after, nodes, timeoutMs);
   const running = await runningContainer(node);
   const replaced = running !== null && differs(running, jsonEnv("PGC_ROLL_SPEC"));
   if (replaced) {

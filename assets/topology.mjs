@@ -25,6 +25,8 @@
  *   PGC_TIMEOUT_SECONDS  bound on waiting for a node (default 120)
  *   PGC_CTL              optional {"<node>": {"argv": [...], "env": {...}}}: how to run a node's
  *                        ctl.sh (default: docker exec <node> bash /opt/pg-cluster/ctl.sh)
+ *   PGC_TLS, PGC_TLS_CA  "on" and the CA certificate, with TLS: every connection verify-full
+ *   PGC_TLS_FILES        {"<node>": "<CA cert, node cert, key (PEM)>"}: installed by ctl.sh tls
  *   PGC_HEALTH_PASSWORD  password of the router's check role, pgc_health (made on the primary)
  *   PGC_ROUTER           optional: the router container; its runtime API is told of a switchover
  *                        the moment it happens (PGC_ROUTER_ARGV: a JSON argv that takes the
@@ -42,6 +44,7 @@ import {
   ensureHealthRole,
   ensureSlot,
   follows,
+  installTls,
   upstreamAddress,
   leaveStandbys,
   lsnBytes,
@@ -278,6 +281,16 @@ async function main() {
   const timeoutMs = Number(process.env.PGC_TIMEOUT_SECONDS ?? "120") * 1000;
   const deadline = Date.now() + timeoutMs;
 
+  if (process.env.PGC_TLS === "on") {
+    // Before anything connects or clones: a new node waits for its certificate to start, and a
+    // new certificate (rotation, new names) is a reload. A node whose container does not answer
+    // now is observed below like any other.
+    await Promise.all(
+      nodes.map((n) =>
+        installTls(n).catch((err) => log(`${n.name}: TLS not installed now: ${err.message}`)),
+      ),
+    );
+  }
   let seen = await Promise.all(nodes.map((n) => observe(n, deadline)));
   const populated = seen.filter((o) => o.sql || o.ctl?.volume === "populated");
   if (populated.length === 0) {

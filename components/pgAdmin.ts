@@ -10,6 +10,8 @@ export const PGADMIN_PATHS = {
   servers: "/pgadmin4/servers.json",
   /** The login password, read once when pgAdmin's database is created. */
   password: "/run/pgadmin/password",
+  /** With TLS: the cluster's CA, which the registered servers verify the nodes against (PGSSLROOTCERT). */
+  ca: "/pgadmin4/pg-cluster-ca.crt",
 } as const;
 /**
  * The port pgAdmin listens on inside its container (gunicorn, plain HTTP): unprivileged, as it
@@ -44,13 +46,16 @@ export interface PgAdminContainerArgs {
   readonly password: pulumi.Input<string>;
   readonly bindAddress: string;
   readonly hostPort: number;
+  /** With TLS: the cluster's CA certificate; every server is registered with verify-full. */
+  readonly caCertificate?: pulumi.Input<string>;
 }
 
 /**
  * pgAdmin 4 on the cluster network (issue 14): its own login (email and a secret password, no
  * default), every node and both router endpoints registered in one group, named by role, with no
  * PostgreSQL password stored (pgAdmin asks for it on connect, and keeps it only encrypted if the
- * user saves it). The registered servers are part of the container's inputs: when the roles or
+ * user saves it); with TLS, each verifies the node against the cluster's CA (verify-full). The
+ * registered servers are part of the container's inputs: when the roles or
  * the nodes change, the container is replaced and registers them again (pgAdmin's own database,
  * with its preferences and saved passwords, starts afresh then).
  */
@@ -81,9 +86,15 @@ export class PgAdmin extends pulumi.ComponentResource {
           "PGADMIN_CONFIG_MASTER_PASSWORD_REQUIRED=False",
           "PGADMIN_CONFIG_SHOW_GRAVATAR_IMAGE=False",
           "PGADMIN_DISABLE_POSTFIX=true",
+          // libpq's default CA file for every server: pgAdmin in server mode drops a
+          // sslrootcert outside the user's storage directory from servers.json.
+          ...(args.caCertificate ? [`PGSSLROOTCERT=${PGADMIN_PATHS.ca}`] : []),
         ],
         uploads: [
           { file: PGADMIN_PATHS.servers, content: serversJson(args), permissions: "0444" },
+          ...(args.caCertificate
+            ? [{ file: PGADMIN_PATHS.ca, content: args.caCertificate, permissions: "0444" }]
+            : []),
           // Owned by root, readable by group root: the official image (and the local build)
           // run pgAdmin as uid 5050 in group 0. (An owner would be looked up on the Docker host.)
           {
@@ -119,8 +130,13 @@ export class PgAdmin extends pulumi.ComponentResource {
  * and no password file, so none is stored in the container.
  */
 export function serversJson(
-  args: Pick<PgAdminContainerArgs, "servers" | "clusterName" | "database" | "username">,
+  args: Pick<PgAdminContainerArgs, "servers" | "clusterName" | "database" | "username"> & {
+    readonly caCertificate?: unknown;
+  },
 ): string {
+  // pgAdmin 9 reads libpq's options here: with TLS, each server verifies the node (or the router's
+  // name, which every node's certificate carries) against the cluster's CA (PGSSLROOTCERT).
+  const connection = { sslmode: args.caCertificate ? "verify-full" : "prefer" };
   const servers = Object.fromEntries(
     args.servers.map((s, i) => [
       String(i + 1),
@@ -131,7 +147,7 @@ export function serversJson(
         Port: s.port,
         MaintenanceDB: args.database,
         Username: args.username,
-        SSLMode: "prefer",
+        ConnectionParameters: { ...connection, connect_timeout: 10 },
         // Listed by name: the cluster's database was created in initdb's single-user session,
         // with an OID below 16384, which pgAdmin otherwise takes for a system database and hides.
         DBRestriction: [...new Set([args.database, "postgres"])].join(","),

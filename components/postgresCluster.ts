@@ -10,7 +10,7 @@ import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
 import { RollGate } from "./rollGate";
 import { ROUTER_PORTS, Router, healthPassword } from "./router";
-import { ClusterTls, TlsSubject } from "./tls";
+import { ClusterTls, TlsSubject, tlsBundles } from "./tls";
 import { Topology } from "./topology";
 import { VersionGuard } from "./versionGuard";
 import {
@@ -296,7 +296,7 @@ function clusterContext(
   const tls = s.tls
     ? new ClusterTls(
         `${name}-tls`,
-        { clusterName: name, nodes: tlsSubjects(s, sites, routerName) },
+        { clusterName: name, nodes: tlsSubjects(s, sites, routerName), renewal: s.tlsRenewal },
         child(),
       )
     : undefined;
@@ -386,9 +386,6 @@ function createNodes(
         ...(ctx.tls ? { PGC_TLS: "on" } : {}),
       }),
       secrets,
-      ...(ctx.tls
-        ? { tls: { files: ctx.tls.nodeFiles.get(a.name)!, ca: ctx.tls.caCertificate } }
-        : {}),
     };
     const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
     const gate = new RollGate(
@@ -400,6 +397,8 @@ function createNodes(
           PGC_ROLL_NODE: a.name,
           PGC_ROLL_AFTER: previous?.nodeName ?? "",
           PGC_ROLL_SPEC: spec,
+          // The first gate installs TLS on the running nodes (turning it on or off).
+          ...tlsFiles(ctx),
         },
         // Runs when its node's container will be replaced (a digest of what the up will run:
         // secret, as the environment holds passwords). Other changes to its environment (the
@@ -461,6 +460,11 @@ function createRouter(ctx: ClusterContext, firstGate: RollGate): Router {
   );
 }
 
+/** The steps' PGC_TLS_FILES (ctl.sh tls's input for each node, secret), with TLS. */
+function tlsFiles(ctx: ClusterContext): Record<string, pulumi.Input<string>> {
+  return ctx.tls ? { PGC_TLS_FILES: tlsBundles(ctx.tls) } : {};
+}
+
 /** The Docker host a node runs on. */
 function siteOf(ctx: ClusterContext, a: NodeAddress): Site {
   return siteNamed(ctx.sites, a.site);
@@ -492,6 +496,7 @@ function createPgAdmin(ctx: ClusterContext, networkName: pulumi.Output<string>):
       password: resolvedPassword("pgadmin.password", settings.password, "pgadminPassword"),
       bindAddress: s.bindAddress,
       hostPort: settings.port,
+      ...(ctx.tls ? { caCertificate: ctx.tls.caCertificate } : {}),
     },
     ctx.on(ctx.sites[0]),
   );
@@ -517,6 +522,9 @@ function createSteps(
     {
       environment: {
         ...stepEnv,
+        // Installed on every node by ctl.sh tls and a reload: a new certificate re-runs only
+        // this step (and the post-step), no container.
+        ...tlsFiles(ctx),
         // Applied to every node by ALTER SYSTEM and a reload: a change re-runs only this step.
         PGC_SETTINGS: JSON.stringify(
           Object.fromEntries(

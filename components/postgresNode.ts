@@ -10,7 +10,6 @@ import {
   nodeBundle,
 } from "./assets";
 import { clusterContainerArgs, inheritedDependsOn } from "./options";
-import { KeyPair, tlsUploads } from "./tls";
 
 /** Arguments of a {@link PostgresNode}. */
 export interface PostgresNodeArgs {
@@ -35,8 +34,6 @@ export interface PostgresNodeArgs {
   readonly envs: pulumi.Input<string[]>;
   /** The node's passwords file ({@link secretsFile}); uploaded 0600, kept secret. */
   readonly secrets: pulumi.Input<string>;
-  /** With TLS: the node's certificate and key and the CA certificate (components/tls.ts). */
-  readonly tls?: { readonly files: pulumi.Output<KeyPair>; readonly ca: pulumi.Output<string> };
   /**
    * What the container must come after (a replica node: its slot's lifetime). On the container
    * only, not the component: the SDK registers a component's children after the component's own
@@ -95,10 +92,7 @@ export class PostgresNode extends pulumi.ComponentResource {
         image: args.image,
         entrypoints: entrypoint(),
         envs: containerEnv(args),
-        uploads: [
-          ...containerUploads(args.secrets),
-          ...(args.tls ? tlsUploads(args.tls.files, args.tls.ca) : []),
-        ],
+        uploads: containerUploads(args.secrets),
         volumes: [{ volumeName: this.volume.name, containerPath: CONTAINER_VOLUME_DIR }],
         // For `docker ps` and monitoring; nothing in `pulumi up` waits on it (see the class comment).
         // Every 10 s: each check is a `docker exec` costing about 60 ms of CPU (measured: six
@@ -137,21 +131,15 @@ export class PostgresNode extends pulumi.ComponentResource {
  * Secret all the same (derived from passwords).
  */
 export function containerEnv(
-  args: Pick<
-    PostgresNodeArgs,
-    "nodeName" | "envs" | "secrets" | "hostPort" | "bindAddress" | "tls"
-  >,
+  args: Pick<PostgresNodeArgs, "nodeName" | "envs" | "secrets" | "hostPort" | "bindAddress">,
 ): pulumi.Output<string[]> {
-  const certificate = args.tls ? args.tls.files.apply((f) => f.certificate) : "";
   return pulumi.secret(
-    pulumi.all([args.envs, args.secrets, certificate]).apply(([envs, secrets, cert]) => {
+    pulumi.all([args.envs, args.secrets]).apply(([envs, secrets]) => {
       const spec = JSON.stringify({
         bundle: nodeBundle(),
         hostPort: args.hostPort,
         bindAddress: args.bindAddress,
         secrets: slowDigest(secrets, args.nodeName),
-        // A new certificate (and so key) replaces the container: the roll delivers it.
-        ...(cert ? { tls: crypto.createHash("sha256").update(cert).digest("hex") } : {}),
       });
       const digest = crypto.createHash("sha256").update(spec).digest("hex").slice(0, 16);
       return [...envs, `PGC_SPEC=${digest}`];

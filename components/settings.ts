@@ -143,6 +143,13 @@ export interface PostgresClusterArgs {
    * @default false (issue 11: to become the default)
    */
   readonly tls?: boolean;
+  /**
+   * With `tls`: any new value re-issues every node's certificate now (a suspected key leak, say);
+   * the CA stays. The topology step installs them and reloads: no container is replaced. The
+   * certificates (valid 825 days) are also re-issued by the first up of every 365-day window.
+   * @default ""
+   */
+  readonly tlsRenewal?: string;
 }
 
 /** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
@@ -211,6 +218,7 @@ export interface ClusterSettings {
   /** pgAdmin, when enabled. */
   readonly pgadmin?: PgAdminSettings;
   readonly tls: boolean;
+  readonly tlsRenewal: string;
   /** The Docker hosts, when given, and each node's host (by name), node 0 first. */
   readonly hosts?: {
     readonly list: readonly DockerHostArgs[];
@@ -587,13 +595,15 @@ export function validateClusterArgs(
   const tls = args.tls ?? DEFAULTS.tls;
   if (typeof tls !== "boolean") {
     p.add("tls", tls, "must be true or false", "pulumi config set tls true");
-  } else if (tls && pgadmin) {
-    // Its servers.json registers plain connections, which TLS refuses: not built yet.
+  }
+
+  const tlsRenewal = args.tlsRenewal ?? "";
+  if (typeof tlsRenewal !== "string" || tlsRenewal.length > 64 || /\s/.test(tlsRenewal)) {
     p.add(
-      "pgadmin",
-      args.pgadmin,
-      "is not available with tls yet (pgAdmin would connect without TLS, which the nodes refuse)",
-      "pulumi config set pgadmin false, or pulumi config set tls false",
+      "tlsRenewal",
+      tlsRenewal,
+      "must be a word of at most 64 characters (any new value re-issues the certificates)",
+      "pulumi config set tlsRenewal 2026-11-27",
     );
   }
 
@@ -629,6 +639,7 @@ export function validateClusterArgs(
     switchoverMaxLagBytes: Math.round(walSizeMB(switchoverMaxLag) * 1024 * 1024),
     ...replicationCapacity(count),
     tls: tls === true,
+    tlsRenewal: tlsRenewal as string,
     ...(pgadmin ? { pgadmin } : {}),
     ...(hosts ? { hosts } : {}),
   };

@@ -16,6 +16,7 @@ const NUMBER_KEYS = [
 const STRING_KEYS = [
   "image",
   "routerImage",
+  "tlsRenewal",
   "bindAddress",
   "host",
   "database",

@@ -3,8 +3,11 @@ import * as pulumi from "@pulumi/pulumi";
 import { ASSETS_DIR } from "./assets";
 import { inheritedDependsOn } from "./options";
 
-/** Where a node's TLS files are uploaded (lib.sh PGC_TLS_DIR). */
-export const CONTAINER_TLS_DIR = "/run/secrets/pg-cluster-tls";
+/**
+ * Where a node keeps its TLS files: on its volume (lib.sh PGC_TLS_DIR), installed there by
+ * `ctl.sh tls` from the topology step, so a new certificate needs no new container.
+ */
+export const CONTAINER_TLS_DIR = "/var/lib/postgresql/data/conf/tls";
 
 /** How long the CA and each node's certificate are valid, in days. */
 export const TLS_DAYS = { ca: 3650, node: 825 } as const;
@@ -26,13 +29,23 @@ export interface TlsSubject {
 export interface ClusterTlsArgs {
   readonly clusterName: string;
   readonly nodes: readonly TlsSubject[];
+  /** Any new value re-issues the nodes' certificates (`tlsRenewal`). */
+  readonly renewal: string;
+}
+
+/** Each node's certificate is re-issued by the first up of every window this long. */
+export const TLS_RENEWAL_WINDOW_DAYS = 365;
+
+/** The renewal window `at` falls in (days since 1970 over the window's length). */
+export function renewalWindow(at = Date.now()): number {
+  return Math.floor(at / 86_400_000 / TLS_RENEWAL_WINDOW_DAYS);
 }
 
 /**
  * The cluster's TLS material, made by the program (assets/tls.mjs, @peculiar/x509 on Node's
  * WebCrypto) in `local.Command` steps whose output is secret and never logged: a CA, made once,
- * and a certificate per node, made again when the names it must carry change. A certificate
- * change reaches the nodes as a roll (their containers carry the files), with no outage.
+ * and a certificate per node, made again when the names it must carry change. The topology step
+ * installs them on the nodes (`ctl.sh tls`, then a reload): a new certificate replaces nothing.
  */
 export class ClusterTls extends pulumi.ComponentResource {
   /** The CA certificate (public), for clients' `sslrootcert`. */
@@ -64,6 +77,8 @@ export class ClusterTls extends pulumi.ComponentResource {
             PGC_TLS_DNS_NAMES: JSON.stringify(n.dnsNames),
             PGC_TLS_IP_ADDRESSES: JSON.stringify(n.ipAddresses),
             PGC_TLS_DAYS: String(TLS_DAYS.node),
+            // A change makes the step run again: a new certificate and key.
+            PGC_TLS_RENEWAL: `${renewalWindow()}:${args.renewal}`,
           },
           { parent: this, dependsOn },
         ),
@@ -97,15 +112,25 @@ function tlsStep(
   return pulumi.secret(step.stdout.apply((out) => JSON.parse(out) as KeyPair));
 }
 
-/** The uploads of a node's TLS files: the key 0600 (the entrypoint gives it to postgres). */
-export function tlsUploads(files: pulumi.Output<KeyPair>, caCertificate: pulumi.Input<string>) {
-  return [
-    { file: `${CONTAINER_TLS_DIR}/server.crt`, content: files.apply((f) => f.certificate) },
-    {
-      file: `${CONTAINER_TLS_DIR}/server.key`,
-      content: pulumi.secret(files.apply((f) => f.key)),
-      permissions: "0600",
-    },
-    { file: `${CONTAINER_TLS_DIR}/ca.crt`, content: caCertificate },
-  ];
+/**
+ * What `ctl.sh tls` reads on stdin, by node name: the CA's certificate, the node's certificate,
+ * then its key (PEM). Secret.
+ */
+export function tlsBundles(tls: ClusterTls): pulumi.Output<string> {
+  const names = [...tls.nodeFiles.keys()];
+  const files: pulumi.Output<KeyPair[]> = pulumi.all(names.map((n) => tls.nodeFiles.get(n)!));
+  return pulumi.secret(
+    pulumi
+      .all([tls.caCertificate, files])
+      .apply(([ca, pairs]) =>
+        JSON.stringify(
+          Object.fromEntries(
+            names.map((n, i) => [
+              n,
+              [ca, pairs[i].certificate, pairs[i].key].map((pem) => pem.trim()).join("\n"),
+            ]),
+          ),
+        ),
+      ),
+  );
 }

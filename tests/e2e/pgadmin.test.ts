@@ -2,8 +2,9 @@
  * The tutorial's last step with our pgAdmin (issue 14), in a real headless Chromium: a wrong login
  * is refused; the right one shows the cluster's group with both router endpoints, the primary and
  * every replica; connecting to a replica (its password typed, none stored) and running
- * `SELECT * FROM wizards` in the Query Tool reads the seeded rows; scaling 2 -> 3 registers the
- * new replica; the UI is published on 127.0.0.1 only.
+ * `SELECT * FROM wizards` in the Query Tool reads the seeded rows, over TLS verified against the
+ * cluster's CA (the stack has `tls`); scaling 2 -> 3 registers the new replica; the UI is
+ * published on 127.0.0.1 only.
  */
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -41,6 +42,7 @@ else
       pgadmin: "true",
       pgadminPassword: PGADMIN_PASSWORD,
       pgadminImage: PGADMIN_IMAGE,
+      tls: "true",
     });
     const c = stack.clusterName;
     let browser: PgAdminBrowser | undefined;
@@ -91,6 +93,13 @@ else
         // And the server pgAdmin asked for its password is a standby.
         const standby = await browser.query(page, "mydb", "SELECT pg_is_in_recovery()");
         assert.deepEqual(standby.rows, [["true"]]);
+        // Over TLS, which pgAdmin verified (sslmode=verify-full, the CA beside servers.json).
+        const ssl = await browser.query(
+          page,
+          "mydb",
+          "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        );
+        assert.deepEqual(ssl.rows, [["true"]]);
       } catch (err) {
         await page.screenshot({ path: failure }).catch(() => {});
         throw new Error(`${(err as Error).message} (the page then: ${failure})`, { cause: err });

@@ -20,8 +20,10 @@ import {
   SUPERUSER_PASSWORD,
   newStack,
   queryAt,
+  servedCertificate,
   trustCa,
 } from "../lib/stack";
+import { CONTAINER_CA } from "../../assets/roles.mjs";
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const HOSTS = testHosts(3);
@@ -60,7 +62,22 @@ async function session(
 }
 
 describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
-  const stack = newStack("hst", { hosts: JSON.stringify(HOSTS), tls: "true" });
+  // Made without TLS; TLS is turned on (a roll), renewed (a reload) and turned off again below.
+  const stack = newStack("hst", { hosts: JSON.stringify(HOSTS), tls: "false" });
+  const withTls = { tls: "true", tlsRenewal: "first" };
+  /** Each node's container id, on its host. */
+  const containerIds = () =>
+    Promise.all(
+      [0, 1, 2].map((i) =>
+        dockerOn(
+          HOSTS[i],
+          "inspect",
+          "-f",
+          "{{.Id}}",
+          i === 0 ? `${c}-primary` : `${c}-replica-${i}`,
+        ),
+      ),
+    );
   let ca = "";
   const outputsOf = { readWrite: "" };
   const c = stack.clusterName;
@@ -87,9 +104,7 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     const t0 = Date.now();
     const { outputs } = await stack.up();
     t.diagnostic(`pulumi up of 1 + 2 on three engines: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    ca = outputs.caCertificate as string;
-    assert.match(ca, /^-----BEGIN CERTIFICATE-----/);
-    trustCa(ca);
+    assert.equal(outputs.caCertificate, undefined, "no CA without TLS");
     for (const [i, host] of HOSTS.entries()) {
       const names = dockerOn(host, "ps", "--format", "{{.Names}}").split("\n").sort();
       const expected = [i === 0 ? `${c}-primary` : `${c}-replica-${i}`];
@@ -106,13 +121,40 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     }
     assert.equal(outputs.readWriteEndpoint, `${HOSTS[0].address}:${stack.basePort - 2}`);
     outputsOf.readWrite = outputs.readWriteEndpoint as string;
-    assert.match(outputs.connectionString as string, /\?sslmode=verify-full$/);
+    assert.doesNotMatch(outputs.connectionString as string, /sslmode/);
     assert.deepEqual(outputs.replicaEndpoints, replicas);
     const [{ standby }] = await queryAt<{ standby: boolean }>(
       outputs.readOnlyEndpoint as string,
       "SELECT pg_is_in_recovery() AS standby",
     );
     assert.equal(standby, true, "the router on h1 reaches the standbys on h2 and h3");
+  });
+
+  it("turning TLS on rolls the nodes one at a time under writes: no acknowledged write lost", async (t) => {
+    const before = await containerIds();
+    // The writer goes through the router, as libpq's sslmode=prefer would: TLS once offered.
+    trustCa("prefer");
+    const writer = new CountingWriter(outputsOf.readWrite, "tls_on_load");
+    await writer.prepare();
+    writer.start();
+    const t0 = Date.now();
+    const { outputs } = await stack.up(withTls);
+    t.diagnostic(
+      `pulumi up turning TLS on (a roll of 3 nodes): ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
+    await writer.stop();
+    ca = outputs.caCertificate as string;
+    assert.match(ca, /^-----BEGIN CERTIFICATE-----/);
+    trustCa(ca);
+    assert.match(outputs.connectionString as string, /\?sslmode=verify-full$/);
+    const after = await containerIds();
+    assert.ok(
+      before.every((id, i) => id !== after[i]),
+      "every container replaced",
+    );
+    assert.ok(writer.acked.length > 0, "the writer committed during the roll");
+    assert.deepEqual(await missingIds(primary, "tls_on_load", writer.acked), []);
+    assert.match(stack.lastLog(), /TLS certificate installed/, "the first gate installed TLS");
   });
 
   it("TLS: every walsender, verify-full with the CA output; plain and wrong-CA clients refused", async () => {
@@ -152,6 +194,25 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     assert.equal(await su({ ca }, routed), "on TLS", "through the router");
   });
 
+  it("a new certificate (tlsRenewal) is a reload: no container replaced, every node serves it", async () => {
+    const endpoints = [primary, ...replicas];
+    const before = await containerIds();
+    const served = await Promise.all(endpoints.map(servedCertificate));
+    withTls.tlsRenewal = "second";
+    await stack.up(withTls);
+    assert.deepEqual(await containerIds(), before, "no container replaced");
+    const now = await Promise.all(endpoints.map(servedCertificate));
+    for (const [i, e] of endpoints.entries())
+      assert.notEqual(now[i], served[i], `${e}'s certificate`);
+    const senders = await queryAt<{ ssl: boolean }>(
+      primary,
+      `SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)
+        WHERE r.state = 'streaming' AND r.application_name NOT LIKE '%-control'`,
+    );
+    assert.deepEqual(senders, [{ ssl: true }, { ssl: true }]);
+    await stack.expectNoChanges(withTls);
+  });
+
   it("accepts the replication role from the cluster's hosts only", async () => {
     // This machine is 10.213.77.1 on the hosts' bridge: not a host of the cluster.
     assert.match(
@@ -171,7 +232,7 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
         "psql",
         "-Atc",
         "SELECT 1",
-        `host=${HOSTS[0].address} port=${stack.basePort} user=replicator dbname=postgres sslmode=verify-full sslrootcert=/run/secrets/pg-cluster-tls/ca.crt`,
+        `host=${HOSTS[0].address} port=${stack.basePort} user=replicator dbname=postgres sslmode=verify-full sslrootcert=${CONTAINER_CA}`,
       ],
       { encoding: "utf8" },
     );
@@ -203,14 +264,14 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     writer.start();
     await new Promise((r) => setTimeout(r, 1000));
     await writer.stop();
-    await stack.up({ primary: `${c}-replica-2` });
+    await stack.up({ ...withTls, primary: `${c}-replica-2` });
     const newPrimary = replicas[1];
     assert.deepEqual(await walsenders(newPrimary), {
       [`${c}-primary`]: HOSTS[0].address,
       [`${c}-replica-1`]: HOSTS[1].address,
     });
     assert.deepEqual(await missingIds(newPrimary, "switch_load", writer.acked), []);
-    await stack.up();
+    await stack.up(withTls);
     assert.deepEqual(Object.keys(await walsenders(primary)).sort(), [
       `${c}-replica-1`,
       `${c}-replica-2`,
@@ -218,7 +279,7 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
   });
 
   it("scales 2 -> 3 (replica-3 on h1, by name) -> 1 across hosts", async () => {
-    await stack.up({ replicas: "3" });
+    await stack.up({ ...withTls, replicas: "3" });
     const four = await walsenders(primary);
     assert.deepEqual(
       Object.keys(four).sort(),
@@ -231,10 +292,28 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
       !HOSTS.some((h) => h.address === four[`${c}-replica-3`]),
       `replica-3 streams over h1's network (${four[`${c}-replica-3`]})`,
     );
-    await stack.up({ replicas: "1" });
+    await stack.up({ ...withTls, replicas: "1" });
     assert.deepEqual(Object.keys(await walsenders(primary)), [`${c}-replica-1`]);
     assert.equal(dockerOn(HOSTS[2], "ps", "-aq"), "", "nothing left on h3");
     assert.equal(dockerOn(HOSTS[2], "volume", "ls", "-q"), "", "replica-2's volume removed");
+  });
+
+  it("turning TLS off rolls back under writes: plain connections again, no write lost", async () => {
+    trustCa("prefer");
+    const writer = new CountingWriter(outputsOf.readWrite, "tls_off_load");
+    await writer.prepare();
+    writer.start();
+    const { outputs } = await stack.up({ replicas: "1", tls: "false" });
+    await writer.stop();
+    trustCa(undefined);
+    assert.equal(outputs.caCertificate, undefined);
+    assert.equal(
+      await session(primary, "postgres", SUPERUSER_PASSWORD, false, "mydb"),
+      "accepted",
+      "plain",
+    );
+    assert.deepEqual(Object.keys(await walsenders(primary)), [`${c}-replica-1`]);
+    assert.deepEqual(await missingIds(replicas[0], "tls_off_load", writer.acked), []);
   });
 
   it("destroy removes everything on every engine", async () => {

@@ -104,6 +104,7 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
       standby: false,
       hold: false,
       running: false,
+      tls: false,
     });
     const bad = await a.ctl("bootstrap");
     assert.notEqual(bad.code, 0);

@@ -27,6 +27,8 @@ export interface NodeStatus {
   hold: boolean;
   /** A postmaster runs on the data directory. */
   running: boolean;
+  /** The node's TLS material is installed (ctl.sh tls). */
+  tls: boolean;
   /** Only from `rewind`. */
   rewind?: "done" | "not needed";
 }
@@ -96,6 +98,7 @@ export class EntrypointNode implements Server {
       // Another Docker host of the cluster: its nodes' connections arrive from this address.
       PGC_REPLICATION_PEERS: "127.0.0.6",
       PGC_SLOT_CHECK_SECONDS: "1",
+      ...n.options.env,
     };
   }
 
@@ -138,15 +141,21 @@ export class EntrypointNode implements Server {
    * Its stderr is appended to the node's log.
    */
   ctl(verb: string, ...args: string[]): Promise<CtlRun> {
+    return this.ctlWithInput(null, verb, ...args);
+  }
+
+  /** {@link ctl} with `input` on the verb's stdin (`docker exec -i`). */
+  ctlWithInput(input: string | null, verb: string, ...args: string[]): Promise<CtlRun> {
     return new Promise((resolve, reject) => {
       const child = spawn("bash", [path.join(this.home, "ctl.sh"), verb, ...args], {
         env: this.env(),
-        stdio: ["ignore", "pipe", "pipe"],
+        stdio: [input === null ? "ignore" : "pipe", "pipe", "pipe"],
       });
+      child.stdin?.end(input);
       let stdout = "";
       let stderr = "";
-      child.stdout.on("data", (d) => (stdout += d));
-      child.stderr.on("data", (d) => (stderr += d));
+      child.stdout?.on("data", (d) => (stdout += d));
+      child.stderr?.on("data", (d) => (stderr += d));
       const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
       child.on("error", reject);
       child.on("close", (code) => {
@@ -216,7 +225,7 @@ export class LocalNodes {
 
   constructor(
     names: string[],
-    readonly options: { maxSlotWalKeepSize?: string } = {},
+    readonly options: { maxSlotWalKeepSize?: string; env?: Record<string, string> } = {},
     readonly listen = "127.0.0.1",
     /** The cluster's "network"; 127.0.0.3 stands for its gateway. */
     readonly replicationCidr = "127.0.0.0/30",

@@ -13,7 +13,9 @@ import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
 import { createCa, createServerCertificate } from "../../assets/tls.mjs";
-import { postgresBinDir, requireRoot } from "./localCluster";
+import { SUPERUSER_PASSWORD, postgresBinDir, requireRoot } from "./localCluster";
+import { EntrypointNode, LocalNodes } from "./localNode2";
+import { waitFor } from "./switchoverSteps";
 
 const run = promisify(execFile);
 const PASSWORD = "tls-it-password";
@@ -163,3 +165,154 @@ describe("TLS material in PostgreSQL 15", () => {
 function owner(flag: "-u" | "-g"): number {
   return Number(execFileSync("id", [flag, "postgres"], { encoding: "utf8" }));
 }
+
+/**
+ * `ctl.sh tls` on nodes run by the real entrypoint (as the topology step and the first roll gate
+ * use it): a node with PGC_TLS=on starts only once its certificate is installed; a standby
+ * streams over TLS, verifying its upstream; a new CA and certificates are a reload (same
+ * postmaster, the standby still streaming); removing TLS and installing it again, on running
+ * servers, switches every connection, the standby's too, without a restart.
+ */
+describe("ctl.sh tls on nodes run by the entrypoint", { timeout: 180_000 }, () => {
+  const nodes = new LocalNodes(["tls-a", "tls-b"], { env: { PGC_TLS: "on" } });
+  const [a, b] = nodes.nodes;
+
+  after(async () => {
+    await nodes.destroy();
+  });
+
+  /** What `ctl.sh tls` reads: the CA's certificate, the node's certificate, its key. */
+  async function bundle(ca: Awaited<ReturnType<typeof createCa>>, name: string) {
+    const cert = await createServerCertificate({
+      ca,
+      commonName: name,
+      dnsNames: [name, "localhost"],
+      ipAddresses: ["127.0.0.1"],
+      days: 1,
+    });
+    return [ca.certificate, cert.certificate, cert.key].map((p) => p.trim()).join("\n") + "\n";
+  }
+
+  /** One query on `node` as the superuser: over TLS verified against `ca`, or plain (`false`). */
+  async function query(node: EntrypointNode, ca: string | false, text: string) {
+    const c = new pg.Client({
+      host: "127.0.0.1",
+      port: node.port,
+      user: "postgres",
+      password: SUPERUSER_PASSWORD,
+      database: "mydb",
+      connectionTimeoutMillis: 5000,
+      ssl: ca === false ? false : { ca, rejectUnauthorized: true },
+    });
+    await c.connect();
+    try {
+      return (await c.query(text)).rows;
+    } finally {
+      await c.end();
+    }
+  }
+
+  /** Whether node-b's WAL receiver streams from node-a, and on TLS (as node-a sees it). */
+  async function walsender(ca: string | false) {
+    const rows = await query(
+      a,
+      ca,
+      `SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)
+        WHERE r.application_name = 'tls-b' AND r.state = 'streaming'`,
+    );
+    return rows.length === 1 ? (rows[0].ssl as boolean) : undefined;
+  }
+
+  async function tlsVerb(node: EntrypointNode, input: string) {
+    const run = await node.ctlWithInput(input, "tls");
+    assert.equal(run.code, 0, run.stderr);
+    return (JSON.parse(run.stdout) as { tls: string }).tls;
+  }
+
+  it("a node with TLS on waits for its certificate, then takes TLS connections only", async () => {
+    const ca = await createCa({ commonName: "pg-cluster ctl test CA", days: 2 });
+    a.launch();
+    b.launch();
+    await waitFor("tls-a to wait", 10_000, async () =>
+      /empty volume/.test(a.log()) ? true : undefined,
+    );
+    assert.equal(await tlsVerb(a, await bundle(ca, "tls-a")), "installed");
+    assert.equal(await tlsVerb(a, await bundle(ca, "tls-a")), "installed", "a new key: new files");
+    assert.equal((await a.ctlOk("bootstrap-initdb")).tls, true);
+    assert.deepEqual(
+      await query(a, ca.certificate, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"),
+      [{ ssl: true }],
+    );
+    await assert.rejects(query(a, false, "SELECT 1"), /no encryption/);
+    const otherCa = await createCa({ commonName: "pg-cluster ctl test CA", days: 2 });
+    // The server sends no chain (no ssl_ca_file): the leaf is not signed by the CA trusted.
+    await assert.rejects(
+      query(a, otherCa.certificate, "SELECT 1"),
+      /unable to verify the first certificate/,
+    );
+
+    assert.equal(await tlsVerb(b, await bundle(ca, "tls-b")), "installed");
+    await b.ctlOk("bootstrap-clone", "127.0.0.1", String(a.port));
+    assert.match(b.autoConf(), /sslmode=verify-full sslrootcert=\S+\/conf\/tls\/ca\.crt/);
+    await waitFor("tls-b to stream on TLS", 20_000, async () =>
+      (await walsender(ca.certificate)) === true ? true : undefined,
+    );
+    const key = fs.statSync(path.join(b.confDir, "tls", "server.key"));
+    assert.equal(key.mode & 0o777, 0o600, "the key is the server user's alone");
+  });
+
+  it("a new CA and certificates are a reload: same servers, the standby still streams", async () => {
+    const pids = [a.postmasterPid(), b.postmasterPid()];
+    const ca = await createCa({ commonName: "pg-cluster ctl test CA 2", days: 2 });
+    const oldCa = fs.readFileSync(path.join(a.confDir, "tls", "ca.crt"), "utf8");
+    assert.equal(await tlsVerb(a, await bundle(ca, "tls-a")), "installed");
+    assert.equal(await tlsVerb(b, await bundle(ca, "tls-b")), "installed");
+    await query(a, ca.certificate, "CREATE TABLE rotated AS SELECT 1 AS n");
+    await assert.rejects(
+      query(a, oldCa, "SELECT 1"),
+      /unable to verify the first certificate/,
+      "the old CA no longer fits",
+    );
+    await waitFor("tls-b to replay the write", 20_000, async () =>
+      (await query(b, ca.certificate, "SELECT to_regclass('rotated') IS NOT NULL AS t"))[0].t
+        ? true
+        : undefined,
+    );
+    assert.deepEqual([a.postmasterPid(), b.postmasterPid()], pids, "no restart");
+    const same = await bundle(ca, "tls-b");
+    assert.equal(await tlsVerb(b, same), "installed");
+    assert.equal(await tlsVerb(b, same), "unchanged", "the same files again change nothing");
+  });
+
+  it("TLS removed, then installed again, on running servers: the standby follows each time", async () => {
+    const pids = [a.postmasterPid(), b.postmasterPid()];
+    assert.equal(await tlsVerb(a, ""), "removed");
+    assert.equal(await tlsVerb(b, ""), "removed");
+    assert.match(
+      b.autoConf(),
+      /sslmode=prefer'/,
+      "the standby's upstream connection: libpq's default",
+    );
+    await waitFor("tls-b to stream without TLS", 20_000, async () =>
+      (await walsender(false)) === false ? true : undefined,
+    );
+    assert.equal((await b.ctlOk("status")).tls, false);
+
+    const ca = await createCa({ commonName: "pg-cluster ctl test CA 3", days: 2 });
+    assert.equal(await tlsVerb(a, await bundle(ca, "tls-a")), "installed");
+    assert.equal(await tlsVerb(b, await bundle(ca, "tls-b")), "installed");
+    await waitFor("tls-b to stream on TLS again", 20_000, async () =>
+      (await walsender(ca.certificate)) === true ? true : undefined,
+    );
+    await assert.rejects(query(b, false, "SELECT 1"), /no encryption/);
+    assert.deepEqual([a.postmasterPid(), b.postmasterPid()], pids, "no restart");
+  });
+
+  it("refuses input that is not three PEM blocks, changing nothing", async () => {
+    const before = fs.readFileSync(path.join(a.confDir, "tls", "server.crt"), "utf8");
+    const run = await a.ctlWithInput("-----BEGIN CERTIFICATE-----\nAAAA\n", "tls");
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /three PEM blocks on stdin .* nothing was changed/);
+    assert.equal(fs.readFileSync(path.join(a.confDir, "tls", "server.crt"), "utf8"), before);
+  });
+});

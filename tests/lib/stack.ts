@@ -2,6 +2,8 @@
  * The deployment the end-to-end and fault layers drive: one throwaway stack of the real program on
  * the real Pulumi engine (pulumiStack.ts), and the probes the tests use on it.
  */
+import * as net from "node:net";
+import * as tls from "node:tls";
 import pg from "pg";
 import { dockerApi } from "./docker";
 import { ROUTER_IMAGE } from "./majors";
@@ -36,7 +38,7 @@ export interface TestStack {
   /** The post-step's environment, to run assets/verify.mjs by hand. */
   checkEnvironment(): Record<string, string>;
   /** `pulumi preview --expect-no-changes`: rejects if the program would change anything. */
-  expectNoChanges(): Promise<void>;
+  expectNoChanges(extra?: Record<string, string>): Promise<void>;
   /** The stack's outputs as a user sees them, without --show-secrets. */
   shownOutputs(): string;
   /** What the engine printed during the last up. */
@@ -91,15 +93,22 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     remove: () => p.remove(),
     statePath: p.statePath,
     shownOutputs: () => p.shownOutputs(),
-    expectNoChanges: () => p.expectNoChanges(config()),
+    expectNoChanges: (extra) => p.expectNoChanges(config(extra)),
     lastLog: () => p.lastOutput,
   };
 }
 
-/** The CA the test clients verify servers against (a cluster with `tls`), or none. */
+/**
+ * The CA the test clients verify servers against (a cluster with `tls`), none (plain), or
+ * "prefer": TLS without verification where the server offers it, else plain (libpq's default),
+ * for clients that watch TLS being turned on or off.
+ */
 let trustedCa: string | undefined;
 
-/** Makes every later {@link connectTo} use TLS, verify-full against `ca` (undefined: no TLS). */
+/**
+ * Makes every later {@link connectTo} use TLS, verify-full against `ca` (undefined: no TLS;
+ * "prefer": as libpq's sslmode=prefer).
+ */
 export function trustCa(ca: string | undefined): void {
   trustedCa = ca;
 }
@@ -107,17 +116,48 @@ export function trustCa(ca: string | undefined): void {
 /** Connects with `pg` to a `host:port` endpoint as the superuser (TLS after {@link trustCa}). */
 export async function connectTo(endpoint: string, database = "mydb"): Promise<pg.Client> {
   const [host, port] = endpoint.split(":");
-  const client = new pg.Client({
-    host,
-    port: Number(port),
-    user: "postgres",
-    password: SUPERUSER_PASSWORD,
-    database,
-    connectionTimeoutMillis: 5000,
-    ...(trustedCa ? { ssl: { ca: trustedCa } } : {}),
+  const open = async (ssl: pg.ClientConfig["ssl"]) => {
+    const client = new pg.Client({
+      host,
+      port: Number(port),
+      user: "postgres",
+      password: SUPERUSER_PASSWORD,
+      database,
+      connectionTimeoutMillis: 5000,
+      ssl,
+    });
+    await client.connect();
+    return client;
+  };
+  if (trustedCa !== "prefer") return open(trustedCa ? { ca: trustedCa } : false);
+  try {
+    return await open({ rejectUnauthorized: false });
+  } catch (err) {
+    if (!/does not support SSL/.test(String(err))) throw err;
+    return open(false);
+  }
+}
+
+/**
+ * The SHA-256 fingerprint of the certificate the PostgreSQL server at `endpoint` presents (an
+ * SSLRequest, then a TLS handshake that verifies nothing and sends no query).
+ */
+export function servedCertificate(endpoint: string): Promise<string> {
+  const [host, port] = endpoint.split(":");
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), host);
+    socket.setTimeout(5000, () => socket.destroy(new Error(`${endpoint}: no TLS answer in 5 s`)));
+    socket.on("error", reject);
+    socket.once("connect", () => socket.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])));
+    socket.once("data", (answer) => {
+      if (answer.toString() !== "S") return reject(new Error(`${endpoint} does not offer TLS`));
+      const secure = tls.connect({ socket, rejectUnauthorized: false }, () => {
+        resolve(secure.getPeerCertificate().fingerprint256);
+        secure.destroy();
+      });
+      secure.on("error", reject);
+    });
   });
-  await client.connect();
-  return client;
 }
 
 /** Runs one query against an endpoint. */

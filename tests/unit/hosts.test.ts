@@ -8,6 +8,7 @@ import { describe, it } from "node:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { CONTAINER_CA } from "../../assets/roles.mjs";
+import { CONTAINER_VOLUME_DIR } from "../../components/assets";
 import { CONTAINER_TLS_DIR } from "../../components/tls";
 import { Recorded, build, inputIsSecret, plain, valueOf } from "./harness";
 
@@ -163,24 +164,27 @@ describe("TLS (tls: true)", () => {
 
     const node = recorded.find((r) => r.name === "pgc-tls-replica-1" && r.custom)!;
     assert.equal(envOf(node).PGC_TLS, "on");
-    const uploads = plain<{ file: string; content: unknown; permissions?: string }[]>(
-      node.inputs.uploads,
-    ).filter((u) => u.file.startsWith("/run/secrets/pg-cluster-tls/"));
+    const uploads = plain<{ file: string }[]>(node.inputs.uploads).map((u) => u.file);
     assert.deepEqual(
-      uploads.map((u) => [u.file, plain(u.content), u.permissions ?? ""]),
-      [
-        ["/run/secrets/pg-cluster-tls/server.crt", "CERT pgc-tls-replica-1-tls", ""],
-        ["/run/secrets/pg-cluster-tls/server.key", "KEY pgc-tls-replica-1-tls", "0600"],
-        ["/run/secrets/pg-cluster-tls/ca.crt", "CERT pgc-tls-tls-ca", ""],
-      ],
-    );
-    assert.ok(
-      inputIsSecret(node.inputs.uploads) || inputIsSecret(uploads[1].content),
-      "the key is secret",
+      uploads,
+      ["/opt/pg-cluster/node.sh", "/run/secrets/pg-cluster"],
+      "no TLS file",
     );
     const topology = recorded.find((r) => r.name === "pgc-tls-topology" && r.custom)!;
     assert.equal(stepEnv(topology).PGC_TLS, "on");
     assert.equal(stepEnv(topology).PGC_TLS_CA, "CERT pgc-tls-tls-ca");
+    // What ctl.sh tls reads, per node: the CA's certificate, the node's, its key; secret.
+    const bundles = {
+      "pgc-tls-primary": "CERT pgc-tls-tls-ca\nCERT pgc-tls-primary-tls\nKEY pgc-tls-primary-tls",
+      "pgc-tls-replica-1":
+        "CERT pgc-tls-tls-ca\nCERT pgc-tls-replica-1-tls\nKEY pgc-tls-replica-1-tls",
+    };
+    assert.deepEqual(JSON.parse(stepEnv(topology).PGC_TLS_FILES), bundles);
+    assert.ok(inputIsSecret(topology.inputs.environment), "the keys are secret");
+    const gate = recorded.find((r) => r.name === "pgc-tls-primary-roll" && r.custom)!;
+    assert.deepEqual(JSON.parse(stepEnv(gate).PGC_TLS_FILES), bundles, "the first gate's too");
+    const check = recorded.find((r) => r.name === "pgc-tls-check" && r.custom)!;
+    assert.equal(stepEnv(check).PGC_TLS_FILES, undefined, "the post-step needs no key");
 
     assert.equal(await valueOf(cluster.caCertificate!), "CERT pgc-tls-tls-ca");
     assert.match(await valueOf(cluster.connectionString), /\/mydb\?sslmode=verify-full$/);
@@ -190,10 +194,17 @@ describe("TLS (tls: true)", () => {
     );
   });
 
-  it("puts the files where the entrypoint and the steps look for them", () => {
+  it("puts the files where the entrypoint and the steps look for them: on the volume", () => {
     assert.equal(CONTAINER_CA, `${CONTAINER_TLS_DIR}/ca.crt`, "roles.mjs");
+    assert.equal(CONTAINER_TLS_DIR, `${CONTAINER_VOLUME_DIR}/conf/tls`, "components/tls.ts");
     const lib = fs.readFileSync(path.join(__dirname, "..", "..", "assets", "lib.sh"), "utf8");
-    assert.ok(lib.includes(`PGC_TLS_DIR="\${PGC_TLS_DIR:-${CONTAINER_TLS_DIR}}"`), "lib.sh");
+    for (const line of [
+      `PGC_VOLUME="\${PGC_VOLUME:-${CONTAINER_VOLUME_DIR}}"`,
+      'PGC_CONF_DIR="$PGC_VOLUME/conf"',
+      'PGC_TLS_DIR="${PGC_TLS_DIR:-$PGC_CONF_DIR/tls}"',
+    ]) {
+      assert.ok(lib.includes(line), `lib.sh: ${line}`);
+    }
   });
 
   it("is off by default: no TLS step, upload or setting", async () => {

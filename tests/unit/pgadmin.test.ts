@@ -65,6 +65,14 @@ describe("pgAdmin", () => {
         ["replica: pga-replica-2", "pga", "pga-replica-2", 5432, "mydb", "postgres"],
       ],
     );
+    for (const s of Object.values(servers.Servers)) {
+      const params = (s as { ConnectionParameters: Record<string, unknown> }).ConnectionParameters;
+      assert.equal(params.sslmode, "prefer", "without TLS: libpq's default");
+    }
+    assert.equal(
+      uploads.find((u) => u.file === "/pgadmin4/pg-cluster-ca.crt"),
+      undefined,
+    );
     const text = JSON.stringify(servers);
     assert.doesNotMatch(text, /Password|PassFile/, "no PostgreSQL password in servers.json");
     assert.doesNotMatch(text, new RegExp(PASSWORDS.superuserPassword));
@@ -75,6 +83,31 @@ describe("pgAdmin", () => {
     assert.ok(envs.includes("PGADMIN_DEFAULT_EMAIL=admin@example.com"));
     assert.ok(!envs.some((e) => e.includes("pgadmin-Secret-1")), "no password in the environment");
     assert.equal(await valueOf(cluster.pgadminUrl!), "http://localhost:18429");
+  });
+
+  it("with TLS: every server verify-full against the cluster's CA, uploaded beside servers.json", async () => {
+    const { recorded } = await build("pgt", {
+      replicas: 1,
+      tls: true,
+      pgadmin: { enabled: true, password: "pgadmin-Secret-1" },
+    });
+    const c = recorded.find((r) => r.type === CONTAINER && r.inputs.name === "pgt-pgadmin")!;
+    const uploads = plain<{ file: string; content: unknown; permissions: string }[]>(
+      c.inputs.uploads,
+    );
+    const ca = uploads.find((u) => u.file === "/pgadmin4/pg-cluster-ca.crt");
+    assert.equal(plain(ca?.content), "CERT pgt-tls-ca");
+    assert.equal(ca?.permissions, "0444");
+    const servers = JSON.parse(
+      plain<string>(uploads.find((u) => u.file === "/pgadmin4/servers.json")?.content),
+    );
+    assert.deepEqual(
+      Object.values(servers.Servers).map(
+        (s) => (s as { ConnectionParameters: unknown }).ConnectionParameters,
+      ),
+      Array(4).fill({ sslmode: "verify-full", connect_timeout: 10 }),
+    );
+    assert.ok(plain<string[]>(c.inputs.envs).includes("PGSSLROOTCERT=/pgadmin4/pg-cluster-ca.crt"));
   });
 
   it("re-registers the servers when the primary moves (the container's inputs change)", async () => {

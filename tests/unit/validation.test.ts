@@ -289,17 +289,21 @@ describe("hosts and placement", () => {
     });
   });
 
-  it("refuses pgAdmin with tls, for now", () => {
-    assert.throws(
-      () =>
-        validateClusterArgs({
-          ...PASSWORDS,
-          tls: true,
-          pgadmin: { enabled: true, password: "pgadmin-Secret-1a2b" },
-        }),
-      /pgadmin = .*: is not available with tls yet .*Fix: pulumi config set pgadmin false, or pulumi config set tls false/,
+  it("takes tls with pgAdmin; tlsRenewal is one word", () => {
+    const args = {
+      ...PASSWORDS,
+      tls: true,
+      pgadmin: { enabled: true, password: "pgadmin-Secret-1a2b" },
+    };
+    assert.equal(validateClusterArgs(args).tls, true);
+    assert.equal(
+      validateClusterArgs({ ...PASSWORDS, tlsRenewal: "2026-11-27" }).tlsRenewal,
+      "2026-11-27",
     );
-    assert.equal(validateClusterArgs({ ...PASSWORDS, tls: true }).tls, true);
+    assert.throws(
+      () => validateClusterArgs({ ...PASSWORDS, tlsRenewal: "a b" }),
+      /tlsRenewal = "a b": must be a word of at most 64 characters .*Fix: pulumi config set tlsRenewal 2026-11-27/,
+    );
   });
 
   it("refuses pgAdmin with hosts, for now", () => {
