@@ -236,20 +236,26 @@ export async function copyAssets(node) {
   const target = "/tmp/pg-cluster-assets";
   // The step's program (node roll.mjs) is in the assets directory.
   const here = path.dirname(path.resolve(process.argv[1]));
-  await new Promise((resolve, reject) => {
-    const child = spawn("docker", ["cp", `${here}/.`, `${node.name}:${target}`], {
-      env: dockerEnv(node.dockerHost),
-      stdio: ["ignore", "ignore", "pipe"],
+  const docker = (/** @type {string[]} */ args) =>
+    new Promise((resolve, reject) => {
+      const child = spawn("docker", args, {
+        env: dockerEnv(node.dockerHost),
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let err = "";
+      child.stderr.on("data", (d) => (err += d));
+      child.on("error", reject);
+      child.on("close", (code) =>
+        code === 0
+          ? resolve(undefined)
+          : reject(
+              new Error(`${node.name}: docker ${args[0]} of the assets failed: ${err.trim()}`),
+            ),
+      );
     });
-    let err = "";
-    child.stderr.on("data", (d) => (err += d));
-    child.on("error", reject);
-    child.on("close", (code) =>
-      code === 0
-        ? resolve(undefined)
-        : reject(new Error(`${node.name}: docker cp of the assets failed: ${err.trim()}`)),
-    );
-  });
+  await docker(["cp", `${here}/.`, `${node.name}:${target}`]);
+  // ctl.sh re-executes itself as postgres, who must read them whatever the checkout's modes.
+  await docker(["exec", node.name, "chmod", "-R", "a+rX", target]);
   return `${target}/ctl.sh`;
 }
 

@@ -98,6 +98,13 @@ function differs(running, wanted) {
  * @param {TopologyNode} node @param {TopologyNode[]} nodes @param {number} timeoutMs
  */
 async function settle(node, nodes, timeoutMs) {
+  // A new container with TLS starts its server only once its certificate is there: on a volume
+  // that had none (a node of a release before TLS), it is installed now, not after the roll.
+  if (process.env.PGC_TLS === "on") {
+    await installTls(node).catch((err) =>
+      log(`${node.name}: TLS not installed now: ${err.message}`),
+    );
+  }
   const seen = await observe(node, Date.now() + timeoutMs);
   if (!seen.sql) return; // empty (a new cluster) or held: the topology step takes it from here
   if (!seen.sql.inRecovery) return;

@@ -5,7 +5,7 @@
  * (their types are exported for the cluster's escape hatches).
  */
 export { PostgresCluster, nodeSlotName } from "./postgresCluster";
-export type { ClusterNode } from "./postgresCluster";
+export type { ClusterNode, PostgresClusterOptions } from "./postgresCluster";
 export {
   ClusterConfigError,
   DEFAULTS,

@@ -114,16 +114,19 @@ export class PostgresCluster extends pulumi.ComponentResource {
     return partsOf(this).pgadmin;
   }
 
-  constructor(name: string, args: PostgresClusterArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("pg-cluster:index:PostgresCluster", name, {}, opts);
-    const s = validateClusterArgs(args, new ProblemList(), name);
+  constructor(name: string, args: PostgresClusterArgs, opts?: PostgresClusterOptions) {
+    const { hostProviders, ...componentOpts } = opts ?? {};
+    super("pg-cluster:index:PostgresCluster", name, {}, componentOpts);
+    const s = validateClusterArgs(args, hostProviderProblems(args, hostProviders), name);
     // What the user said the cluster must follow: Pulumi records a component's dependsOn on the
     // component only, so every child records it too (and so is deleted before it).
     const userDeps = inheritedDependsOn(opts);
-    const ctx = clusterContext(name, s, (...deps) => ({
-      parent: this,
-      dependsOn: [...userDeps, ...deps],
-    }));
+    const ctx = clusterContext(
+      name,
+      s,
+      (...deps) => ({ parent: this, dependsOn: [...userDeps, ...deps] }),
+      hostProviders ?? {},
+    );
 
     this.network = ctx.sites[0].network;
     // Before any node container is created or replaced with an image: that image's PostgreSQL
@@ -219,7 +222,12 @@ interface Site {
  * provider of its own; without `hosts`, the one engine of the provider in opts, its resources
  * named as before hosts existed (so existing stacks keep them).
  */
-function clusterSites(name: string, s: ClusterSettings, child: ClusterContext["child"]): Site[] {
+function clusterSites(
+  name: string,
+  s: ClusterSettings,
+  child: ClusterContext["child"],
+  hostProviders: Readonly<Record<string, docker.Provider>>,
+): Site[] {
   const network = (resource: string, opts: pulumi.ComponentResourceOptions) =>
     new docker.Network(
       resource,
@@ -236,7 +244,10 @@ function clusterSites(name: string, s: ClusterSettings, child: ClusterContext["c
     ];
   }
   return s.hosts.list.map((h) => {
-    const provider = new docker.Provider(`${name}-${h.name}`, { host: h.dockerHost }, child());
+    // The user's provider for that host (registry auth, ssh options, TLS to the engine), or ours.
+    const provider =
+      hostProviders[h.name] ??
+      new docker.Provider(`${name}-${h.name}`, { host: h.dockerHost }, child());
     return {
       name: h.name,
       dockerHost: h.dockerHost,
@@ -267,10 +278,40 @@ function tlsSubjects(s: ClusterSettings, sites: readonly Site[], routerName: str
   }));
 }
 
+/**
+ * The component's resource options: Pulumi's, and `hostProviders`, a docker provider per host name
+ * of `hosts`, used for that host's resources instead of one the component makes (the steps still
+ * reach the engine at the host's `dockerHost` with the docker CLI).
+ */
+export interface PostgresClusterOptions extends pulumi.ComponentResourceOptions {
+  readonly hostProviders?: Readonly<Record<string, docker.Provider>>;
+}
+
+/** hostProviders must name hosts of `hosts` (and needs `hosts`). */
+function hostProviderProblems(
+  args: PostgresClusterArgs,
+  hostProviders: PostgresClusterOptions["hostProviders"],
+): ProblemList {
+  const problems = new ProblemList();
+  const names = new Set((Array.isArray(args.hosts) ? args.hosts : []).map((h) => h?.name));
+  for (const key of Object.keys(hostProviders ?? {})) {
+    if (!names.has(key)) {
+      problems.add(
+        "hostProviders",
+        key,
+        "names no host of hosts (a provider is given per host name)",
+        `name one of ${names.size ? [...names].join(", ") : "the hosts (set hosts first)"}`,
+      );
+    }
+  }
+  return problems;
+}
+
 function clusterContext(
   name: string,
   s: ClusterSettings,
   child: ClusterContext["child"],
+  hostProviders: Readonly<Record<string, docker.Provider>>,
 ): ClusterContext {
   const superuserPassword = resolvedPassword("superuserPassword", s.superuserPassword);
   const ports = [s.primaryPort, ...s.replicaPorts];
@@ -279,7 +320,7 @@ function clusterContext(
     PGC_SUPERUSER_PASSWORD: superuserPassword,
     PGC_DATABASE: s.database,
   };
-  const sites = clusterSites(name, s, child);
+  const sites = clusterSites(name, s, child, hostProviders);
   const addresses = s.nodeNames.map((nodeName, i) => {
     const site = siteNamed(sites, s.hosts?.placement[i]);
     return {

@@ -20,7 +20,8 @@ export const DEFAULTS = {
   verifyTimeoutSeconds: 120,
   switchoverMaxLag: "16MB",
   routerImage: "haproxy:2.6",
-  tls: false,
+  tls: true,
+  tlsRenewal: "",
 } as const;
 
 /** Defaults of the optional pgAdmin ({@link PgAdminArgs}). */
@@ -139,8 +140,8 @@ export interface PostgresClusterArgs {
    * TLS on every network connection: a CA and a certificate per node made by the program (kept
    * secret in state), `hostssl` rules only (plain connections refused, but for the router's
    * checks), replication and the steps on `sslmode=verify-full`, the CA certificate in the
-   * `caCertificate` output. Turning it on rolls the nodes (their containers get the files).
-   * @default false (issue 11: to become the default)
+   * `caCertificate` output. Turning it on or off rolls the nodes, without outage.
+   * @default true
    */
   readonly tls?: boolean;
   /**
@@ -597,7 +598,7 @@ export function validateClusterArgs(
     p.add("tls", tls, "must be true or false", "pulumi config set tls true");
   }
 
-  const tlsRenewal = args.tlsRenewal ?? "";
+  const tlsRenewal = args.tlsRenewal ?? DEFAULTS.tlsRenewal;
   if (typeof tlsRenewal !== "string" || tlsRenewal.length > 64 || /\s/.test(tlsRenewal)) {
     p.add(
       "tlsRenewal",

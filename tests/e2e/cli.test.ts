@@ -18,6 +18,7 @@ import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import pg from "pg";
 import { ROUTER_IMAGE, announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
+import { sslFor, trustStackCa } from "../lib/clientTls";
 import { claimPortBlock } from "../lib/ports";
 
 const ROOT = path.resolve(__dirname, "..", "..");
@@ -93,6 +94,7 @@ async function queryAt(endpoint: string, password: string, sql: string, params: 
     password,
     database: "mydb",
     connectionTimeoutMillis: 5000,
+    ssl: sslFor(endpoint),
   });
   await client.connect();
   try {
@@ -177,6 +179,10 @@ else
 
     it("pulumi up brings up 3 replicas; a row written through the primary reaches each", async () => {
       await pulumi(["up", "--yes"]);
+      // TLS is on by default: clients verify the nodes against the CA output (verify-full).
+      const ca = await output("caCertificate");
+      assert.match(String(ca), /^-----BEGIN CERTIFICATE-----/);
+      trustStackCa(basePort - 3, basePort + 96, ca as string);
       const primary = await output("primaryEndpoint");
       const replicas = (await output("replicaEndpoints")) as string[];
       assert.equal(primary, `localhost:${basePort}`);

@@ -11,7 +11,14 @@ import pg from "pg";
 import { containerLogs, dockerApi } from "../lib/docker";
 import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
 import { RoleProbe } from "../lib/roleProbe";
-import { IMAGE, SUPERUSER_PASSWORD, inspectContainer, newStack, queryAt } from "../lib/stack";
+import {
+  IMAGE,
+  SUPERUSER_PASSWORD,
+  inspectContainer,
+  newStack,
+  queryAt,
+  sslFor,
+} from "../lib/stack";
 import { AckWriter } from "../lib/writer";
 
 if (!isFirstMajorPass()) announceOncePerLayer("the roll test");
@@ -175,6 +182,7 @@ else
             user: "postgres",
             password,
             database: "mydb",
+            ssl: sslFor(endpoint),
           });
           try {
             await c.connect();
@@ -198,6 +206,7 @@ else
         user: "postgres",
         password: su,
         database: "mydb",
+        ssl: sslFor(endpoints[0]),
       });
       await c.connect();
       try {

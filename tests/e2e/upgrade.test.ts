@@ -18,6 +18,7 @@ import { after, describe, it } from "node:test";
 import { EngineEvent, LocalWorkspace, Stack } from "@pulumi/pulumi/automation";
 import pg from "pg";
 import { ROUTER_IMAGE, announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
+import { sslFor, trustStackCa } from "../lib/clientTls";
 import { claimPortBlock } from "../lib/ports";
 
 const ROOT = path.resolve(__dirname, "..", "..");
@@ -77,6 +78,7 @@ async function countOn(port: number): Promise<number> {
     user: "postgres",
     password: PASSWORD,
     database: "mydb",
+    ssl: sslFor(`localhost:${port}`),
   });
   await c.connect();
   try {
@@ -168,6 +170,9 @@ else
         );
         assert.equal(id !== before[i], changed, `${nodes[i]} replaced only if the plan said so`);
       }
+      // This release turns TLS on by default: the clients verify the nodes against its CA.
+      const ca = up.outputs.caCertificate?.value as string | undefined;
+      trustStackCa(basePort - 3, basePort + 96, ca);
       const roles = up.outputs.nodes.value as { name: string; role: string }[];
       assert.deepEqual(
         roles.map((n) => n.role),

@@ -260,6 +260,12 @@ describe("faults on a primary and 2 replicas", { timeout: 20 * 60_000 }, () => {
         "wrong-pw",
       );
       assert.match(wrong.stderr, /password authentication failed for user "postgres"/);
+      // TLS by default: the right password without TLS is refused too.
+      const plain = psql(
+        [`host=127.0.0.1 port=${port} user=postgres dbname=mydb sslmode=disable`, "-c", "SELECT 1"],
+        SUPERUSER_PASSWORD,
+      );
+      assert.match(plain.stderr, /pg_hba.conf rejects connection .* no encryption/);
       const dir = fs.mkdtempSync("/tmp/pgc-bb-");
       const bbNoPw = spawnSync(
         "pg_basebackup",

@@ -6,6 +6,7 @@
  */
 import { spawn } from "node:child_process";
 import pg from "pg";
+import { libpqTlsEnv, sslFor } from "./clientTls";
 
 export interface Observation {
   /** Date.now() when the answer (or the error) came. */
@@ -76,6 +77,7 @@ export class RoleProbe {
             password: this.o.password,
             database: this.o.database ?? "mydb",
             connectionTimeoutMillis: 2000,
+            ssl: sslFor(this.o.endpoint),
           });
           client.on("error", () => {});
           await client.connect();
@@ -95,7 +97,12 @@ export class RoleProbe {
   private async psqlLoop(): Promise<void> {
     const [host, port] = this.o.endpoint.split(":");
     // The password through the environment, not the command line (process lists show argv).
-    const env = { ...process.env, PGPASSWORD: this.o.password, PGCONNECT_TIMEOUT: "2" };
+    const env = {
+      ...process.env,
+      PGPASSWORD: this.o.password,
+      PGCONNECT_TIMEOUT: "2",
+      ...libpqTlsEnv(this.o.endpoint),
+    };
     const conninfo = `host=${host} port=${port} user=${this.o.user ?? "postgres"} dbname=${this.o.database ?? "mydb"}`;
     while (!this.stopped) {
       const out = await new Promise<{ code: number | null; text: string }>((resolve) => {

@@ -5,6 +5,7 @@
 import * as net from "node:net";
 import * as tls from "node:tls";
 import pg from "pg";
+import { caFor, sslFor, trustStackCa } from "./clientTls";
 import { dockerApi } from "./docker";
 import { ROUTER_IMAGE } from "./majors";
 import { ChangeSummary, PulumiStack, UpResult } from "./pulumiStack";
@@ -12,6 +13,8 @@ import { claimPortBlock } from "./ports";
 
 // Each test process (file) its own: a test that looks for its passwords in the machine's process
 // list must not find another file's (the CLI test sets them on `pulumi config set` command lines).
+export { libpqTlsEnv, sslFor, trustCa, trustStackCa } from "./clientTls";
+
 export const SUPERUSER_PASSWORD = `e2e-Su-pw-${process.pid}-4f9b21c7`;
 export const REPLICATION_PASSWORD = `e2e-Repl-pw-${process.pid}-8a3d55e0`;
 
@@ -87,7 +90,12 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     basePort,
     config,
     checkEnvironment,
-    up: (extra, opts) => p.up(config(extra), opts),
+    up: async (extra, opts) => {
+      const result = await p.up(config(extra), opts);
+      // The router's ports and pgAdmin's are just below basePort: the block is basePort-3.. +96.
+      trustStackCa(basePort - 3, basePort + 96, result.outputs.caCertificate as string | undefined);
+      return result;
+    },
     preview: async (extra) => ({ summary: (await p.preview(config(extra))).summary }),
     destroy: () => p.destroy(),
     remove: () => p.remove(),
@@ -96,21 +104,6 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     expectNoChanges: (extra) => p.expectNoChanges(config(extra)),
     lastLog: () => p.lastOutput,
   };
-}
-
-/**
- * The CA the test clients verify servers against (a cluster with `tls`), none (plain), or
- * "prefer": TLS without verification where the server offers it, else plain (libpq's default),
- * for clients that watch TLS being turned on or off.
- */
-let trustedCa: string | undefined;
-
-/**
- * Makes every later {@link connectTo} use TLS, verify-full against `ca` (undefined: no TLS;
- * "prefer": as libpq's sslmode=prefer).
- */
-export function trustCa(ca: string | undefined): void {
-  trustedCa = ca;
 }
 
 /** Connects with `pg` to a `host:port` endpoint as the superuser (TLS after {@link trustCa}). */
@@ -129,7 +122,7 @@ export async function connectTo(endpoint: string, database = "mydb"): Promise<pg
     await client.connect();
     return client;
   };
-  if (trustedCa !== "prefer") return open(trustedCa ? { ca: trustedCa } : false);
+  if (caFor(endpoint) !== "prefer") return open(sslFor(endpoint));
   try {
     return await open({ rejectUnauthorized: false });
   } catch (err) {

@@ -5,6 +5,7 @@
  * that every acknowledged id survived and measure the longest pause between two of them.
  */
 import pg from "pg";
+import { sslFor } from "./clientTls";
 
 export interface WriterOptions {
   /** `host:port` of every node; the writer uses whichever is writable. */
@@ -78,6 +79,7 @@ export class AckWriter {
         password: this.o.password,
         database: this.o.database ?? "mydb",
         connectionTimeoutMillis: 500,
+        ssl: sslFor(ep),
       });
       // A server that stops under a client emits 'error' on it: the next write notices instead.
       c.on("error", () => {});

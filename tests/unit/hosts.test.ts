@@ -7,10 +7,12 @@ import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as docker from "@pulumi/docker";
 import { CONTAINER_CA } from "../../assets/roles.mjs";
+import { PostgresCluster } from "../../components";
 import { CONTAINER_VOLUME_DIR } from "../../components/assets";
 import { CONTAINER_TLS_DIR } from "../../components/tls";
-import { Recorded, build, inputIsSecret, plain, valueOf } from "./harness";
+import { PASSWORDS, Recorded, build, inputIsSecret, plain, valueOf } from "./harness";
 
 const HOSTS = [
   { name: "h1", dockerHost: "unix:///run/h1.sock", address: "10.213.77.11" },
@@ -104,6 +106,34 @@ describe("nodes on several Docker hosts", () => {
     assert.equal(endpoints[1].split(":")[0], "db3.example");
     assert.match(await valueOf(cluster.readWriteEndpoint), /^10\.213\.77\.11:\d+$/);
     assert.match(await valueOf(cluster.connectionString), /@10\.213\.77\.11:\d+\/mydb$/);
+  });
+
+  it("takes the user's provider for a host (hostProviders), and makes the others", async () => {
+    const mine = new docker.Provider("mine-h2", { host: HOSTS[1].dockerHost });
+    const { recorded } = await build(
+      "pgc-hp",
+      { replicas: 2, hosts: HOSTS },
+      { hostProviders: { h2: mine } },
+    );
+    assert.deepEqual(
+      recorded.filter((r) => r.type === "pulumi:providers:docker").map((p) => p.name),
+      ["mine-h2", "pgc-hp-h1", "pgc-hp-h3"],
+    );
+    const replica = recorded.find((r) => r.name === "pgc-hp-replica-1" && r.custom)!;
+    assert.match(
+      replica.provider ?? "",
+      /::mine-h2::/,
+      "replica-1 on h2, through the user's provider",
+    );
+    assert.throws(
+      () =>
+        new PostgresCluster(
+          "pgc-hpx",
+          { ...PASSWORDS, hosts: HOSTS },
+          { hostProviders: { h9: mine } },
+        ),
+      /hostProviders = "h9": names no host of hosts .*Fix: name one of h1, h2, h3/,
+    );
   });
 
   it("follows placement, and without hosts keeps one unnamed network and no provider", async () => {
@@ -207,8 +237,21 @@ describe("TLS (tls: true)", () => {
     }
   });
 
-  it("is off by default: no TLS step, upload or setting", async () => {
-    const { recorded, cluster } = await build("pgc-notls", { replicas: 1 });
+  it("is on by default", async () => {
+    const { recorded, cluster } = await build("pgc-dflt", { replicas: 1, tls: undefined });
+    assert.equal(
+      recorded.filter((r) => /^node tls\.mjs /.test(String(r.inputs.create ?? ""))).length,
+      3,
+      "the CA and a certificate per node",
+    );
+    const node = recorded.find((r) => r.name === "pgc-dflt-primary" && r.custom)!;
+    assert.equal(envOf(node).PGC_TLS, "on");
+    assert.equal(await valueOf(cluster.caCertificate!), "CERT pgc-dflt-tls-ca");
+    assert.match(await valueOf(cluster.connectionString), /\?sslmode=verify-full$/);
+  });
+
+  it("tls: false turns it off: no TLS step, upload or setting", async () => {
+    const { recorded, cluster } = await build("pgc-notls", { replicas: 1, tls: false });
     assert.equal(
       recorded.filter((r) => /^node tls\.mjs /.test(String(r.inputs.create ?? ""))).length,
       0,
