@@ -407,7 +407,12 @@ function createNodes(
             `${a.name}-slot`,
             {
               slotName: a.slot,
-              environment: { ...ctx.credentials, PGC_NODES: JSON.stringify(ctx.addresses) },
+              environment: {
+                ...ctx.credentials,
+                PGC_NODES: JSON.stringify(ctx.addresses),
+                // Its delete connects to the primary: with TLS, verify-full like every step.
+                ...(ctx.tls ? { PGC_TLS_CA: ctx.tls.caCertificate } : {}),
+              },
             },
             ctx.child(),
           );

@@ -109,10 +109,10 @@ static_checks() {
 # longest_first FILE... — the files, those that took longest in CI first (node --test starts files
 # in the order given as slots free up), then the rest in the order given.
 longest_first() {
-  # As timed in CI on 2026-11-27 (s): cluster 255, pgadmin 239, roll 231, faults 222, switchover
-  # 185, cli 133, recovery 120, upgrade 104, example 100 (three at a time: about 555 s in all).
-  local slow=(e2e/cluster e2e/pgadmin e2e/roll faults/faults e2e/switchover e2e/cli
-    faults/recovery e2e/upgrade e2e/example) f s
+  # As timed in CI on 2026-11-27 (s): cluster 255, faults 240, roll 231, pgadmin 239, switchover
+  # 215, upgrade 131, recovery 122, cli 133, example 100, bad input 72 (three at a time).
+  local slow=(e2e/cluster faults/faults e2e/roll e2e/pgadmin e2e/switchover e2e/cli
+    faults/recovery e2e/upgrade e2e/example faults/badInput) f s
   for s in "${slow[@]}"; do
     for f in "$@"; do [ "$f" != "tests/$s.test.ts" ] || echo "$f"; done
   done
@@ -149,7 +149,7 @@ run_layer() {
           # engine-down test (faults/engine.test.ts) is run_layer faults-engine, alone.
           files=()
           [ "$1" = faults ] || files+=(tests/e2e/*.test.ts)
-          [ "$1" = e2e ] || files+=(tests/faults/faults.test.ts tests/faults/recovery.test.ts)
+          [ "$1" = e2e ] || files+=(tests/faults/faults.test.ts tests/faults/recovery.test.ts tests/faults/badInput.test.ts)
           mapfile -t files < <(longest_first "${files[@]}")
           start "$1-pg$major" env PG_CLUSTER_E2E_IMAGE="pg-cluster-postgres:$major" \
             "${node_test[@]}" --test-concurrency=3 "${files[@]}"

@@ -46,8 +46,9 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
   it("brings up a primary and 2 replicas that serve the seeded rows and replicate a new one", async () => {
     const { outputs, summary } = await stack.up();
     // network, 3 volumes, 3 containers with a roll gate each, 2 slot steps, the router, the version
-    // guard, the topology step and the post-step
-    assert.equal(summary.create, 16);
+    // guard, the topology step and the post-step; with TLS (the default) the CA and a certificate
+    // per node
+    assert.equal(summary.create, 20);
     endpoints = {
       primary: outputs.primaryEndpoint as string,
       replicas: outputs.replicaEndpoints as string[],
@@ -150,9 +151,9 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );
     const preview = await stack.preview();
-    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 16 });
+    assert.deepEqual(preview.summary, { create: 0, update: 0, replace: 0, delete: 0, same: 20 });
     const { summary } = await stack.up();
-    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 16 });
+    assert.deepEqual(summary, { create: 0, update: 0, replace: 0, delete: 0, same: 20 });
     const afterUp = await Promise.all(
       [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`].map(inspectContainer),
     );
@@ -202,7 +203,11 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
     const before = await Promise.all(names.map(inspectContainer));
     const { summary, outputs } = await stack.up({ replicas: "3" });
-    assert.equal(summary.create, 4, "slot step, roll gate, volume and container of replica 3");
+    assert.equal(
+      summary.create,
+      5,
+      "slot step, roll gate, volume, container and certificate of replica 3",
+    );
     assert.equal(
       summary.replace,
       3,
@@ -246,8 +251,8 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     "scales 3 -> 1: removed replicas' containers, volumes and slots are gone",
     async () => {
       const { summary } = await stack.up({ replicas: "1" });
-      // per removed replica: its container, volume, slot step and roll gate
-      assert.equal(summary.delete, 8);
+      // per removed replica: its container, volume, slot step, roll gate and certificate
+      assert.equal(summary.delete, 10);
       const objects = await dockerObjects(c);
       assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-replica-1`, `${c}-router`]);
       assert.deepEqual(objects.volumes, [`${c}-primary-data`, `${c}-replica-1-data`]);

@@ -64,6 +64,8 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     ...base,
     ...extra,
   });
+  // The CA the last up reported (caCertificate), for the steps run by hand.
+  let ca: string | undefined;
   const checkEnvironment = () => {
     const c = config();
     const cluster = `pg-cluster-${name}`;
@@ -81,6 +83,7 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
       PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
       PGC_DATABASE: "mydb",
       PGC_TIMEOUT_SECONDS: "60",
+      ...(ca ? { PGC_TLS_CA: ca } : {}),
     };
   };
   const p = new PulumiStack(name);
@@ -92,6 +95,7 @@ export function newStack(prefix: string, base: Record<string, string> = {}): Tes
     checkEnvironment,
     up: async (extra, opts) => {
       const result = await p.up(config(extra), opts);
+      ca = result.outputs.caCertificate as string | undefined;
       // The router's ports and pgAdmin's are just below basePort: the block is basePort-3.. +96.
       trustStackCa(basePort - 3, basePort + 96, result.outputs.caCertificate as string | undefined);
       return result;

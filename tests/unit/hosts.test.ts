@@ -213,6 +213,8 @@ describe("TLS (tls: true)", () => {
     assert.ok(inputIsSecret(topology.inputs.environment), "the keys are secret");
     const gate = recorded.find((r) => r.name === "pgc-tls-primary-roll" && r.custom)!;
     assert.deepEqual(JSON.parse(stepEnv(gate).PGC_TLS_FILES), bundles, "the first gate's too");
+    const slot = recorded.find((r) => r.name === "pgc-tls-replica-1-slot" && r.custom)!;
+    assert.equal(stepEnv(slot).PGC_TLS_CA, "CERT pgc-tls-tls-ca", "the slot's drop verifies too");
     const check = recorded.find((r) => r.name === "pgc-tls-check" && r.custom)!;
     assert.equal(stepEnv(check).PGC_TLS_FILES, undefined, "the post-step needs no key");
 
