@@ -25,3 +25,4 @@ export const multiHostReadOnlyConnectionString = cluster.multiHostReadOnlyConnec
 export const replicationReport = cluster.replicationReport;
 export const pgadminUrl = cluster.pgadminUrl;
 export const caCertificate = cluster.caCertificate;
+export const backup = cluster.backup;

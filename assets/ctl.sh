@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin)"
+  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin) | backup-stanza | backup full|diff|incr | backup-info"
 }
 
 HOLD="$PGC_CONF_DIR/hold"
@@ -341,6 +341,47 @@ tls_upstream() {
   fi
 }
 
+# require_backup VERB — backups are on for this node (PGC_BACKUP=on) and it runs as the primary.
+require_backup() {
+  [ "$PGC_BACKUP" = on ] ||
+    pgc_die "refusing $1: backups are off for this node (PGC_BACKUP); set backup in the cluster's config. Nothing was changed."
+  if ! pgc_server_running || [ "$(in_recovery)" != f ]; then
+    pgc_die "refusing $1: it runs on the primary, and $PGC_NODE_NAME is not a running primary (ctl.sh status). Nothing was changed."
+  fi
+}
+
+# backup_stanza — the cluster's pgBackRest stanza in the repository (idempotent: an existing stanza
+# of this cluster is kept; one of another cluster is refused by pgBackRest), then a check that
+# archiving reaches it. Not in archive_command (pgbackrest #2088).
+backup_stanza() {
+  require_backup backup-stanza
+  eval "$(pgc_pgbackrest_command)" stanza-create >&2 ||
+    pgc_die "pgbackrest stanza-create failed (above); check the repository ($PGC_BACKUP_REPO)."
+  eval "$(pgc_pgbackrest_command)" check >&2 ||
+    pgc_die "pgbackrest check failed (above): WAL does not reach the repository ($PGC_BACKUP_REPO)."
+  result_extra="\"stanza\":$(json_string "$PGC_STANZA")"
+}
+
+# backup TYPE — a pgBackRest backup (full, diff or incr) of this primary; adds "info", pgBackRest's
+# `info --output=json` for the stanza after it.
+backup() {
+  case "$1" in full | diff | incr) ;; *) pgc_die "backup TYPE: full, diff or incr (got '$1')." ;; esac
+  require_backup backup
+  pgc_log "pgbackrest backup --type=$1"
+  eval "$(pgc_pgbackrest_command)" backup --type="$1" >&2 ||
+    pgc_die "pgbackrest backup failed (above); the repository keeps its earlier backups."
+  backup_info
+}
+
+# backup_info — adds "info": pgBackRest's `info --output=json` for the stanza.
+backup_info() {
+  local info
+  [ "$PGC_BACKUP" = on ] || pgc_die "backups are off for this node (PGC_BACKUP)."
+  info="$(eval "$(pgc_pgbackrest_command)" info --output=json)" ||
+    pgc_die "pgbackrest info failed (above)."
+  result_extra="\"info\":$info"
+}
+
 # release — removes hold: the entrypoint starts the server (a standby iff standby.signal exists).
 release() {
   rm -f "$HOLD"
@@ -359,12 +400,18 @@ main() {
   local verb="${1:-}"
   [ $# = 0 ] || shift
   case "$verb:$#" in
-    status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0) ;;
+    status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0 | backup-stanza:0 | backup:1 | backup-info:0) ;;
     bootstrap-clone:2 | follow:2 | reclone:2) require_port "$2" ;;
     *) usage ;;
   esac
   if [ "$verb" = status ]; then
     print_status
+    return 0
+  elif [ "$verb" = backup-info ] || [ "$verb" = backup ]; then
+    # Without the node's lock: they change nothing of the node (pgBackRest locks its stanza), and
+    # a long backup must not hold back the topology step's verbs.
+    if [ "$verb" = backup ]; then backup "$1"; else backup_info; fi
+    print_status "$result_extra"
     return 0
   fi
   lock
@@ -379,6 +426,7 @@ main() {
     follow) follow "$1" "$2" ;;
     set-passwords) set_passwords ;;
     tls) tls ;;
+    backup-stanza) backup_stanza ;;
   esac
   print_status "$result_extra"
 }

@@ -8,6 +8,7 @@
  * Environment (set by the PostgresCluster component):
  *   PGC_IMAGE    the nodes' image
  *   PGC_CLUSTER  the cluster's name: its volumes carry the label pg-cluster.cluster=<name>
+ *   PGC_BACKUP   "on" with backups: the image must have pgBackRest (on every engine)
  *   PGC_DOCKER_HOSTS  optional JSON list of the engines the nodes run on (several Docker hosts);
  *                     without it, the environment's DOCKER_HOST (the docker provider's engine)
  * Prints one JSON line: {"image", "major", "volumes": [{"volume", "major"}]} ("major" null when no
@@ -30,6 +31,29 @@ function docker(engine, args, timeoutMs = 60_000) {
   return { ok: r.status === 0, out: r.stdout.trim(), err: r.stderr.trim() };
 }
 
+/**
+ * bash -c `script` (with `args`) in a throw-away container of `image` on `engine`, without
+ * network, with `mounts` (docker run's -v arguments).
+ * @param {string | undefined} engine @param {string} image @param {string} script
+ * @param {string[]} [mounts] @param {string[]} [args]
+ */
+function runInImage(engine, image, script, mounts = [], args = []) {
+  return docker(engine, [
+    "run",
+    "--rm",
+    "--network",
+    "none",
+    "--entrypoint",
+    "bash",
+    ...mounts,
+    image,
+    "-c",
+    script,
+    "_",
+    ...args,
+  ]);
+}
+
 /** The last line of a docker error, which says what went wrong. @param {string} text */
 const lastLine = (text) => text.split("\n").filter(Boolean).pop() ?? "";
 
@@ -39,6 +63,9 @@ function main() {
   /** @type {(string | undefined)[]} */
   const engines = process.env.PGC_DOCKER_HOSTS ? jsonEnv("PGC_DOCKER_HOSTS") : [undefined];
   const results = engines.map((engine) => check(image, cluster, engine));
+  if (process.env.PGC_BACKUP === "on") {
+    for (const engine of engines) requirePgBackRest(image, engine);
+  }
   const major = results.find((r) => r.major !== null)?.major ?? null;
   const volumes = results.flatMap((r) => r.volumes);
   if (major !== null) {
@@ -76,20 +103,13 @@ function check(image, cluster, engine) {
   const mounts = volumes.flatMap((v, i) => ["-v", `${v}:/pgc/${i}:ro`]);
   const script =
     'postgres --version; for i in "$@"; do printf "%s %s\\n" "$i" "$(cat /pgc/$i/pgdata/PG_VERSION 2>/dev/null)"; done';
-  const run = docker(engine, [
-    "run",
-    "--rm",
-    "--network",
-    "none",
-    "--entrypoint",
-    "bash",
-    ...mounts,
+  const run = runInImage(
+    engine,
     image,
-    "-c",
     script,
-    "_",
-    ...volumes.map((_, i) => String(i)),
-  ]);
+    mounts,
+    volumes.map((_, i) => String(i)),
+  );
   const major = /\(PostgreSQL\) (\d+)/.exec(run.out)?.[1];
   if (!run.ok || !major) {
     throw new Error(
@@ -109,6 +129,20 @@ function check(image, cluster, engine) {
     );
   }
   return { major, volumes: found };
+}
+
+/**
+ * With backups, the nodes archive with pgBackRest: an image without it would fail every
+ * archive_command and fill pg_wal. @param {string} image @param {string | undefined} engine
+ */
+function requirePgBackRest(image, engine) {
+  const run = runInImage(engine, image, "pgbackrest version");
+  if (!run.ok || !/^pgBackRest \d/.test(run.out)) {
+    throw new Error(
+      `backup is on, but image ${image} has no pgBackRest (${lastLine(run.err) || run.out || "pgbackrest version failed"}); nothing was changed. Fix: use an image with pgBackRest (the local pg-cluster-postgres images have it; for the official postgres image, a derived image that runs apt-get install pgbackrest), or pulumi config set backup false.`,
+    );
+  }
+  log(`image ${image} has ${run.out}`);
 }
 
 try {

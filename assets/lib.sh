@@ -50,6 +50,14 @@ pgc_tls_env() {
   fi
 }
 pgc_tls_env
+# Backups (PGC_BACKUP=on, issue 12; docs/design/backups.md): pgBackRest, its repository mounted
+# at PGC_BACKUP_REPO, one stanza (PGC_STANZA) per cluster. Every node archives once it is the
+# primary (archive_mode = on does nothing on a standby), so a switchover needs no step.
+PGC_BACKUP="${PGC_BACKUP:-off}"
+PGC_BACKUP_REPO="${PGC_BACKUP_REPO:-/var/lib/pgbackrest}"
+PGC_BACKUP_CONF="$PGC_CONF_DIR/pgbackrest.conf"
+PGC_STANZA="${PGC_STANZA:-pg-cluster}"
+
 export PGDATA PGC_HOME PGC_VOLUME PGC_CONF_DIR PGC_PORT PGC_LISTEN PGC_SOCKET_DIR PGC_NODE_NAME
 
 pgc_log() { printf '%s pg-cluster[%s]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$PGC_NODE_NAME" "$*" >&2; }
@@ -72,6 +80,12 @@ pgc_become_postgres() {
   chown "$PGC_OS_USER:" "$PGC_VOLUME" "$PGC_CONF_DIR" "$PGC_SOCKET_DIR"
   chmod 700 "$PGC_VOLUME" "$PGC_CONF_DIR"
   chmod 3775 "$PGC_SOCKET_DIR"
+  if [ "$PGC_BACKUP" = on ]; then
+    # The repository volume: the server's user's alone (pgBackRest refuses others' files).
+    mkdir -p "$PGC_BACKUP_REPO"
+    chown "$PGC_OS_USER:" "$PGC_BACKUP_REPO"
+    chmod 750 "$PGC_BACKUP_REPO"
+  fi
   # Uploaded as root's; readable by the server's user only.
   if [ -e "$PGC_SECRETS_FILE" ]; then
     chown "$PGC_OS_USER:" "$PGC_SECRETS_FILE"
@@ -178,14 +192,57 @@ pgc_render_config() {
     [ -z "${PGC_MAX_SLOT_WAL_KEEP_SIZE:-}" ] || echo "max_slot_wal_keep_size = '$PGC_MAX_SLOT_WAL_KEEP_SIZE'"
     [ -z "${PGC_MAX_WAL_SIZE:-}" ] || echo "max_wal_size = '$PGC_MAX_WAL_SIZE'"
     echo "min_wal_size = '${PGC_MIN_WAL_SIZE:-32MB}'"
+    if [ "$PGC_BACKUP" = on ]; then
+      # archive_mode needs a restart (a container change, so a roll); the commands are pgBackRest's.
+      echo "archive_mode = on"
+      echo "archive_command = $(pgc_conf_quote "$(pgc_pgbackrest_command) archive-push %p")"
+      echo "restore_command = $(pgc_conf_quote "$(pgc_pgbackrest_command) archive-get %f \"%p\"")"
+    fi
     if pgc_tls_installed; then
       echo "ssl = on"
       echo "ssl_cert_file = '$PGC_TLS_DIR/server.crt'"
       echo "ssl_key_file = '$PGC_TLS_DIR/server.key'"
     fi
   } >"$PGC_CONF_DIR/node.conf"
+  [ "$PGC_BACKUP" != on ] || pgc_backup_conf
   chmod 600 "$PGC_CONF_DIR"/*.conf
   pgc_log "configuration written to $PGC_CONF_DIR (replication allowed from $cidr${PGC_REPLICATION_PEERS:+ and $PGC_REPLICATION_PEERS}${gateway:+, refused from $gateway})"
+}
+
+# pgc_pgbackrest_command — pgBackRest with this node's configuration and the cluster's stanza, as
+# a shell command line (for archive_command and restore_command).
+pgc_pgbackrest_command() {
+  printf 'pgbackrest --config="%s" --stanza="%s"' "$PGC_BACKUP_CONF" "$PGC_STANZA"
+}
+
+# pgc_backup_conf — pgbackrest.conf for this node: the repository (retention, compression), WAL
+# archived asynchronously from a spool on the volume with a bounded queue (beyond
+# PGC_BACKUP_QUEUE_MAX pgBackRest drops WAL and says so in the server's log: the primary keeps
+# working, and the point-in-time range has a gap until the next full backup), and this node's
+# server over its socket (peer authentication as the superuser).
+pgc_backup_conf() {
+  local work="$PGC_VOLUME/pgbackrest"
+  mkdir -p "$work/spool" "$work/lock"
+  {
+    echo "# Written by pg-cluster at every start from the container's environment; edits are lost."
+    echo "[global]"
+    echo "repo1-path=$PGC_BACKUP_REPO"
+    echo "repo1-retention-full=${PGC_BACKUP_RETENTION_FULL:-2}"
+    echo "compress-type=${PGC_BACKUP_COMPRESS:-lz4}"
+    echo "archive-async=y"
+    echo "archive-push-queue-max=${PGC_BACKUP_QUEUE_MAX:-1GiB}"
+    echo "spool-path=$work/spool"
+    echo "lock-path=$work/lock"
+    echo "log-level-file=off"
+    echo "log-level-console=warn"
+    echo "log-level-stderr=warn"
+    echo "start-fast=y"
+    echo "[$PGC_STANZA]"
+    echo "pg1-path=$PGDATA"
+    echo "pg1-port=$PGC_PORT"
+    echo "pg1-socket-path=$PGC_SOCKET_DIR"
+    echo "pg1-user=$PGC_SUPERUSER"
+  } >"$PGC_BACKUP_CONF"
 }
 
 # pgc_tls_rules CIDR — copies pg_hba.conf from stdin; with TLS installed every `host` rule becomes

@@ -27,6 +27,7 @@
  *                        ctl.sh (default: docker exec <node> bash /opt/pg-cluster/ctl.sh)
  *   PGC_TLS, PGC_TLS_CA  "on" and the CA certificate, with TLS: every connection verify-full
  *   PGC_TLS_FILES        {"<node>": "<CA cert, node cert, key (PEM)>"}: installed by ctl.sh tls
+ *   PGC_BACKUP           "on" with backups: the primary's stanza is made (ctl.sh backup-stanza)
  *   PGC_HEALTH_PASSWORD  password of the router's check role, pgc_health (made on the primary)
  *   PGC_ROUTER           optional: the router container; its runtime API is told of a switchover
  *                        the moment it happens (PGC_ROUTER_ARGV: a JSON argv that takes the
@@ -334,6 +335,10 @@ async function main() {
   }
   seen = await Promise.all(nodes.map((n) => observe(n, deadline)));
   await converge(desired, seen, timeoutMs);
+  if (process.env.PGC_BACKUP === "on") {
+    // The stanza on the repository (idempotent), and a check that the primary's WAL reaches it.
+    await ctl(desired, "backup-stanza");
+  }
   const timeline = await writeTimeline(desired);
   process.stdout.write(
     `${JSON.stringify({

@@ -18,6 +18,8 @@ export {
   validateClusterArgs,
 } from "./settings";
 export type {
+  BackupArgs,
+  BackupSettings,
   ClusterSettings,
   ConfigProblem,
   PgAdminArgs,
@@ -25,6 +27,7 @@ export type {
   PostgresClusterArgs,
 } from "./settings";
 export type { PgAdmin } from "./pgAdmin";
+export type { Backup, BackupResult } from "./backup";
 export { clusterArgsFromConfig, stackConfigReader } from "./stackConfig";
 export type { ConfigReader } from "./stackConfig";
 export type {

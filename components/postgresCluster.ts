@@ -10,6 +10,7 @@ import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
 import { RollGate } from "./rollGate";
 import { ROUTER_PORTS, Router, healthPassword } from "./router";
+import { Backup, BackupResult } from "./backup";
 import { ClusterTls, TlsSubject, tlsBundles } from "./tls";
 import { Topology } from "./topology";
 import { VersionGuard } from "./versionGuard";
@@ -80,6 +81,8 @@ export class PostgresCluster extends pulumi.ComponentResource {
   public readonly pgadminUrl?: pulumi.Output<string>;
   /** With `tls`: the cluster's CA certificate (PEM), for clients' `sslrootcert`. */
   public readonly caCertificate?: pulumi.Output<string>;
+  /** With `backup`: the last backup the component took (pgBackRest's label, times, size, WAL). */
+  public readonly backup?: pulumi.Output<BackupResult>;
 
   /** Node 0, `<name>-primary`: the first primary (see `nodes` for the current roles). */
   get primary(): PostgresNode {
@@ -137,6 +140,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
         image: s.image,
         clusterName: name,
         dockerHosts: s.hosts ? ctx.sites.map((site) => site.dockerHost as string) : undefined,
+        backup: s.backup !== undefined,
       },
       ctx.child(),
     );
@@ -144,7 +148,8 @@ export class PostgresCluster extends pulumi.ComponentResource {
     const router = createRouter(ctx, gates[0]);
     const { topology, check } = createSteps(ctx, nodes, slots, router);
     const pgadmin = s.pgadmin ? createPgAdmin(ctx, this.network.name) : undefined;
-    PARTS.set(this, { nodes, slots, gates, topology, check, router, pgadmin });
+    const backup = s.backup ? createBackup(ctx, s.backup, topology) : undefined;
+    PARTS.set(this, { nodes, slots, gates, topology, check, router, pgadmin, backup });
 
     const o = clusterOutputs(ctx, check);
     this.networkName = this.network.name;
@@ -162,6 +167,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
     this.multiHostReadOnlyConnectionString = o.multiHostReadOnlyConnectionString;
     this.replicationReport = check.report;
     if (ctx.tls) this.caCertificate = ctx.tls.caCertificate;
+    if (backup) this.backup = backup.result;
     if (pgadmin && s.pgadmin) {
       const url = `http://${hostPort(ctx.sites[0].address, s.pgadmin.port)}`;
       this.pgadminUrl = pulumi.all([check.step.id, pgadmin.container.id]).apply(() => url);
@@ -172,6 +178,7 @@ export class PostgresCluster extends pulumi.ComponentResource {
       replicationReport: this.replicationReport,
       ...(this.pgadminUrl ? { pgadminUrl: this.pgadminUrl } : {}),
       ...(this.caCertificate ? { caCertificate: this.caCertificate } : {}),
+      ...(this.backup ? { backup: this.backup } : {}),
     });
   }
 }
@@ -196,6 +203,8 @@ interface ClusterContext {
   readonly sites: readonly Site[];
   /** The CA and each node's certificate, with `tls`. */
   readonly tls?: ClusterTls;
+  /** With `backup`: the pgBackRest repository's volume, on the first host (kept by destroy). */
+  readonly backupVolume?: docker.Volume;
   /** Options for a child on `site`'s engine ({@link child}, with that host's provider). */
   readonly on: (
     site: Site,
@@ -341,12 +350,25 @@ function clusterContext(
         child(),
       )
     : undefined;
+  // The repository outlives the cluster: `pulumi destroy` leaves it (a restore needs it most then).
+  const backupVolume = s.backup
+    ? new docker.Volume(
+        `${name}-backup`,
+        { name: `${name}-backup`, labels: [{ label: "pg-cluster.backup-of", value: name }] },
+        {
+          ...child(),
+          ...(sites[0].provider ? { provider: sites[0].provider } : {}),
+          retainOnDelete: true,
+        },
+      )
+    : undefined;
   return {
     name,
     s,
     child,
     sites,
     tls,
+    backupVolume,
     on: (site, ...deps) => ({
       ...child(...deps),
       ...(site.provider ? { provider: site.provider } : {}),
@@ -430,8 +452,16 @@ function createNodes(
         PGC_DATABASE: s.database,
         ...(peers.length > 0 ? { PGC_REPLICATION_PEERS: peers.join(" ") } : {}),
         ...(ctx.tls ? { PGC_TLS: "on" } : {}),
+        ...(s.backup
+          ? {
+              PGC_BACKUP: "on",
+              PGC_STANZA: ctx.name,
+              PGC_BACKUP_RETENTION_FULL: String(s.backup.retentionFull),
+            }
+          : {}),
       }),
       secrets,
+      ...(ctx.backupVolume ? { backupVolume: ctx.backupVolume.name } : {}),
     };
     const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
     const gate = new RollGate(
@@ -506,6 +536,33 @@ function createRouter(ctx: ClusterContext, firstGate: RollGate): Router {
   );
 }
 
+/**
+ * The backup step: after the topology step (which made the stanza), on the node that is primary
+ * then; again at each new `backup.trigger` (its type: `backup.type`; the first backup is full).
+ */
+function createBackup(
+  ctx: ClusterContext,
+  b: NonNullable<ClusterSettings["backup"]>,
+  topology: Topology,
+): Backup {
+  return new Backup(
+    `${ctx.name}-backup`,
+    {
+      environment: {
+        ...ctx.credentials,
+        PGC_NODES: JSON.stringify(ctx.addresses),
+        PGC_BACKUP_TYPE: b.trigger === "" ? "full" : b.type,
+        ...(ctx.tls ? { PGC_TLS_CA: ctx.tls.caCertificate } : {}),
+      },
+      triggers: [b.trigger],
+      // A change of its environment alone (a scale, a password) takes no backup: it reports the
+      // latest one again.
+      update: "node backup.mjs info",
+    },
+    ctx.child(topology),
+  );
+}
+
 /** The steps' PGC_TLS_FILES (ctl.sh tls's input for each node, secret), with TLS. */
 function tlsFiles(ctx: ClusterContext): Record<string, pulumi.Input<string>> {
   return ctx.tls ? { PGC_TLS_FILES: tlsBundles(ctx.tls) } : {};
@@ -571,6 +628,7 @@ function createSteps(
         // Installed on every node by ctl.sh tls and a reload: a new certificate re-runs only
         // this step (and the post-step), no container.
         ...tlsFiles(ctx),
+        ...(s.backup ? { PGC_BACKUP: "on" } : {}),
         // Applied to every node by ALTER SYSTEM and a reload: a change re-runs only this step.
         PGC_SETTINGS: JSON.stringify(
           Object.fromEntries(
@@ -697,6 +755,7 @@ interface Parts {
   readonly check: ReplicationCheck;
   readonly router: Router;
   readonly pgadmin?: PgAdmin;
+  readonly backup?: Backup;
 }
 
 /**

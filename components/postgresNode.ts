@@ -34,6 +34,8 @@ export interface PostgresNodeArgs {
   readonly envs: pulumi.Input<string[]>;
   /** The node's passwords file ({@link secretsFile}); uploaded 0600, kept secret. */
   readonly secrets: pulumi.Input<string>;
+  /** With backups: the repository's volume, mounted at {@link CONTAINER_BACKUP_DIR}. */
+  readonly backupVolume?: pulumi.Input<string>;
   /**
    * What the container must come after (a replica node: its slot's lifetime). On the container
    * only, not the component: the SDK registers a component's children after the component's own
@@ -93,7 +95,12 @@ export class PostgresNode extends pulumi.ComponentResource {
         entrypoints: entrypoint(),
         envs: containerEnv(args),
         uploads: containerUploads(args.secrets),
-        volumes: [{ volumeName: this.volume.name, containerPath: CONTAINER_VOLUME_DIR }],
+        volumes: [
+          { volumeName: this.volume.name, containerPath: CONTAINER_VOLUME_DIR },
+          ...(args.backupVolume
+            ? [{ volumeName: args.backupVolume, containerPath: CONTAINER_BACKUP_DIR }]
+            : []),
+        ],
         // For `docker ps` and monitoring; nothing in `pulumi up` waits on it (see the class comment).
         // Every 10 s: each check is a `docker exec` costing about 60 ms of CPU (measured: six
         // containers checked every 2 s kept 0.19 of a core busy), so every 2 s cost a busy
@@ -121,6 +128,9 @@ export class PostgresNode extends pulumi.ComponentResource {
     this.registerOutputs({ volume: this.volume, container: this.container });
   }
 }
+
+/** Where a node sees the backup repository's volume (lib.sh PGC_BACKUP_REPO). */
+export const CONTAINER_BACKUP_DIR = "/var/lib/pgbackrest";
 
 /**
  * The environment a node's container runs with: `envs` and `PGC_SPEC`, a digest of what else

@@ -151,6 +151,32 @@ export interface PostgresClusterArgs {
    * @default ""
    */
   readonly tlsRenewal?: string;
+  /**
+   * Backups with pgBackRest (issue 12; docs/design/backups.md): WAL archived from whichever node
+   * is primary into a repository volume, a full backup when the cluster is made, another at each
+   * new `trigger`. Needs pgBackRest in the image (the local images have it). One host only, for
+   * now. Turning it on rolls the nodes (`archive_mode` needs a restart), without outage.
+   */
+  readonly backup?: BackupArgs;
+}
+
+/** Backups (`backup` in {@link PostgresClusterArgs}). */
+export interface BackupArgs {
+  /** Archive WAL and take backups. @default false */
+  readonly enabled?: boolean;
+  /** Full backups kept (older ones, and the WAL only they need, are expired). @default 2 */
+  readonly retentionFull?: number;
+  /** Any new value takes a backup (of `type`) at that up. @default "" */
+  readonly trigger?: string;
+  /** The kind of backup a new `trigger` takes: full, diff or incr. @default "full" */
+  readonly type?: string;
+}
+
+/** Validated, enabled backups. */
+export interface BackupSettings {
+  readonly retentionFull: number;
+  readonly trigger: string;
+  readonly type: "full" | "diff" | "incr";
 }
 
 /** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
@@ -220,6 +246,8 @@ export interface ClusterSettings {
   readonly pgadmin?: PgAdminSettings;
   readonly tls: boolean;
   readonly tlsRenewal: string;
+  /** Backups, when enabled. */
+  readonly backup?: BackupSettings;
   /** The Docker hosts, when given, and each node's host (by name), node 0 first. */
   readonly hosts?: {
     readonly list: readonly DockerHostArgs[];
@@ -608,6 +636,8 @@ export function validateClusterArgs(
     );
   }
 
+  const backup = checkBackup(p, args.backup, args.hosts !== undefined);
+
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
   const primary = args.primary ?? nodeNames[0] ?? "";
   if (clusterName !== undefined) {
@@ -641,6 +671,7 @@ export function validateClusterArgs(
     ...replicationCapacity(count),
     tls: tls === true,
     tlsRenewal: tlsRenewal as string,
+    ...(backup ? { backup } : {}),
     ...(pgadmin ? { pgadmin } : {}),
     ...(hosts ? { hosts } : {}),
   };
@@ -762,6 +793,55 @@ function checkHosts(
  * pgAdmin's settings when enabled (undefined when not): a port no node or router endpoint
  * publishes, a login address and a password, an image reference.
  */
+/** Checks `backup`; undefined when backups are off. */
+function checkBackup(
+  p: ProblemList,
+  args: BackupArgs | undefined,
+  withHosts: boolean,
+): BackupSettings | undefined {
+  if (args === undefined || args.enabled === undefined || args.enabled === false) return undefined;
+  if (args.enabled !== true) {
+    p.add("backup.enabled", args.enabled, "must be true or false", "pulumi config set backup true");
+    return undefined;
+  }
+  if (withHosts) {
+    // The repository is one volume mounted in every node: on one Docker host only, for now.
+    p.add(
+      "backup",
+      args,
+      "is not available with hosts yet (the repository is a volume on one host)",
+      "pulumi config set backup false, or remove hosts",
+    );
+  }
+  const retentionFull = args.retentionFull ?? 2;
+  checkInteger(
+    p,
+    "backup.retentionFull",
+    retentionFull,
+    1,
+    100,
+    "pulumi config set backupRetentionFull 2",
+  );
+  const trigger = args.trigger ?? "";
+  if (typeof trigger !== "string" || trigger.length > 64 || /\s/.test(trigger)) {
+    p.add(
+      "backup.trigger",
+      trigger,
+      "must be a word of at most 64 characters (any new value takes a backup)",
+      "pulumi config set backupTrigger 2026-11-27T10:00",
+    );
+  }
+  const type = args.type ?? "full";
+  if (type !== "full" && type !== "diff" && type !== "incr") {
+    p.add("backup.type", type, "must be full, diff or incr", "pulumi config set backupType full");
+  }
+  return {
+    retentionFull: retentionFull as number,
+    trigger: trigger as string,
+    type: type as BackupSettings["type"],
+  };
+}
+
 function checkPgAdmin(
   p: ProblemList,
   args: PgAdminArgs | undefined,

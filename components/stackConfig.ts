@@ -11,6 +11,7 @@ const NUMBER_KEYS = [
   "synchronousReplicas",
   "verifyTimeoutSeconds",
   "pgadminPort",
+  "backupRetentionFull",
 ] as const;
 /** Stack config keys that hold strings. */
 const STRING_KEYS = [
@@ -28,6 +29,8 @@ const STRING_KEYS = [
   "switchoverMaxLag",
   "pgadminEmail",
   "pgadminImage",
+  "backupTrigger",
+  "backupType",
 ] as const;
 
 /** Reads one raw config value; a function so tests can supply a plain map. */
@@ -61,11 +64,15 @@ export function clusterArgsFromConfig(
   for (const key of STRING_KEYS) strings[key] = read(key);
   // Read the passwords as plain strings so they can be validated now; the component wraps them
   // in pulumi.secret, and Pulumi keeps them encrypted in config and state.
-  const { pgadminPort, ...clusterNumbers } = numbers;
-  const { pgadminEmail, pgadminImage, ...clusterStrings } = strings;
+  const { pgadminPort, backupRetentionFull, ...clusterNumbers } = numbers;
+  const { pgadminEmail, pgadminImage, backupTrigger, backupType, ...clusterStrings } = strings;
   const tls = read("tls")?.trim();
   if (tls !== undefined && tls !== "true" && tls !== "false") {
     problems.add("tls", tls, "must be true or false", "pulumi config set tls true");
+  }
+  const backup = read("backup")?.trim();
+  if (backup !== undefined && backup !== "true" && backup !== "false") {
+    problems.add("backup", backup, "must be true or false", "pulumi config set backup true");
   }
   const pgadmin = read("pgadmin")?.trim();
   if (pgadmin !== undefined && pgadmin !== "true" && pgadmin !== "false") {
@@ -104,6 +111,13 @@ export function clusterArgsFromConfig(
       email: pgadminEmail,
       image: pgadminImage,
       password: read("pgadminPassword"),
+    },
+    // Flat keys (backup, backupRetentionFull, backupTrigger, backupType) likewise.
+    backup: {
+      enabled: backup === "true",
+      retentionFull: backupRetentionFull,
+      trigger: backupTrigger,
+      type: backupType,
     },
   };
   return { args, settings: validateClusterArgs(args, problems, clusterName) };

@@ -22,6 +22,8 @@ export interface VersionGuardArgs {
    * @default the engine of the environment's DOCKER_HOST (the docker provider's)
    */
   readonly dockerHosts?: readonly string[];
+  /** Backups are on: the image must have pgBackRest. */
+  readonly backup?: boolean;
 }
 
 /**
@@ -42,8 +44,10 @@ export class VersionGuard extends HostStep<VersionCheck> {
           PGC_IMAGE: args.image,
           PGC_CLUSTER: args.clusterName,
           ...(args.dockerHosts ? { PGC_DOCKER_HOSTS: JSON.stringify(args.dockerHosts) } : {}),
+          ...(args.backup ? { PGC_BACKUP: "on" } : {}),
         },
-        triggers: [args.image],
+        // Turning backups on checks the image again (for pgBackRest).
+        triggers: args.backup ? [args.image, "backup"] : [args.image],
       },
       opts,
     );

@@ -35,8 +35,11 @@ ROUTER_IMAGE=pg-cluster-haproxy:2.6
 PGADMIN_VERSION=9.18
 PGADMIN_IMAGE=pg-cluster-pgadmin:$PGADMIN_VERSION
 GUNICORN_VERSION=27.0.1
-# Bump when the build recipe changes: older tarballs and images are then rebuilt.
-RECIPE=r1
+# Bump when a build recipe changes: older tarballs and images of that kind are then rebuilt.
+# r2 of the PostgreSQL images: pgBackRest added (issue 12).
+RECIPE_POSTGRES=r2 RECIPE_OTHER=r1
+# recipe_for MAJOR — the recipe of one of our images (15, 17, router, pgadmin).
+recipe_for() { case "$1" in 15 | 17) echo "$RECIPE_POSTGRES" ;; *) echo "$RECIPE_OTHER" ;; esac; }
 PULL_TIMEOUT="${PG_CLUSTER_PULL_TIMEOUT:-20}"
 DEBIAN_MIRROR="${PG_CLUSTER_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 EXIT_NOT_BUILDABLE=3
@@ -76,7 +79,7 @@ suite_for() { case "$1" in 15 | router | pgadmin) echo bookworm ;; 17) echo trix
 image_ok() {
   local label
   label="$(docker image inspect --format '{{index .Config.Labels "pg-cluster.recipe"}}' "$1" 2>/dev/null)" || return 1
-  [ -z "$(local_major "$1")" ] || [ "$label" = "$RECIPE" ]
+  [ -z "$(local_major "$1")" ] || [ "$label" = "$(recipe_for "$(local_major "$1")")" ]
 }
 
 done_ok() { printf '%s\n' "$image"; exit 0; }
@@ -114,8 +117,9 @@ if [ "$major" = router ]; then
 elif [ "$major" = pgadmin ]; then
   repo="${PGADMIN_IMAGE%%:*}" packages="python3,python3-venv,ca-certificates" what="pgAdmin $PGADMIN_VERSION"
 else
-  repo="$LOCAL_REPO" packages="postgresql-$major,ca-certificates,util-linux" what="PostgreSQL $major"
+  repo="$LOCAL_REPO" packages="postgresql-$major,ca-certificates,util-linux,pgbackrest" what="PostgreSQL $major and pgBackRest"
 fi
+RECIPE="$(recipe_for "$major")"
 tarball="$images_dir/$repo-$major.$RECIPE.tar"
 root="$images_dir/rootfs-$major.build"
 mkdir -p "$images_dir"
@@ -292,7 +296,7 @@ docker run --rm "$image" true \
   || die "docker cannot run $image; check the engine (docker info, $PG_CLUSTER_CACHE/dockerd.log) and re-run."
 # shellcheck disable=SC2016  # expanded inside the container
 check='set -eu
-for c in initdb postgres pg_ctl pg_basebackup pg_isready psql setpriv bash; do
+for c in initdb postgres pg_ctl pg_basebackup pg_isready psql setpriv bash pgbackrest; do
   command -v "$c" >/dev/null || { echo "missing $c on PATH" >&2; exit 1; }
 done
 id postgres >/dev/null && getent group postgres >/dev/null

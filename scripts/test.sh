@@ -31,7 +31,7 @@ prepare() {
     integration)
       # Real PostgreSQL server processes on loopback, started by the tests from assets/.
       need_root "the integration layer (it runs the entrypoints as root, as Docker does)"
-      apt_install postgresql-15
+      apt_install postgresql-15 pgbackrest
       ;;
     hosts)
       # Engines in network namespaces (scripts/hosts.sh), each loaded from the main engine with

@@ -75,6 +75,7 @@ else
           "superuserPassword",
           "replicationPassword",
           "pgadmin",
+          "backup",
           "hosts",
           "placement",
         ].sort(),
@@ -92,6 +93,8 @@ else
       );
       assert.ok(stackOutputs().includes("internalReplicaEndpoints"));
       assert.deepEqual(Object.keys(schema.types).sort(), [
+        "pg-cluster:index:BackupArgs",
+        "pg-cluster:index:BackupResult",
         "pg-cluster:index:ClusterNode",
         "pg-cluster:index:DockerHostArgs",
         "pg-cluster:index:PgAdminArgs",

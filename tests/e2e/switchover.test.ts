@@ -2,20 +2,31 @@
  * The primary is a role chosen by config (issue 9): planned switchovers under a writer that records
  * every acknowledged id, and a refused switchover that changes nothing. Clients of the router's
  * endpoints (node-postgres and psql of libpq 15) follow each switchover: the read-write ones to
- * the new primary, the read-only ones never onto a primary.
+ * the new primary, the read-only ones never onto a primary. The stack has backups on (issue 12):
+ * the first backup is taken at creation, WAL archiving follows the primary role to each new
+ * primary with no step, a new backupTrigger takes a backup on whichever node is primary then,
+ * and destroy keeps the repository.
  */
 import * as assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { containerLogs } from "../lib/docker";
 import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
 import { RoleProbe } from "../lib/roleProbe";
-import { SUPERUSER_PASSWORD, inspectContainer, newStack, queryAt } from "../lib/stack";
+import { dockerApi } from "../lib/docker";
+import {
+  SUPERUSER_PASSWORD,
+  dockerObjects,
+  inspectContainer,
+  newStack,
+  queryAt,
+  waitUntil,
+} from "../lib/stack";
 import { AckWriter } from "../lib/writer";
 
 if (!isFirstMajorPass()) announceOncePerLayer("the switchover test");
 else
   describe("the primary is a role chosen by config", { timeout: 900_000 }, () => {
-    const stack = newStack("e2esw");
+    const stack = newStack("e2esw", { backup: "true" });
     const c = stack.clusterName;
     const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
     const endpoints = [0, 1, 2].map((i) => `localhost:${stack.basePort + i}`);
@@ -23,7 +34,28 @@ else
     const readOnly = `localhost:${stack.basePort - 1}`;
     after(async () => {
       await stack.remove();
+      await dockerApi("DELETE", `/volumes/${c}-backup`);
     });
+
+    /** A WAL switch on `endpoint` (the primary), then until the segment is archived there. */
+    async function archivedFrom(endpoint: string): Promise<string> {
+      const [{ wal }] = await queryAt<{ wal: string }>(
+        endpoint,
+        "SELECT pg_walfile_name(pg_switch_wal()) AS wal",
+      );
+      await waitUntil(
+        `${wal} archived from ${endpoint}`,
+        async () => {
+          const [r] = await queryAt<{ last: string | null; failed: string }>(
+            endpoint,
+            "SELECT last_archived_wal AS last, failed_count AS failed FROM pg_stat_archiver",
+          );
+          return r.last !== null && r.last >= wal;
+        },
+        30_000,
+      );
+      return wal;
+    }
 
     const routerLog = () => containerLogs(`${c}-router`);
     const containerIds = async () =>
@@ -60,7 +92,14 @@ else
     }
 
     it("moves the primary to replica-1 and back under writes, losing no acknowledged commit and replacing no container", async (t) => {
-      await stack.up();
+      const first = await stack.up();
+      const backup = first.outputs.backup as { node: string; type: string; backups: number };
+      assert.deepEqual(
+        [backup.node, backup.type, backup.backups],
+        [names[0], "full", 1],
+        "a full backup when the cluster is made",
+      );
+      await archivedFrom(endpoints[0]);
       await queryAt(endpoints[0], "CREATE TABLE acked (id int PRIMARY KEY)");
       const before = await containerIds();
 
@@ -171,6 +210,8 @@ else
         }
         await checkCluster(target, [...writer.acked, ...routed.acked]);
         assert.deepEqual(await containerIds(), before, "no container was replaced");
+        // Archiving went with the role: the new primary's WAL reaches the repository.
+        await archivedFrom(endpoints[names.indexOf(target)]);
       }
       await stack.expectNoChanges();
     });
@@ -197,5 +238,21 @@ else
       // With replay running again, the same change goes through.
       const { outputs } = await stack.up({ primary: names[2], synchronousReplicas: "1" });
       assert.equal(outputs.primaryEndpoint, endpoints[2]);
+    });
+
+    it("a new backupTrigger backs up the primary of the moment; destroy keeps the repository", async () => {
+      const { outputs } = await stack.up({
+        primary: names[2],
+        synchronousReplicas: "1",
+        backupTrigger: "second",
+        backupType: "incr",
+      });
+      const backup = outputs.backup as { node: string; type: string; backups: number };
+      assert.deepEqual([backup.node, backup.type, backup.backups], [names[2], "incr", 2]);
+      await stack.destroy();
+      const left = await dockerObjects(c);
+      assert.deepEqual(left.containers, [], "destroy removed the nodes");
+      const volume = await dockerApi("GET", `/volumes/${c}-backup`);
+      assert.equal(volume.status, 200, "the backup repository outlives the cluster");
     });
   });

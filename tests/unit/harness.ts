@@ -78,6 +78,21 @@ export function plain<T>(value: unknown): T {
 }
 
 /** Resolves an Output's value (mocks resolve everything). */
+/** A recorded container's environment (`KEY=value` entries) as an object. */
+export function envOf(r: Recorded): Record<string, string> {
+  return Object.fromEntries(
+    plain<string[]>(r.inputs.envs).map((e) => [
+      e.slice(0, e.indexOf("=")),
+      e.slice(e.indexOf("=") + 1),
+    ]),
+  );
+}
+
+/** A recorded step's environment (secret in the inputs, plain here). */
+export function stepEnv(r: Recorded): Record<string, string> {
+  return plain<Record<string, string>>(r.inputs.environment);
+}
+
 export function valueOf<T>(output: pulumi.Output<T>): Promise<T> {
   return new Promise((resolve) => output.apply((v) => resolve(v)));
 }

@@ -12,22 +12,22 @@ import { CONTAINER_CA } from "../../assets/roles.mjs";
 import { PostgresCluster } from "../../components";
 import { CONTAINER_VOLUME_DIR } from "../../components/assets";
 import { CONTAINER_TLS_DIR } from "../../components/tls";
-import { PASSWORDS, Recorded, build, inputIsSecret, plain, valueOf } from "./harness";
+import {
+  PASSWORDS,
+  Recorded,
+  build,
+  inputIsSecret,
+  plain,
+  valueOf,
+  envOf,
+  stepEnv,
+} from "./harness";
 
 const HOSTS = [
   { name: "h1", dockerHost: "unix:///run/h1.sock", address: "10.213.77.11" },
   { name: "h2", dockerHost: "tcp://10.213.77.12:2375", address: "10.213.77.12" },
   { name: "h3", dockerHost: "ssh://admin@db3.example", address: "db3.example" },
 ];
-
-const envOf = (r: Recorded) =>
-  Object.fromEntries(
-    plain<string[]>(r.inputs.envs).map((e) => [
-      e.slice(0, e.indexOf("=")),
-      e.slice(e.indexOf("=") + 1),
-    ]),
-  );
-const stepEnv = (r: Recorded) => plain<Record<string, string>>(r.inputs.environment);
 
 describe("nodes on several Docker hosts", () => {
   it("places each node on its host's engine and network, published on its address", async () => {

@@ -1,0 +1,115 @@
+/**
+ * Backups with pgBackRest (issue 12), seen through Pulumi's mocks: off by default; when on, a
+ * repository volume every node mounts, the nodes' environment (archiving needs a restart, so it
+ * is in the containers'), the topology step making the stanza, a backup step that reports the
+ * latest backup on a mere environment change, and the version guard checking the image for
+ * pgBackRest. Bad input is named before anything is created.
+ */
+import * as assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ClusterConfigError, clusterArgsFromConfig, validateClusterArgs } from "../../components";
+import { PASSWORDS, Recorded, build, plain, envOf, stepEnv } from "./harness";
+
+const named = (recorded: Recorded[], name: string) =>
+  recorded.find((r) => r.name === name && r.custom) as Recorded;
+
+describe("backups (pgBackRest)", () => {
+  it("are off by default: no repository, step or archiving", async () => {
+    const { recorded, cluster } = await build("bk-off", { replicas: 1 });
+    assert.equal(named(recorded, "bk-off-backup"), undefined);
+    assert.equal(envOf(named(recorded, "bk-off-primary")).PGC_BACKUP, undefined);
+    assert.equal(cluster.backup, undefined);
+  });
+
+  it("on: a repository volume in every node, archiving everywhere, a stanza, a first full backup", async () => {
+    const { recorded, cluster } = await build("bk", {
+      replicas: 2,
+      backup: { enabled: true, retentionFull: 3, trigger: "", type: "incr" },
+    });
+    const volume = named(recorded, "bk-backup");
+    assert.equal(volume.type, "docker:index/volume:Volume");
+    assert.equal(volume.inputs.name, "bk-backup");
+    for (const node of ["bk-primary", "bk-replica-1", "bk-replica-2"]) {
+      const c = named(recorded, node);
+      const mounts = plain<{ volumeName: string; containerPath: string }[]>(c.inputs.volumes);
+      assert.deepEqual(
+        mounts.map((m) => [m.volumeName, m.containerPath]),
+        [
+          [`${node}-data`, "/var/lib/postgresql/data"],
+          ["bk-backup", "/var/lib/pgbackrest"],
+        ],
+        node,
+      );
+      const env = envOf(c);
+      assert.deepEqual(
+        [env.PGC_BACKUP, env.PGC_STANZA, env.PGC_BACKUP_RETENTION_FULL],
+        ["on", "bk", "3"],
+      );
+    }
+    assert.equal(stepEnv(named(recorded, "bk-topology")).PGC_BACKUP, "on");
+    assert.equal(stepEnv(named(recorded, "bk-guard")).PGC_BACKUP, "on", "the image is checked");
+    const backupStep = recorded.find(
+      (r) => r.type === "command:local:Command" && r.name === "bk-backup",
+    ) as Recorded;
+    assert.equal(backupStep.inputs.create, "node backup.mjs");
+    assert.equal(backupStep.inputs.update, "node backup.mjs info", "an env change takes none");
+    assert.equal(stepEnv(backupStep).PGC_BACKUP_TYPE, "full", "the first backup is full");
+    assert.deepEqual(plain(backupStep.inputs.triggers), [""]);
+    assert.ok(cluster.backup, "the backup output");
+  });
+
+  it("a new trigger takes a backup of the configured type", async () => {
+    const { recorded } = await build("bkt", {
+      replicas: 1,
+      backup: { enabled: true, trigger: "2026-11-27", type: "incr" },
+    });
+    const step = recorded.find(
+      (r) => r.type === "command:local:Command" && r.name === "bkt-backup",
+    ) as Recorded;
+    assert.equal(stepEnv(step).PGC_BACKUP_TYPE, "incr");
+    assert.deepEqual(plain(step.inputs.triggers), ["2026-11-27"]);
+  });
+
+  it("names bad input and the fix, before anything is created", () => {
+    const message = (args: Parameters<typeof validateClusterArgs>[0]) => {
+      try {
+        validateClusterArgs(args);
+      } catch (err) {
+        assert.ok(err instanceof ClusterConfigError);
+        return err.message;
+      }
+      return "";
+    };
+    const bad = message({
+      ...PASSWORDS,
+      backup: { enabled: true, retentionFull: 0, type: "weekly", trigger: "a b" },
+    });
+    assert.match(bad, /backup\.retentionFull = 0: must be between 1 and 100/);
+    assert.match(
+      bad,
+      /backup\.type = "weekly": must be full, diff or incr\. Fix: pulumi config set backupType full/,
+    );
+    assert.match(bad, /backup\.trigger = "a b": must be a word/);
+    const hosts = [{ name: "h1", dockerHost: "unix:///var/run/docker.sock", address: "10.0.0.1" }];
+    assert.match(
+      message({ ...PASSWORDS, hosts, backup: { enabled: true } }),
+      /backup = .*: is not available with hosts yet .*Fix: pulumi config set backup false, or remove hosts/,
+    );
+    const config = (extra: Record<string, string>) => (key: string) =>
+      ({ ...PASSWORDS, ...extra })[key] as string | undefined;
+    const { settings } = clusterArgsFromConfig(
+      config({
+        backup: "true",
+        backupRetentionFull: "4",
+        backupTrigger: "now",
+        backupType: "diff",
+      }),
+      "pg-cluster-dev",
+    );
+    assert.deepEqual(settings.backup, { retentionFull: 4, trigger: "now", type: "diff" });
+    assert.throws(
+      () => clusterArgsFromConfig(config({ backup: "yes" }), "pg-cluster-dev"),
+      /backup = "yes": must be true or false\. Fix: pulumi config set backup true/,
+    );
+  });
+});
