@@ -235,20 +235,20 @@ else
       } finally {
         await queryAt(endpoints[2], "SELECT pg_wal_replay_resume()");
       }
-      // With replay running again, the same change goes through.
-      const { outputs } = await stack.up({ primary: names[2], synchronousReplicas: "1" });
-      assert.equal(outputs.primaryEndpoint, endpoints[2]);
-    });
-
-    it("a new backupTrigger backs up the primary of the moment; destroy keeps the repository", async () => {
+      // With replay running again, the same change goes through; a new backupTrigger in the same
+      // up takes a backup after the switchover, on the primary of the moment.
       const { outputs } = await stack.up({
         primary: names[2],
         synchronousReplicas: "1",
         backupTrigger: "second",
         backupType: "incr",
       });
+      assert.equal(outputs.primaryEndpoint, endpoints[2]);
       const backup = outputs.backup as { node: string; type: string; backups: number };
       assert.deepEqual([backup.node, backup.type, backup.backups], [names[2], "incr", 2]);
+    });
+
+    it("destroy keeps the backup repository", async () => {
       await stack.destroy();
       const left = await dockerObjects(c);
       assert.deepEqual(left.containers, [], "destroy removed the nodes");
