@@ -12,7 +12,7 @@
  *   "walStart", "walStop", "backups"} (times ISO 8601; backups: how many the repository holds).
  */
 import { jsonEnv, log, requireEnv } from "./pgnode.mjs";
-import { ctl, sqlState } from "./roles.mjs";
+import { ctl, writableNode } from "./roles.mjs";
 
 /** @typedef {import("./roles.mjs").TopologyNode} TopologyNode */
 
@@ -20,8 +20,7 @@ async function main() {
   /** @type {TopologyNode[]} */
   const nodes = jsonEnv("PGC_NODES");
   const type = requireEnv("PGC_BACKUP_TYPE");
-  const states = await Promise.all(nodes.map(async (n) => ({ n, s: await sqlState(n) })));
-  const primary = states.find((x) => x.s && !x.s.inRecovery)?.n;
+  const primary = await writableNode(nodes);
   if (!primary) {
     throw new Error(
       "no node is writable, so no backup was taken; run pulumi up again once the cluster has a primary.",

@@ -303,7 +303,13 @@ pgc_peer_addresses() {
 pgc_upstream_conninfo() {
   printf 'host=%s port=%s user=%s passfile=%s application_name=%s connect_timeout=5 keepalives_idle=5 keepalives_interval=2 keepalives_count=3' \
     "$1" "$2" "$PGC_REPLICATION_USER" "$PGC_PASSFILE" "$PGC_NODE_NAME"
-  ! pgc_tls_installed || printf ' sslmode=verify-full sslrootcert=%s' "$PGC_TLS_DIR/ca.crt"
+  ! pgc_tls_installed || printf ' %s' "$(pgc_tls_conninfo_options)"
+}
+
+# pgc_tls_conninfo_options — what a connection string of this node carries while TLS is
+# installed: verify-full against the cluster's CA.
+pgc_tls_conninfo_options() {
+  printf 'sslmode=verify-full sslrootcert=%s' "$PGC_TLS_DIR/ca.crt"
 }
 
 # pgc_conninfo_tls CONNINFO — CONNINFO with its TLS options matching this node's (for `ctl.sh
@@ -316,7 +322,7 @@ pgc_conninfo_tls() {
     case "${word%%=*}" in sslmode | sslrootcert) ;; *) out+=("$word") ;; esac
   done
   if pgc_tls_installed; then
-    out+=("sslmode=verify-full" "sslrootcert=$PGC_TLS_DIR/ca.crt")
+    out+=("$(pgc_tls_conninfo_options)")
   else
     out+=("sslmode=prefer")
   fi

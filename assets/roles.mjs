@@ -168,6 +168,12 @@ export async function sqlState(node) {
   };
 }
 
+/** The node that is writable now, if any. @param {TopologyNode[]} nodes */
+export async function writableNode(nodes) {
+  const states = await Promise.all(nodes.map(async (n) => ({ n, s: await sqlState(n) })));
+  return states.find((x) => x.s && !x.s.inRecovery)?.n;
+}
+
 /**
  * Waits until the node answers SQL, or its ctl status shows why it cannot (empty volume, held),
  * or the deadline passes (a populated node whose server does not come up is an error).

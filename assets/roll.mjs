@@ -47,6 +47,7 @@ import {
   switchover,
   tellRouter,
   waitUntil,
+  writableNode,
 } from "./roles.mjs";
 
 /** @typedef {import("./roles.mjs").TopologyNode} TopologyNode */
@@ -138,12 +139,6 @@ async function settle(node, nodes, timeoutMs) {
   );
   await tellRouter(`set server standbys/${node.name} state ready`);
   act(`${node.name} streams from ${primary.name} and replayed ${p.lsn}`);
-}
-
-/** The node that is writable now, if any. @param {TopologyNode[]} nodes */
-async function writableNode(nodes) {
-  const states = await Promise.all(nodes.map(async (n) => ({ n, s: await sqlState(n) })));
-  return states.find((x) => x.s && !x.s.inRecovery)?.n;
 }
 
 /** Whether the node's container has ctl.sh (releases before roles did not). @param {TopologyNode} node */
