@@ -429,12 +429,8 @@ function createNodes(
             `${a.name}-slot`,
             {
               slotName: a.slot,
-              environment: {
-                ...ctx.credentials,
-                PGC_NODES: JSON.stringify(ctx.addresses),
-                // Its delete connects to the primary: with TLS, verify-full like every step.
-                ...(ctx.tls ? { PGC_TLS_CA: ctx.tls.caCertificate } : {}),
-              },
+              // Its delete connects to the primary: with TLS, verify-full like every step.
+              environment: nodesEnv(ctx),
             },
             ctx.child(),
           );
@@ -549,10 +545,8 @@ function createBackup(
     `${ctx.name}-backup`,
     {
       environment: {
-        ...ctx.credentials,
-        PGC_NODES: JSON.stringify(ctx.addresses),
+        ...nodesEnv(ctx),
         PGC_BACKUP_TYPE: b.trigger === "" ? "full" : b.type,
-        ...(ctx.tls ? { PGC_TLS_CA: ctx.tls.caCertificate } : {}),
       },
       triggers: [b.trigger],
       // A change of its environment alone (a scale, a password) takes no backup: it reports the
@@ -561,6 +555,18 @@ function createBackup(
     },
     ctx.child(topology),
   );
+}
+
+/**
+ * What a step needs to reach the nodes as the superuser, and no more (the slot steps, the backup
+ * step): the credentials, the nodes, and with TLS the CA they are verified against.
+ */
+function nodesEnv(ctx: ClusterContext): Record<string, pulumi.Input<string>> {
+  return {
+    ...ctx.credentials,
+    PGC_NODES: JSON.stringify(ctx.addresses),
+    ...(ctx.tls ? { PGC_TLS_CA: ctx.tls.caCertificate } : {}),
+  };
 }
 
 /** The steps' PGC_TLS_FILES (ctl.sh tls's input for each node, secret), with TLS. */

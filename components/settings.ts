@@ -627,14 +627,13 @@ export function validateClusterArgs(
   }
 
   const tlsRenewal = args.tlsRenewal ?? DEFAULTS.tlsRenewal;
-  if (typeof tlsRenewal !== "string" || tlsRenewal.length > 64 || /\s/.test(tlsRenewal)) {
-    p.add(
-      "tlsRenewal",
-      tlsRenewal,
-      "must be a word of at most 64 characters (any new value re-issues the certificates)",
-      "pulumi config set tlsRenewal 2026-11-27",
-    );
-  }
+  checkTriggerWord(
+    p,
+    "tlsRenewal",
+    tlsRenewal,
+    "re-issues the certificates",
+    "pulumi config set tlsRenewal 2026-11-27",
+  );
 
   const backup = checkBackup(p, args.backup, args.hosts !== undefined);
 
@@ -793,6 +792,22 @@ function checkHosts(
  * pgAdmin's settings when enabled (undefined when not): a port no node or router endpoint
  * publishes, a login address and a password, an image reference.
  */
+/**
+ * A value whose every change sets something off (`tlsRenewal`, `backup.trigger`): one word of at
+ * most 64 characters, `does` saying what a new value does.
+ */
+function checkTriggerWord(
+  p: ProblemList,
+  field: string,
+  value: unknown,
+  does: string,
+  fix: string,
+) {
+  if (typeof value !== "string" || value.length > 64 || /\s/.test(value)) {
+    p.add(field, value, `must be a word of at most 64 characters (any new value ${does})`, fix);
+  }
+}
+
 /** Checks `backup`; undefined when backups are off. */
 function checkBackup(
   p: ProblemList,
@@ -823,14 +838,13 @@ function checkBackup(
     "pulumi config set backupRetentionFull 2",
   );
   const trigger = args.trigger ?? "";
-  if (typeof trigger !== "string" || trigger.length > 64 || /\s/.test(trigger)) {
-    p.add(
-      "backup.trigger",
-      trigger,
-      "must be a word of at most 64 characters (any new value takes a backup)",
-      "pulumi config set backupTrigger 2026-11-27T10:00",
-    );
-  }
+  checkTriggerWord(
+    p,
+    "backup.trigger",
+    trigger,
+    "takes a backup",
+    "pulumi config set backupTrigger 2026-11-27T10:00",
+  );
   const type = args.type ?? "full";
   if (type !== "full" && type !== "diff" && type !== "incr") {
     p.add("backup.type", type, "must be full, diff or incr", "pulumi config set backupType full");
