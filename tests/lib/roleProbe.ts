@@ -100,7 +100,9 @@ export class RoleProbe {
     const env = {
       ...process.env,
       PGPASSWORD: this.o.password,
-      PGCONNECT_TIMEOUT: "2",
+      // 5 s: a TLS handshake and SCRAM through the router can take over 2 s on a loaded CI machine
+      // (one psql read timed out there at 2 s while a standby drained, 2026-11-27).
+      PGCONNECT_TIMEOUT: "5",
       ...libpqTlsEnv(this.o.endpoint),
     };
     const conninfo = `host=${host} port=${port} user=${this.o.user ?? "postgres"} dbname=${this.o.database ?? "mydb"}`;
