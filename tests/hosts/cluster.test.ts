@@ -353,7 +353,7 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     for (const r of replicas) assert.deepEqual(await missingIds(r, "cut_load", writer.acked), []);
   });
 
-  it("switches the primary to replica-2 on h3 and back, losing no acknowledged write", async () => {
+  it("switches the primary to replica-2 on h3, losing no acknowledged write", async () => {
     const writer = new CountingWriter(primary, "switch_load");
     await writer.prepare();
     writer.start();
@@ -366,14 +366,11 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
       [`${c}-replica-1`]: HOSTS[1].address,
     });
     assert.deepEqual(await missingIds(newPrimary, "switch_load", writer.acked), []);
-    await stack.up(withTls);
-    assert.deepEqual(Object.keys(await walsenders(primary)).sort(), [
-      `${c}-replica-1`,
-      `${c}-replica-2`,
-    ]);
   });
 
-  it("scales 2 -> 3 (replica-3 on h1, by name) -> 1 across hosts", async () => {
+  // One up per change costs about 15 s of CPU here: the switchover back and the scale up share
+  // one, as do the scale down and TLS off.
+  it("switches back to the primary on h1 and scales 2 -> 3 (replica-3 on h1, by name) in one up", async () => {
     await stack.up({ ...withTls, replicas: "3" });
     const four = await walsenders(primary);
     assert.deepEqual(
@@ -387,13 +384,9 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
       !HOSTS.some((h) => h.address === four[`${c}-replica-3`]),
       `replica-3 streams over h1's network (${four[`${c}-replica-3`]})`,
     );
-    await stack.up({ ...withTls, replicas: "1" });
-    assert.deepEqual(Object.keys(await walsenders(primary)), [`${c}-replica-1`]);
-    assert.equal(dockerOn(HOSTS[2], "ps", "-aq"), "", "nothing left on h3");
-    assert.equal(dockerOn(HOSTS[2], "volume", "ls", "-q"), "", "replica-2's volume removed");
   });
 
-  it("turning TLS off rolls back under writes: plain connections again, no write lost", async () => {
+  it("scales 3 -> 1 and turns TLS off (a roll) under writes: plain connections again, no write lost", async () => {
     trustCa("prefer");
     const writer = new CountingWriter(outputsOf.readWrite, "tls_off_load");
     await writer.prepare();
@@ -401,13 +394,16 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     const { outputs } = await stack.up({ replicas: "1", tls: "false" });
     await writer.stop();
     trustCa(undefined);
+    assert.deepEqual(Object.keys(await walsenders(primary)), [`${c}-replica-1`]);
+    assert.equal(dockerOn(HOSTS[2], "ps", "-aq"), "", "nothing left on h3");
+    assert.equal(dockerOn(HOSTS[2], "volume", "ls", "-q"), "", "replica-2's volume removed");
     assert.equal(outputs.caCertificate, undefined);
     assert.equal(
       await session(primary, "postgres", SUPERUSER_PASSWORD, false, "mydb"),
       "accepted",
       "plain",
     );
-    assert.deepEqual(Object.keys(await walsenders(primary)), [`${c}-replica-1`]);
+    assert.ok(writer.acked.length > 0, "the writer committed during the roll");
     assert.deepEqual(await missingIds(replicas[0], "tls_off_load", writer.acked), []);
   });
 
