@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin) | backup-stanza | backup full|diff|incr | backup-info"
+  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-restore STANZA [TIME] | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin) | backup-stanza | backup full|diff|incr | backup-info"
 }
 
 HOLD="$PGC_CONF_DIR/hold"
@@ -109,13 +109,16 @@ require_port() {
 # a database gets an OID below 16384 (FirstNormalObjectId), and tools such as pgAdmin take it for a
 # system database and hide it.
 create_database() {
-  local dir="$1" sock
+  local dir="$1" sock exists
   sock="$(mktemp -d)"
   printf 'local all all trust\n' >"$sock/hba.conf"
   pg_ctl -D "$dir" -w -s -l "$sock/log" \
     -o "-c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf" start ||
     { cat "$sock/log" >&2; pgc_die "could not start a private server on $dir to create the database (log above)."; }
-  psql -h "$sock" -U "$PGC_SUPERUSER" -d postgres -XAtq -v ON_ERROR_STOP=1 \
+  # A restored cluster may have it already.
+  exists="$(psql -h "$sock" -U "$PGC_SUPERUSER" -d postgres -XAtq -v ON_ERROR_STOP=1 \
+    -c "SELECT count(*) FROM pg_database WHERE datname = $(pgc_sql_literal "$PGC_DATABASE")")"
+  [ "$exists" = 1 ] || psql -h "$sock" -U "$PGC_SUPERUSER" -d postgres -XAtq -v ON_ERROR_STOP=1 \
     -c "CREATE DATABASE $(pgc_sql_ident "$PGC_DATABASE")" >/dev/null
   pg_ctl -D "$dir" -w -s -m fast stop
   rm -rf "$sock"
@@ -136,9 +139,80 @@ bootstrap_initdb() {
   setup="$(pgc_setup_sql "$superuser_password" "$replication_password")"
   pgc_single_user "$PGDATA.init" "$setup"
   [ "$PGC_DATABASE" = postgres ] || create_database "$PGDATA.init"
+  stanza_before_start "$PGDATA.init"
   pgc_swap_in "$PGDATA.init"
   pgc_log "cluster initialised with database $PGC_DATABASE; the entrypoint starts it as the primary"
   wait_ready bootstrap-initdb
+}
+
+# bootstrap_restore STANZA [TIME] — a new cluster on an empty volume from another cluster's
+# pgBackRest repository (PGC_RESTORE_REPO, mounted read-only: a restore never writes into it).
+# pgBackRest restores the latest backup that ended before TIME into a scratch directory; a
+# server on a private socket (no network, no archiving) recovers it with that repository's WAL, to
+# TIME or, without one, to the end of its archive, and promotes; then, stopped, the recovery
+# settings are removed and this cluster's roles, passwords and database made as bootstrap-initdb
+# makes them, and the flush-and-rename swap. The entrypoint then starts it as the primary.
+bootstrap_restore() {
+  local stanza="$1" target="${2:-}" dir="$PGDATA.restore" work="$PGC_VOLUME/pgbackrest" sock
+  local args setup state waited=0 limit="${PGC_RESTORE_WAIT_SECONDS:-3600}"
+  pgc_require_empty
+  [ -d "${PGC_RESTORE_REPO:-}" ] ||
+    pgc_die "refusing bootstrap-restore: no repository at PGC_RESTORE_REPO ('${PGC_RESTORE_REPO:-}'); the component mounts the one restore.repository names. Nothing was changed."
+  mkdir -p "$work/lock"
+  {
+    echo "[global]"
+    echo "repo1-path=$PGC_RESTORE_REPO"
+    echo "lock-path=$work/lock"
+    echo "log-level-file=off"
+    echo "log-level-console=warn"
+    echo "log-level-stderr=warn"
+    echo "[$stanza]"
+    echo "pg1-path=$dir"
+  } >"$work/restore.conf"
+  rm -rf "$dir"
+  mkdir -m 700 "$dir"
+  args=(--config="$work/restore.conf" --stanza="$stanza")
+  [ -z "$target" ] || args+=(--type=time "--target=$target" --target-action=promote)
+  pgc_log "restoring stanza $stanza from $PGC_RESTORE_REPO${target:+ to $target}${target:- to the end of its archive}"
+  pgbackrest "${args[@]}" restore >&2 ||
+    pgc_die "pgbackrest restore of stanza '$stanza' from $PGC_RESTORE_REPO failed (above); the volume holds no cluster."
+  sock="$(mktemp -d)"
+  printf 'local all all trust\n' >"$sock/hba.conf"
+  # The node's configuration (pgBackRest's restore_command and target come after it, in
+  # postgresql.auto.conf), without network, archiving or TLS. Recovery refuses a max_wal_senders
+  # or max_replication_slots below the source's: generous values here, the node's own at its start.
+  pg_ctl -D "$dir" -s -l "$sock/log" -o "-c config_file=$PGC_CONF_DIR/postgresql.conf \
+-c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf -c ssl=off \
+-c archive_mode=off -c synchronous_standby_names= -c max_wal_senders=64 -c max_replication_slots=64" start ||
+    { cat "$sock/log" >&2; pgc_die "could not start a server on the restored data (log above)."; }
+  # Promoted once pg_control says "in production"; a target it cannot reach stops the server.
+  while state="$(LC_ALL=C pg_controldata -D "$dir" | sed -n 's/^Database cluster state:[[:space:]]*//p')" &&
+    [ "$state" != "in production" ]; do
+    if ! pg_ctl status -D "$dir" >/dev/null 2>&1 || [ "$waited" -ge "$limit" ]; then
+      tail -n 20 "$sock/log" >&2
+      pg_ctl -D "$dir" -s -m immediate stop 2>/dev/null || true
+      pgc_die "recovery of the restored data did not finish${target:+ at $target} within ${waited} s (server log above); the volume holds no cluster."
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+  pg_ctl -D "$dir" -w -s -m fast stop
+  grep -E 'redo done|recovery stopping|selected new timeline|archive recovery complete' "$sock/log" >&2 || true
+  rm -rf "$sock"
+  # Recovery's settings would apply again whenever this node recovers (a standby after a
+  # switchover); the source's synchronous standbys and upstream are not this cluster's (its
+  # commits would wait for standbys that never come): the topology step sets this cluster's.
+  grep -vE '^[[:space:]]*(restore_command|recovery_target[a-z_]*|archive_mode|synchronous_standby_names|primary_conninfo|primary_slot_name)[[:space:]]*=' \
+    "$dir/postgresql.auto.conf" >"$dir/postgresql.auto.conf.pgc" || true
+  mv "$dir/postgresql.auto.conf.pgc" "$dir/postgresql.auto.conf"
+  chmod 600 "$dir/postgresql.auto.conf"
+  setup="$(pgc_setup_sql "$superuser_password" "$replication_password")"
+  pgc_single_user "$dir" "$setup"
+  create_database "$dir"
+  stanza_before_start "$dir"
+  pgc_swap_in "$dir"
+  pgc_log "cluster restored from stanza $stanza with database $PGC_DATABASE; the entrypoint starts it as the primary"
+  wait_ready bootstrap-restore
 }
 
 # bootstrap_clone HOST PORT — a standby of HOST:PORT on an empty volume, through this node's slot.
@@ -350,16 +424,45 @@ require_backup() {
   fi
 }
 
-# backup_stanza — the cluster's pgBackRest stanza in the repository (idempotent: an existing stanza
-# of this cluster is kept; one of another cluster is refused by pgBackRest), then a check that
-# archiving reaches it. Not in archive_command (pgbackrest #2088).
+# stanza_before_start DIR — with backups, the cluster's stanza made from the new data directory
+# DIR before its server first starts (offline: from pg_control), so its first archive_command
+# finds it: archiving that failed for want of a stanza leaves pgBackRest's asynchronous pusher
+# holding the archive lock and the server's archiver backing off, which a stanza-create and check
+# made afterwards then wait on. A repository holding this stanza for another cluster (a kept
+# volume of a destroyed cluster of the same name) is refused here, before the volume holds one.
+stanza_before_start() {
+  [ "$PGC_BACKUP" = on ] || return 0
+  eval "$(pgc_pgbackrest_command)" --pg1-path="$1" --no-online stanza-create >&2 ||
+    pgc_die "pgbackrest stanza-create for $PGC_STANZA failed (above): the repository $PGC_BACKUP_REPO holds that stanza for another cluster (a kept repository volume of an earlier cluster of this name?). Restore from it into a cluster of another name (restore.repository), or remove the volume; the data volume holds no cluster."
+}
+
+# backup_stanza — the cluster's pgBackRest stanza in the repository (kept when it exists: made at
+# bootstrap; a cluster that turns backups on makes it here; one of another cluster is refused by
+# pgBackRest), then a check that archiving reaches it. Not in archive_command (pgbackrest #2088).
 backup_stanza() {
+  local tries=0
   require_backup backup-stanza
-  eval "$(pgc_pgbackrest_command)" stanza-create >&2 ||
-    pgc_die "pgbackrest stanza-create failed (above); check the repository ($PGC_BACKUP_REPO)."
+  if ! stanza_exists; then
+    # The server archives already and failed for want of the stanza: pgBackRest's pusher holds
+    # the archive lock at times until it exists; stanza-create retries while it does.
+    until eval "$(pgc_pgbackrest_command)" stanza-create >&2; do
+      tries=$((tries + 1))
+      [ "$tries" -lt 30 ] ||
+        pgc_die "pgbackrest stanza-create failed (above); check the repository ($PGC_BACKUP_REPO)."
+      sleep 1
+    done
+  fi
   eval "$(pgc_pgbackrest_command)" check >&2 ||
     pgc_die "pgbackrest check failed (above): WAL does not reach the repository ($PGC_BACKUP_REPO)."
   result_extra="\"stanza\":$(json_string "$PGC_STANZA")"
+}
+
+# stanza_exists — the repository holds this cluster's stanza (pgBackRest's info, lock-free).
+stanza_exists() {
+  local info
+  info="$(eval "$(pgc_pgbackrest_command)" info --output=json 2>/dev/null)" || return 1
+  # Status 1: "missing stanza path"; 0 (ok) and 2 (no valid backups) mean it exists.
+  [[ "$info" =~ \"status\":\{\"code\":[02][,}] ]]
 }
 
 # backup TYPE — a pgBackRest backup (full, diff or incr) of this primary; adds "info", pgBackRest's
@@ -400,7 +503,7 @@ main() {
   local verb="${1:-}"
   [ $# = 0 ] || shift
   case "$verb:$#" in
-    status:0 | bootstrap-initdb:0 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0 | backup-stanza:0 | backup:1 | backup-info:0) ;;
+    status:0 | bootstrap-initdb:0 | bootstrap-restore:1 | bootstrap-restore:2 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0 | backup-stanza:0 | backup:1 | backup-info:0) ;;
     bootstrap-clone:2 | follow:2 | reclone:2) require_port "$2" ;;
     *) usage ;;
   esac
@@ -417,6 +520,7 @@ main() {
   lock
   case "$verb" in
     bootstrap-initdb) bootstrap_initdb ;;
+    bootstrap-restore) bootstrap_restore "$@" ;;
     bootstrap-clone) bootstrap_clone "$1" "$2" ;;
     demote) demote ;;
     undemote) undemote ;;

@@ -9,10 +9,14 @@
  *   PGC_IMAGE    the nodes' image
  *   PGC_CLUSTER  the cluster's name: its volumes carry the label pg-cluster.cluster=<name>
  *   PGC_BACKUP   "on" with backups: the image must have pgBackRest (on every engine)
+ *   PGC_RESTORE  optional {"repository", "stanza"?, "targetTime"?}: while no volume holds data,
+ *                the repository volume must exist and hold (in that stanza, or its only one) a
+ *                backup of the image's major that ended before targetTime
  *   PGC_DOCKER_HOSTS  optional JSON list of the engines the nodes run on (several Docker hosts);
  *                     without it, the environment's DOCKER_HOST (the docker provider's engine)
- * Prints one JSON line: {"image", "major", "volumes": [{"volume", "major"}]} ("major" null when no
- * volume holds data yet, so nothing had to be compared).
+ * Prints one JSON line: {"image", "major", "volumes": [{"volume", "major"}], "restore"?: {"repository",
+ * "stanza", "backup", "backupStop"}} ("major" null when no volume holds data yet, so nothing had to
+ * be compared; "restore" when a restore was checked).
  */
 import { spawnSync } from "node:child_process";
 import { dockerEnv, jsonEnv, log, requireEnv } from "./pgnode.mjs";
@@ -71,7 +75,90 @@ function main() {
   if (major !== null) {
     log(`image ${image} runs PostgreSQL ${major}, as the data in every volume does`);
   }
-  process.stdout.write(`${JSON.stringify({ image, major, volumes })}\n`);
+  // A restore is for a new cluster: once a volume holds data, the repository is not read again.
+  const restore =
+    process.env.PGC_RESTORE && major === null
+      ? checkRestore(image, jsonEnv("PGC_RESTORE"), engines[0])
+      : undefined;
+  process.stdout.write(`${JSON.stringify({ image, major, volumes, restore })}\n`);
+}
+
+/**
+ * The restore's repository on `engine`: the volume exists, holds the stanza (or exactly one),
+ * with a backup written by the image's major that ended before the target time. Read by
+ * pgBackRest in a throw-away container of the image, the volume mounted read-only.
+ * @param {string} image
+ * @param {{ repository: string, stanza?: string, targetTime?: string }} restore
+ * @param {string | undefined} engine
+ */
+function checkRestore(image, restore, engine) {
+  const where = `the Docker engine ${engine ?? "of DOCKER_HOST"}`;
+  const none = "Nothing was created.";
+  if (!docker(engine, ["volume", "inspect", restore.repository]).ok) {
+    throw new Error(
+      `restore.repository: there is no Docker volume ${restore.repository} on ${where}. ${none} Fix: name the repository volume of the cluster to restore (docker volume ls --filter label=pg-cluster.backup-of), or pulumi config rm restoreRepository.`,
+    );
+  }
+  const script =
+    "postgres --version && pgbackrest --repo1-path=/pgc/restore --lock-path=/tmp --log-level-file=off --log-level-console=off --log-level-stderr=error --output=json info";
+  const run = runInImage(engine, image, script, ["-v", `${restore.repository}:/pgc/restore:ro`]);
+  const [version, json] = run.out.split("\n", 2);
+  const major = /\(PostgreSQL\) (\d+)/.exec(version ?? "")?.[1];
+  /** @type {{ name: string, status: { code: number, message: string }, db: { version: string }[], backup: { label: string, timestamp: { stop: number } }[] }[]} */
+  let stanzas;
+  try {
+    stanzas = JSON.parse(json ?? "");
+  } catch {
+    throw new Error(
+      `restore.repository: pgBackRest cannot read volume ${restore.repository} with image ${image} (${lastLine(run.err) || run.out}). ${none} Fix: name a pgBackRest repository volume, and use an image with pgBackRest.`,
+    );
+  }
+  const names = stanzas.map((x) => x.name);
+  const stanza = restore.stanza
+    ? stanzas.find((x) => x.name === restore.stanza)
+    : stanzas.length === 1
+      ? stanzas[0]
+      : undefined;
+  if (!stanza) {
+    throw new Error(
+      restore.stanza || names.length === 0
+        ? `restore.stanza: repository ${restore.repository} holds ${names.length ? `stanzas ${names.join(", ")}, not ${restore.stanza}` : "no stanza (no backup was ever made in it)"}. ${none} Fix: ${names.length ? `pulumi config set restoreStanza ${names[0]}` : "name the repository of a cluster that took a backup"}.`
+        : `restore.stanza: repository ${restore.repository} holds stanzas ${names.join(", ")}; say which. ${none} Fix: pulumi config set restoreStanza ${names[0]}.`,
+    );
+  }
+  const backups = stanza.backup ?? [];
+  if (backups.length === 0) {
+    throw new Error(
+      `restore.repository: stanza ${stanza.name} in ${restore.repository} holds no backup (${stanza.status?.message}). ${none} Fix: take a backup of that cluster first (pulumi config set backupTrigger <a new word>, then pulumi up there).`,
+    );
+  }
+  const wrote = stanza.db?.at(-1)?.version;
+  if (major && wrote && wrote !== major) {
+    throw new Error(
+      `restore: stanza ${stanza.name} holds backups of PostgreSQL ${wrote}, but image ${image} runs PostgreSQL ${major}. ${none} Fix: pulumi config set image <a PostgreSQL ${wrote} image>.`,
+    );
+  }
+  const iso = (/** @type {number} */ seconds) => new Date(seconds * 1000).toISOString();
+  let chosen = backups.at(-1);
+  if (restore.targetTime) {
+    const target = Date.parse(restore.targetTime.replace(" ", "T").replace(/\+00$/, "Z"));
+    const before = backups.filter((b) => b.timestamp.stop * 1000 <= target);
+    if (before.length === 0) {
+      throw new Error(
+        `restore.targetTime: ${new Date(target).toISOString()} is before the end of the first backup in stanza ${stanza.name} (${iso(backups[0].timestamp.stop)}), the earliest time it can restore to. ${none} Fix: pulumi config set restoreTargetTime ${iso(backups[0].timestamp.stop)} (or later), or pulumi config rm restoreTargetTime for the end of the archive.`,
+      );
+    }
+    chosen = before.at(-1);
+  }
+  log(
+    `restore from ${restore.repository}, stanza ${stanza.name}: backup ${chosen?.label}${restore.targetTime ? `, then WAL to ${restore.targetTime}` : ", then WAL to the end of the archive"}`,
+  );
+  return {
+    repository: restore.repository,
+    stanza: stanza.name,
+    backup: chosen?.label ?? "",
+    backupStop: iso(chosen?.timestamp.stop ?? 0),
+  };
 }
 
 /**

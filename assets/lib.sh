@@ -377,8 +377,15 @@ pgc_setup_sql() {
   local su repl fn
   su="$(pgc_sql_ident "$PGC_SUPERUSER")"
   repl="$(pgc_sql_ident "$PGC_REPLICATION_USER")"
+  # The superuser exists but in a cluster restored from another one's backup (ctl.sh
+  # bootstrap-restore), whose superuser may have had another name.
   printf '%s\n\n' \
-    "ALTER ROLE $su WITH PASSWORD $(pgc_sql_literal "$1");" \
+    "DO \$\$BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = $(pgc_sql_literal "$PGC_SUPERUSER")) THEN
+    CREATE ROLE $su SUPERUSER LOGIN;
+  END IF;
+END\$\$;" \
+    "ALTER ROLE $su WITH SUPERUSER LOGIN PASSWORD $(pgc_sql_literal "$1");" \
     "DO \$\$BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = $(pgc_sql_literal "$PGC_REPLICATION_USER")) THEN
     CREATE ROLE $repl;

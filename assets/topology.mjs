@@ -28,6 +28,9 @@
  *   PGC_TLS, PGC_TLS_CA  "on" and the CA certificate, with TLS: every connection verify-full
  *   PGC_TLS_FILES        {"<node>": "<CA cert, node cert, key (PEM)>"}: installed by ctl.sh tls
  *   PGC_BACKUP           "on" with backups: the primary's stanza is made (ctl.sh backup-stanza)
+ *   PGC_RESTORE          optional {"stanza", "targetTime"?}: a new cluster's primary is restored
+ *                        from that stanza of the repository its container mounts
+ *                        (ctl.sh bootstrap-restore) instead of initdb
  *   PGC_HEALTH_PASSWORD  password of the router's check role, pgc_health (made on the primary)
  *   PGC_ROUTER           optional: the router container; its runtime API is told of a switchover
  *                        the moment it happens (PGC_ROUTER_ARGV: a JSON argv that takes the
@@ -295,8 +298,20 @@ async function main() {
   let seen = await Promise.all(nodes.map((n) => observe(n, deadline)));
   const populated = seen.filter((o) => o.sql || o.ctl?.volume === "populated");
   if (populated.length === 0) {
-    act(`new cluster: initdb on ${desired.name}`);
-    await ctl(desired, "bootstrap-initdb");
+    const restore = process.env.PGC_RESTORE ? jsonEnv("PGC_RESTORE") : undefined;
+    if (restore) {
+      const to = restore.targetTime ?? "the end of its archive";
+      act(`new cluster: restored on ${desired.name} from stanza ${restore.stanza}, to ${to}`);
+      await ctl(
+        desired,
+        "bootstrap-restore",
+        restore.stanza,
+        ...(restore.targetTime ? [restore.targetTime] : []),
+      );
+    } else {
+      act(`new cluster: initdb on ${desired.name}`);
+      await ctl(desired, "bootstrap-initdb");
+    }
     seen = await Promise.all(nodes.map((n) => observe(n, deadline)));
   }
   const ids = new Set(

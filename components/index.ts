@@ -25,6 +25,8 @@ export type {
   PgAdminArgs,
   PgAdminSettings,
   PostgresClusterArgs,
+  RestoreArgs,
+  RestoreSettings,
 } from "./settings";
 export type { PgAdmin } from "./pgAdmin";
 export type { Backup, BackupResult } from "./backup";

@@ -5,7 +5,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT, secretsFile } from "./assets";
 import { inheritedDependsOn } from "./options";
 import { PgAdmin, clusterServers } from "./pgAdmin";
-import { PostgresNode, containerEnv } from "./postgresNode";
+import { CONTAINER_RESTORE_DIR, PostgresNode, containerEnv } from "./postgresNode";
 import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
 import { RollGate } from "./rollGate";
@@ -100,6 +100,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
   get rollGates(): readonly RollGate[] {
     return partsOf(this).gates;
   }
+  /** The version guard: the first step, before anything is created on an engine. */
+  get guard(): VersionGuard {
+    return partsOf(this).guard;
+  }
   /** The topology step. */
   get topology(): Topology {
     return partsOf(this).topology;
@@ -124,32 +128,35 @@ export class PostgresCluster extends pulumi.ComponentResource {
     // What the user said the cluster must follow: Pulumi records a component's dependsOn on the
     // component only, so every child records it too (and so is deleted before it).
     const userDeps = inheritedDependsOn(opts);
-    const ctx = clusterContext(
-      name,
-      s,
-      (...deps) => ({ parent: this, dependsOn: [...userDeps, ...deps] }),
-      hostProviders ?? {},
-    );
-
-    this.network = ctx.sites[0].network;
-    // Before any node container is created or replaced with an image: that image's PostgreSQL
-    // major must be the one the volumes' data was written by, or the up stops there.
+    // First, before any resource of the cluster is created, and before any node container is
+    // created or replaced with an image: that image's PostgreSQL major must be the one the
+    // volumes' data was written by, and a restore's repository must hold what it asks for, or the
+    // up stops there.
     const guard = new VersionGuard(
       `${name}-guard`,
       {
         image: s.image,
         clusterName: name,
-        dockerHosts: s.hosts ? ctx.sites.map((site) => site.dockerHost as string) : undefined,
+        dockerHosts: s.hosts?.list.map((h) => h.dockerHost),
         backup: s.backup !== undefined,
+        restore: s.restore,
       },
-      ctx.child(),
+      { parent: this, dependsOn: userDeps },
     );
+    const ctx = clusterContext(
+      name,
+      s,
+      (...deps) => ({ parent: this, dependsOn: [...userDeps, guard, ...deps] }),
+      hostProviders ?? {},
+    );
+
+    this.network = ctx.sites[0].network;
     const { nodes, slots, gates } = createNodes(ctx, guard);
     const router = createRouter(ctx, gates[0]);
-    const { topology, check } = createSteps(ctx, nodes, slots, router);
+    const { topology, check } = createSteps(ctx, nodes, slots, router, guard);
     const pgadmin = s.pgadmin ? createPgAdmin(ctx, this.network.name) : undefined;
     const backup = s.backup ? createBackup(ctx, s.backup, topology) : undefined;
-    PARTS.set(this, { nodes, slots, gates, topology, check, router, pgadmin, backup });
+    PARTS.set(this, { guard, nodes, slots, gates, topology, check, router, pgadmin, backup });
 
     const o = clusterOutputs(ctx, check);
     this.networkName = this.network.name;
@@ -455,9 +462,11 @@ function createNodes(
               PGC_BACKUP_RETENTION_FULL: String(s.backup.retentionFull),
             }
           : {}),
+        ...(s.restore ? { PGC_RESTORE_REPO: CONTAINER_RESTORE_DIR } : {}),
       }),
       secrets,
       ...(ctx.backupVolume ? { backupVolume: ctx.backupVolume.name } : {}),
+      ...(s.restore ? { restoreVolume: s.restore.repository } : {}),
     };
     const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
     const gate = new RollGate(
@@ -617,6 +626,7 @@ function createSteps(
   nodes: readonly PostgresNode[],
   slots: readonly ReplicationSlot[],
   router: Router,
+  guard: VersionGuard,
 ): { topology: Topology; check: ReplicationCheck } {
   const { s } = ctx;
   const stepEnv = {
@@ -635,6 +645,17 @@ function createSteps(
         // this step (and the post-step), no container.
         ...tlsFiles(ctx),
         ...(s.backup ? { PGC_BACKUP: "on" } : {}),
+        // A new cluster's primary is restored (ctl.sh bootstrap-restore) from the stanza the
+        // guard found in the repository; empty once the volumes hold data (the guard ran again).
+        ...(s.restore
+          ? {
+              PGC_RESTORE: guard.result.apply((r) =>
+                r.restore
+                  ? JSON.stringify({ stanza: r.restore.stanza, targetTime: s.restore?.targetTime })
+                  : "",
+              ),
+            }
+          : {}),
         // Applied to every node by ALTER SYSTEM and a reload: a change re-runs only this step.
         PGC_SETTINGS: JSON.stringify(
           Object.fromEntries(
@@ -762,6 +783,7 @@ interface Parts {
   readonly router: Router;
   readonly pgadmin?: PgAdmin;
   readonly backup?: Backup;
+  readonly guard: VersionGuard;
 }
 
 /**

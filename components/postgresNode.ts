@@ -37,6 +37,11 @@ export interface PostgresNodeArgs {
   /** With backups: the repository's volume, mounted at {@link CONTAINER_BACKUP_DIR}. */
   readonly backupVolume?: pulumi.Input<string>;
   /**
+   * With `restore`: the other cluster's repository volume, mounted read-only at
+   * {@link CONTAINER_RESTORE_DIR} (a restore never writes into it).
+   */
+  readonly restoreVolume?: string;
+  /**
    * What the container must come after (a replica node: its slot's lifetime). On the container
    * only, not the component: the SDK registers a component's children after the component's own
    * dependencies, which would hold back the volume too. @default []
@@ -100,6 +105,15 @@ export class PostgresNode extends pulumi.ComponentResource {
           ...(args.backupVolume
             ? [{ volumeName: args.backupVolume, containerPath: CONTAINER_BACKUP_DIR }]
             : []),
+          ...(args.restoreVolume
+            ? [
+                {
+                  volumeName: args.restoreVolume,
+                  containerPath: CONTAINER_RESTORE_DIR,
+                  readOnly: true,
+                },
+              ]
+            : []),
         ],
         // For `docker ps` and monitoring; nothing in `pulumi up` waits on it (see the class comment).
         // Every 10 s: each check is a `docker exec` costing about 60 ms of CPU (measured: six
@@ -131,6 +145,9 @@ export class PostgresNode extends pulumi.ComponentResource {
 
 /** Where a node sees the backup repository's volume (lib.sh PGC_BACKUP_REPO). */
 export const CONTAINER_BACKUP_DIR = "/var/lib/pgbackrest";
+
+/** Where a node sees the repository it is restored from (ctl.sh PGC_RESTORE_REPO). */
+export const CONTAINER_RESTORE_DIR = "/var/lib/pgbackrest-restore";
 
 /**
  * The environment a node's container runs with: `envs` and `PGC_SPEC`, a digest of what else

@@ -158,6 +158,34 @@ export interface PostgresClusterArgs {
    * now. Turning it on rolls the nodes (`archive_mode` needs a restart), without outage.
    */
   readonly backup?: BackupArgs;
+  /**
+   * Make the new cluster from another cluster's pgBackRest repository instead of an empty one
+   * (issue 12): its primary restores the latest backup before `targetTime` and recovers that
+   * repository's WAL to `targetTime` (or to the end of its archive), then the replicas clone it.
+   * Read when the cluster is made (no node holds data yet); the repository is mounted read-only.
+   */
+  readonly restore?: RestoreArgs;
+}
+
+/** Restore (`restore` in {@link PostgresClusterArgs}). */
+export interface RestoreArgs {
+  /** The repository's Docker volume, e.g. `<cluster>-backup` of the cluster backed up. */
+  readonly repository: string;
+  /** Its stanza (the backed-up cluster's name). @default the repository's only stanza */
+  readonly stanza?: string;
+  /**
+   * Recover to this moment (ISO 8601 with a time zone, e.g. 2026-11-27T10:15:00Z).
+   * @default the end of the repository's WAL archive
+   */
+  readonly targetTime?: string;
+}
+
+/** Validated restore settings. */
+export interface RestoreSettings {
+  readonly repository: string;
+  readonly stanza?: string;
+  /** In the form pgBackRest and PostgreSQL both read: `YYYY-MM-DD HH:MM:SS.mmm+00`. */
+  readonly targetTime?: string;
 }
 
 /** Backups (`backup` in {@link PostgresClusterArgs}). */
@@ -248,6 +276,8 @@ export interface ClusterSettings {
   readonly tlsRenewal: string;
   /** Backups, when enabled. */
   readonly backup?: BackupSettings;
+  /** Where a new cluster is restored from, when it is. */
+  readonly restore?: RestoreSettings;
   /** The Docker hosts, when given, and each node's host (by name), node 0 first. */
   readonly hosts?: {
     readonly list: readonly DockerHostArgs[];
@@ -636,6 +666,7 @@ export function validateClusterArgs(
   );
 
   const backup = checkBackup(p, args.backup, args.hosts !== undefined);
+  const restore = checkRestore(p, args.restore, args.hosts !== undefined, clusterName);
 
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
   const primary = args.primary ?? nodeNames[0] ?? "";
@@ -671,6 +702,7 @@ export function validateClusterArgs(
     tls: tls === true,
     tlsRenewal: tlsRenewal as string,
     ...(backup ? { backup } : {}),
+    ...(restore ? { restore } : {}),
     ...(pgadmin ? { pgadmin } : {}),
     ...(hosts ? { hosts } : {}),
   };
@@ -854,6 +886,98 @@ function checkBackup(
     trigger: trigger as string,
     type: type as BackupSettings["type"],
   };
+}
+
+const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+const STANZA_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/;
+
+/** Checks `restore`; undefined when the cluster is not restored. */
+function checkRestore(
+  p: ProblemList,
+  args: RestoreArgs | undefined,
+  withHosts: boolean,
+  clusterName: string | undefined,
+): RestoreSettings | undefined {
+  if (args === undefined || (args.repository ?? "") === "") {
+    if (args !== undefined && (args.stanza !== undefined || args.targetTime !== undefined)) {
+      p.add(
+        "restore.repository",
+        args.repository,
+        "must name the repository's Docker volume when restore.stanza or restore.targetTime is set",
+        "pulumi config set restoreRepository <cluster>-backup",
+      );
+    }
+    return undefined;
+  }
+  const { repository, stanza, targetTime } = args;
+  if (typeof repository !== "string" || !VOLUME_NAME.test(repository)) {
+    p.add(
+      "restore.repository",
+      repository,
+      "must be a Docker volume name",
+      "pulumi config set restoreRepository <cluster>-backup (docker volume ls --filter label=pg-cluster.backup-of)",
+    );
+  } else if (clusterName !== undefined && repository === `${clusterName}-backup`) {
+    // That volume is this cluster's own repository: restoring from it would archive into it.
+    p.add(
+      "restore.repository",
+      repository,
+      "is this cluster's own repository; a cluster is restored from another cluster's",
+      "restore into a new stack or component with another name",
+    );
+  }
+  if (withHosts) {
+    p.add(
+      "restore",
+      args,
+      "is not available with hosts yet (the repository is a volume on one host)",
+      "pulumi config rm restoreRepository, or remove hosts",
+    );
+  }
+  if (stanza !== undefined && (typeof stanza !== "string" || !STANZA_NAME.test(stanza))) {
+    p.add(
+      "restore.stanza",
+      stanza,
+      "must be a pgBackRest stanza name (letters, digits, . _ -)",
+      "pulumi config set restoreStanza <the backed-up cluster's name>",
+    );
+  }
+  const target = targetTime === undefined ? undefined : pgTimestamp(targetTime);
+  if (targetTime !== undefined) {
+    if (target === undefined) {
+      p.add(
+        "restore.targetTime",
+        targetTime,
+        "must be an ISO 8601 time with a time zone",
+        "pulumi config set restoreTargetTime 2026-11-27T10:15:00Z",
+      );
+    } else if (Date.parse(targetTime as string) > Date.now()) {
+      p.add(
+        "restore.targetTime",
+        targetTime,
+        "is in the future; a repository holds nothing after now",
+        "omit it to restore to the end of the archive (pulumi config rm restoreTargetTime)",
+      );
+    }
+  }
+  return {
+    repository,
+    ...(stanza !== undefined ? { stanza } : {}),
+    ...(target !== undefined ? { targetTime: target } : {}),
+  };
+}
+
+/**
+ * An ISO 8601 time with a zone (Z or ±hh:mm) as `YYYY-MM-DD HH:MM:SS.mmm+00` (UTC), which
+ * pgBackRest parses to pick the backup and PostgreSQL as recovery_target_time; undefined if it is
+ * not one.
+ */
+export function pgTimestamp(value: unknown): string | undefined {
+  const iso = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)$/;
+  if (typeof value !== "string" || !iso.test(value)) return undefined;
+  const ms = Date.parse(value.replace(" ", "T"));
+  if (Number.isNaN(ms)) return undefined;
+  return new Date(ms).toISOString().replace("T", " ").replace("Z", "+00");
 }
 
 function checkPgAdmin(

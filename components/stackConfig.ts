@@ -31,6 +31,9 @@ const STRING_KEYS = [
   "pgadminImage",
   "backupTrigger",
   "backupType",
+  "restoreRepository",
+  "restoreStanza",
+  "restoreTargetTime",
 ] as const;
 
 /** Reads one raw config value; a function so tests can supply a plain map. */
@@ -65,7 +68,16 @@ export function clusterArgsFromConfig(
   // Read the passwords as plain strings so they can be validated now; the component wraps them
   // in pulumi.secret, and Pulumi keeps them encrypted in config and state.
   const { pgadminPort, backupRetentionFull, ...clusterNumbers } = numbers;
-  const { pgadminEmail, pgadminImage, backupTrigger, backupType, ...clusterStrings } = strings;
+  const {
+    pgadminEmail,
+    pgadminImage,
+    backupTrigger,
+    backupType,
+    restoreRepository,
+    restoreStanza,
+    restoreTargetTime,
+    ...clusterStrings
+  } = strings;
   const tls = read("tls")?.trim();
   if (tls !== undefined && tls !== "true" && tls !== "false") {
     problems.add("tls", tls, "must be true or false", "pulumi config set tls true");
@@ -119,6 +131,18 @@ export function clusterArgsFromConfig(
       trigger: backupTrigger,
       type: backupType,
     },
+    // restoreRepository, restoreStanza, restoreTargetTime likewise.
+    ...(restoreRepository === undefined &&
+    restoreStanza === undefined &&
+    restoreTargetTime === undefined
+      ? {}
+      : {
+          restore: {
+            repository: restoreRepository as string,
+            ...(restoreStanza === undefined ? {} : { stanza: restoreStanza }),
+            ...(restoreTargetTime === undefined ? {} : { targetTime: restoreTargetTime }),
+          },
+        }),
   };
   return { args, settings: validateClusterArgs(args, problems, clusterName) };
 }

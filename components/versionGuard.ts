@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { HostStep } from "./hostStep";
+import { RestoreSettings } from "./settings";
 
 /** What `assets/guard.mjs` prints. */
 export interface VersionCheck {
@@ -9,6 +10,11 @@ export interface VersionCheck {
   major: string | null;
   /** Each volume of the cluster and the major that wrote its data (null: empty). */
   volumes: { volume: string; major: string | null }[];
+  /**
+   * With `restore`, while no volume holds data: the repository's stanza the primary is restored
+   * from, and the backup pgBackRest will start from (the latest that ended before the target).
+   */
+  restore?: { repository: string; stanza: string; backup: string; backupStop: string };
 }
 
 /** Arguments of a {@link VersionGuard}. */
@@ -24,6 +30,8 @@ export interface VersionGuardArgs {
   readonly dockerHosts?: readonly string[];
   /** Backups are on: the image must have pgBackRest. */
   readonly backup?: boolean;
+  /** A restore: the repository must exist and hold a backup to restore to the target from. */
+  readonly restore?: RestoreSettings;
 }
 
 /**
@@ -31,7 +39,8 @@ export interface VersionGuardArgs {
  * changes (`assets/guard.mjs`). It fails, before any container is created or replaced, when the
  * image's PostgreSQL major differs from the one that wrote a node's data: a server cannot start
  * on another major's data directory, so an image swap across majors would only take every node
- * down.
+ * down. With `restore`, it also checks, while no volume holds data yet, that the repository
+ * exists and holds a backup of the image's major to restore to the target from.
  */
 export class VersionGuard extends HostStep<VersionCheck> {
   constructor(name: string, args: VersionGuardArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -45,9 +54,14 @@ export class VersionGuard extends HostStep<VersionCheck> {
           PGC_CLUSTER: args.clusterName,
           ...(args.dockerHosts ? { PGC_DOCKER_HOSTS: JSON.stringify(args.dockerHosts) } : {}),
           ...(args.backup ? { PGC_BACKUP: "on" } : {}),
+          ...(args.restore ? { PGC_RESTORE: JSON.stringify(args.restore) } : {}),
         },
-        // Turning backups on checks the image again (for pgBackRest).
-        triggers: args.backup ? [args.image, "backup"] : [args.image],
+        // Turning backups on checks the image again (for pgBackRest); so does a new restore.
+        triggers: [
+          args.image,
+          ...(args.backup ? ["backup"] : []),
+          ...(args.restore ? [JSON.stringify(args.restore)] : []),
+        ],
       },
       opts,
     );

@@ -76,6 +76,7 @@ else
           "replicationPassword",
           "pgadmin",
           "backup",
+          "restore",
           "hosts",
           "placement",
         ].sort(),
@@ -101,6 +102,7 @@ else
         "pg-cluster:index:PrimaryReport",
         "pg-cluster:index:ReplicaReport",
         "pg-cluster:index:ReplicationReport",
+        "pg-cluster:index:RestoreArgs",
         "pg-cluster:index:RouterReport",
       ]);
       assert.ok("caughtUp" in schema.types["pg-cluster:index:ReplicaReport"].properties);

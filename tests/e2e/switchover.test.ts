@@ -5,7 +5,9 @@
  * the new primary, the read-only ones never onto a primary. The stack has backups on (issue 12):
  * the first backup is taken at creation, WAL archiving follows the primary role to each new
  * primary with no step, a new backupTrigger takes a backup on whichever node is primary then,
- * and destroy keeps the repository.
+ * and destroy keeps the repository. A new stack restored from that repository to a time T has
+ * every write acknowledged before T and a table dropped after it; a missing repository or a T
+ * before the first backup is refused before anything is created.
  */
 import * as assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
@@ -58,6 +60,8 @@ else
     }
 
     const routerLog = () => containerLogs(`${c}-router`);
+    // Every id a writer had acknowledged, over every round: a restore to later has them all.
+    const acknowledged: number[] = [];
     const containerIds = async () =>
       Promise.all(names.map(async (n) => (await inspectContainer(n))?.Id));
 
@@ -209,6 +213,7 @@ else
           assert.equal(r.clones ?? 0, r.name === names[0] ? 0 : 1, `${r.name} was not re-cloned`);
         }
         await checkCluster(target, [...writer.acked, ...routed.acked]);
+        acknowledged.push(...writer.acked, ...routed.acked);
         assert.deepEqual(await containerIds(), before, "no container was replaced");
         // Archiving went with the role: the new primary's WAL reaches the repository.
         await archivedFrom(endpoints[names.indexOf(target)]);
@@ -246,6 +251,83 @@ else
       assert.equal(outputs.primaryEndpoint, endpoints[2]);
       const backup = outputs.backup as { node: string; type: string; backups: number };
       assert.deepEqual([backup.node, backup.type, backup.backups], [names[2], "incr", 2]);
+    });
+
+    it("restores a new stack from the repository to a time T: every write acknowledged before T, a table dropped after T; bad restores create nothing", async (t) => {
+      // The backup the last up took ended before T (pgBackRest picks by whole seconds).
+      await new Promise((r) => setTimeout(r, 1100));
+      await queryAt(
+        endpoints[2],
+        "CREATE TABLE marker AS SELECT g AS id FROM generate_series(1, 100) g",
+      );
+      const [{ at }] = await queryAt<{ at: string }>(
+        endpoints[2],
+        `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at`,
+      );
+      await new Promise((r) => setTimeout(r, 1100));
+      await queryAt(endpoints[2], "DROP TABLE marker");
+      await archivedFrom(endpoints[2]);
+
+      // With backups of its own: a stanza in its own repository, never the source's.
+      const restored = newStack("e2erst", {
+        replicas: "1",
+        backup: "true",
+        restoreRepository: `${c}-backup`,
+      });
+      t.after(async () => {
+        await restored.remove();
+        await dockerApi("DELETE", `/volumes/${restored.clusterName}-backup`);
+      });
+      const rc = restored.clusterName;
+      // Refused by the guard, the stack's first resource: nothing on the engine.
+      for (const [bad, message] of [
+        [
+          { restoreRepository: `${c}-no-such-backup` },
+          /restore\.repository: there is no Docker volume/,
+        ],
+        [
+          { restoreTargetTime: "2020-01-01T00:00:00Z" },
+          /restore\.targetTime: 2020-01-01T00:00:00\.000Z is before the end of the first backup/,
+        ],
+      ] as const) {
+        await assert.rejects(restored.up(bad), (err: Error) => {
+          assert.match(err.message, message);
+          return true;
+        });
+        const left = await dockerObjects(rc);
+        assert.deepEqual(
+          [left.containers, left.volumes, left.networks],
+          [[], [], []],
+          "a refused restore creates nothing",
+        );
+      }
+
+      const t0 = Date.now();
+      const { outputs } = await restored.up({ restoreTargetTime: at });
+      t.diagnostic(`restored stack (1 + 1) up to ${at}: ${Date.now() - t0} ms`);
+      const report = outputs.replicationReport as { replicas: { caughtUp: boolean }[] };
+      assert.equal(report.replicas.length, 1);
+      assert.ok(
+        report.replicas.every((r) => r.caughtUp),
+        "the replica cloned the restored primary",
+      );
+      const primary = `localhost:${restored.basePort}`;
+      const [{ n }] = await queryAt<{ n: string }>(primary, "SELECT count(*) AS n FROM marker");
+      assert.equal(n, "100", "the table as it was at T");
+      const rows = await queryAt<{ id: number }>(primary, "SELECT id FROM acked");
+      const have = new Set(rows.map((r) => r.id));
+      assert.deepEqual(
+        acknowledged.filter((id) => !have.has(id)),
+        [],
+        "every write acknowledged before T",
+      );
+      const mount = (await inspectContainer(`${rc}-primary`))?.Mounts.find(
+        (m) => m.Name === `${c}-backup`,
+      );
+      assert.equal(mount?.RW, false, "the source repository is mounted read-only");
+      const own = outputs.backup as { node: string; type: string; backups: number };
+      assert.deepEqual([own.node, own.type, own.backups], [`${rc}-primary`, "full", 1]);
+      await restored.destroy();
     });
 
     it("destroy keeps the backup repository", async () => {

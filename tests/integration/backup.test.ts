@@ -2,16 +2,18 @@
  * Backups with pgBackRest (issue 12), the node side: nodes run by the real entrypoint with
  * PGC_BACKUP=on and a repository in a scratch directory, Debian's pgBackRest on the host. The
  * primary archives WAL (a standby does not), `ctl.sh backup-stanza` and `backup full` make the
- * stanza and a backup that `backup-info` reports, and the repository restores to a point in time:
- * the marker rows written before T are there, the table dropped after T too.
+ * stanza and a backup that `backup-info` reports, and `ctl.sh bootstrap-restore` makes new
+ * clusters from that repository (read, never written): to a point in time T, the marker rows
+ * written before T are there; to the end of the archive, the table dropped after T is gone.
  */
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
-import { postgresBinDir } from "./localCluster";
+import pg from "pg";
+import { SUPERUSER_PASSWORD } from "./localCluster";
 import { EntrypointNode, LocalNodes, NodeStatus } from "./localNode2";
-import { asPostgres, output, sql, waitFor } from "./switchoverSteps";
+import { sql, waitFor } from "./switchoverSteps";
 
 /** The part of `pgbackrest info --output=json` the tests read. */
 interface StanzaInfo {
@@ -30,12 +32,18 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
   // Every node's PGC_BACKUP_REPO: one repository, as the component mounts one volume in each.
   nodes.options.env!.PGC_BACKUP_REPO = repo;
   const [a, b] = nodes.nodes;
-  const restored = path.join(nodes.dir, "restored");
+  // New clusters restored from that repository (only read: PGC_RESTORE_REPO), without backups.
+  const restoredNodes = new LocalNodes(["rs-at-t", "rs-latest"], {
+    env: {
+      PGC_RESTORE_REPO: repo,
+      PGC_SUPERUSER: "restorer",
+      PGC_DATABASE: "restoredb",
+      PGC_RESTORE_WAIT_SECONDS: "120",
+    },
+  });
 
   after(async () => {
-    if (fs.existsSync(path.join(restored, "postmaster.pid"))) {
-      asPostgres("pg_ctl", ["-D", restored, "-m", "immediate", "-w", "stop"]);
-    }
+    await restoredNodes.destroy();
     await nodes.destroy();
   });
 
@@ -57,7 +65,23 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /refusing backup-stanza: it runs on the primary, and bk-b is not/);
 
+    // The stanza was made by bootstrap-initdb before the server's first start: nothing the
+    // primary archived failed for want of it.
+    const [made] = (await ctlInfo(a, "backup-info")).info ?? [];
+    assert.equal(
+      made?.status.code,
+      2,
+      `the stanza exists, without a backup: ${made?.status.message}`,
+    );
+    // Synchronous, as a cluster with synchronousReplicas is: a restore must not inherit it.
+    await sql(a, `ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ("bk-b")'`);
+    await sql(a, "SELECT pg_reload_conf()");
     assert.equal((await a.ctlOk("backup-stanza")) && true, true);
+    const [{ failed }] = await sql<{ failed: string }>(
+      a,
+      "SELECT failed_count AS failed FROM pg_stat_archiver",
+    );
+    assert.equal(Number(failed), 0, "no archive_command failed");
     const t0 = Date.now();
     const { info } = await ctlInfo(a, "backup", "full");
     t.diagnostic(`full backup of a new cluster: ${Date.now() - t0} ms`);
@@ -79,11 +103,11 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     assert.equal(Number(archiver.archived_count), 0);
   });
 
-  it("restores to a point in time: rows before T, the table dropped after T still there", async () => {
+  it("bootstrap-restore makes a new cluster from the repository: to T, and to the end of the archive", async (t) => {
     // pgBackRest picks a backup that stopped before T, by its stop time in whole seconds.
     await new Promise((r) => setTimeout(r, 1100));
     await sql(a, "CREATE TABLE marker AS SELECT g AS id FROM generate_series(1, 100) g");
-    const [{ t }] = await sql<{ t: string }>(a, "SELECT clock_timestamp()::text AS t");
+    const [{ at }] = await sql<{ at: string }>(a, "SELECT clock_timestamp()::text AS at");
     await new Promise((r) => setTimeout(r, 1100));
     await sql(a, "DROP TABLE marker");
     const [{ wal }] = await sql<{ wal: string }>(
@@ -98,52 +122,73 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
       return r.last !== null && r.last >= wal ? true : undefined;
     });
 
-    // Restored with the node's own configuration, into a directory of its own, then started
-    // by hand on a private socket: recovery fetches WAL from the repository, stops at T and
-    // promotes (pgBackRest writes restore_command and the target into postgresql.auto.conf).
-    fs.mkdirSync(restored, { mode: 0o700 });
-    fs.chownSync(restored, fs.statSync(a.pgdata).uid, fs.statSync(a.pgdata).gid);
-    const restore = asPostgres("pgbackrest", [
-      `--config=${path.join(a.confDir, "pgbackrest.conf")}`,
-      `--stanza=${stanza}`,
-      `--pg1-path=${restored}`,
-      "--type=time",
-      `--target=${t}`,
-      "--target-action=promote",
-      "restore",
-    ]);
-    assert.equal(restore.status, 0, output(restore));
-    const sock = path.join(nodes.dir, "restored-sock");
-    fs.mkdirSync(sock);
-    fs.chownSync(sock, fs.statSync(a.pgdata).uid, fs.statSync(a.pgdata).gid);
-    const started = asPostgres("pg_ctl", [
-      "-D",
-      restored,
-      "-w",
-      "-t",
-      "60",
-      "-l",
-      path.join(restored, "restore.log"),
-      "-o",
-      // At least the primary's values, or recovery refuses (as for any standby).
-      `-c listen_addresses= -c unix_socket_directories=${sock} -c archive_mode=off -c port=5432 -c max_wal_senders=32 -c max_replication_slots=32`,
-      "start",
-    ]);
-    const log = () => fs.readFileSync(path.join(restored, "restore.log"), "utf8");
-    assert.equal(started.status, 0, `${output(started)}\n${log()}`);
-    const count = await waitFor("the restored server to promote", 60_000, async () => {
-      const r = asPostgres(path.join(postgresBinDir(), "psql"), [
-        "-h",
-        sock,
-        "-U",
-        "postgres",
-        "-d",
-        "mydb",
-        "-XAtc",
-        "SELECT pg_is_in_recovery(), (SELECT count(*) FROM marker)",
-      ]);
-      return r.status === 0 && r.stdout.startsWith("f|") ? r.stdout.trim() : undefined;
-    });
-    assert.equal(count, "f|100", "the marker rows as they were at T");
+    // Two new one-node clusters with another superuser and database, reading a's repository.
+    const before = listing(repo);
+    const [toT, toLatest] = restoredNodes.nodes;
+    for (const n of restoredNodes.nodes) n.launch();
+    let t0 = Date.now();
+    const status = await toT.ctlOk("bootstrap-restore", stanza, at);
+    t.diagnostic(`restore to T and recovery: ${Date.now() - t0} ms`);
+    assert.equal(status.running, true);
+    assert.equal(status.standby, false);
+    t0 = Date.now();
+    await toLatest.ctlOk("bootstrap-restore", stanza);
+    t.diagnostic(`restore to the end of the archive: ${Date.now() - t0} ms`);
+
+    const [atT] = await restoredSql(
+      toT,
+      "SELECT pg_is_in_recovery() AS r, count(*) AS n FROM marker",
+    );
+    assert.deepEqual(atT, { r: false, n: "100" }, "the marker rows as they were at T");
+    const [latest] = await restoredSql(toLatest, "SELECT to_regclass('marker') AS m");
+    assert.equal(latest.m, null, "restored to the end of the archive: the table was dropped");
+    // This cluster's database, roles and passwords; nothing of recovery left to apply again.
+    const [made] = await restoredSql(
+      toT,
+      `SELECT (SELECT count(*) FROM pg_database WHERE datname = 'restoredb') AS db,
+              (SELECT rolreplication FROM pg_roles WHERE rolname = 'replicator') AS repl,
+              current_setting('restore_command') AS rc,
+              current_setting('recovery_target_time') AS target,
+              current_setting('synchronous_standby_names') AS sync`,
+    );
+    assert.deepEqual(made, { db: "1", repl: true, rc: "", target: "", sync: "" });
+    // A commit waits for no standby of the source's.
+    await restoredSql(toT, "CREATE TABLE written_after_restore (id int)");
+    const auto = fs.readFileSync(path.join(toT.pgdata, "postgresql.auto.conf"), "utf8");
+    assert.doesNotMatch(auto, /restore_command|recovery_target|synchronous_standby_names/);
+    assert.deepEqual(listing(repo), before, "the source repository is only read");
+
+    // A volume that holds a cluster is refused, and changes nothing.
+    const again = await toT.ctl("bootstrap-restore", stanza);
+    assert.notEqual(again.code, 0);
+    assert.match(again.stderr, /refusing: the volume already holds a cluster/);
   });
 });
+
+/** Every file under `dir` with its size and modification time, sorted. */
+function listing(dir: string): string[] {
+  return (fs.readdirSync(dir, { recursive: true }) as string[])
+    .map((f) => {
+      const st = fs.statSync(path.join(dir, f));
+      return `${f} ${st.size} ${st.mtimeMs}`;
+    })
+    .sort();
+}
+
+/** One query as the restored clusters' superuser, in the source's database. */
+async function restoredSql(node: EntrypointNode, text: string): Promise<Record<string, unknown>[]> {
+  const c = new pg.Client({
+    host: "127.0.0.1",
+    port: node.port,
+    user: "restorer",
+    password: SUPERUSER_PASSWORD,
+    database: "mydb",
+    connectionTimeoutMillis: 5000,
+  });
+  await c.connect();
+  try {
+    return (await c.query(text)).rows;
+  } finally {
+    await c.end();
+  }
+}

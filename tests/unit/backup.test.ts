@@ -112,4 +112,95 @@ describe("backups (pgBackRest)", () => {
       /backup = "yes": must be true or false\. Fix: pulumi config set backup true/,
     );
   });
+
+  it("restore: the other repository mounted read-only, the guard first and before everything", async () => {
+    const { recorded, registered, cluster } = await build("rs", {
+      replicas: 1,
+      restore: { repository: "src-backup", targetTime: "2026-11-26T10:15:00+01:00" },
+    });
+    const guard = named(recorded, "rs-guard");
+    assert.deepEqual(JSON.parse(stepEnv(guard).PGC_RESTORE), {
+      repository: "src-backup",
+      targetTime: "2026-11-26 09:15:00.000+00",
+    });
+    for (const node of ["rs-primary", "rs-replica-1"]) {
+      const c = named(recorded, node);
+      const mounts = plain<{ volumeName: string; containerPath: string; readOnly?: boolean }[]>(
+        c.inputs.volumes,
+      );
+      assert.deepEqual(mounts[1], {
+        volumeName: "src-backup",
+        containerPath: "/var/lib/pgbackrest-restore",
+        readOnly: true,
+      });
+      assert.equal(envOf(c).PGC_RESTORE_REPO, "/var/lib/pgbackrest-restore");
+    }
+    // Everything the cluster makes on the engine waits for the guard: a refused restore (or
+    // image) leaves no network or volume behind.
+    const onEngine = registered.filter((r) => r.type.startsWith("docker:"));
+    assert.ok(onEngine.length >= 4, "the network, volumes and containers");
+    for (const r of onEngine) {
+      assert.ok(r.dependsOn.includes(cluster.guard), `${r.name} (${r.type}) waits for the guard`);
+    }
+  });
+
+  it("restore: bad input named with the fix", () => {
+    const message = (args: Parameters<typeof validateClusterArgs>[0]) => {
+      try {
+        validateClusterArgs(args, undefined, "pg-cluster-dev");
+      } catch (err) {
+        assert.ok(err instanceof ClusterConfigError);
+        return err.message;
+      }
+      return "";
+    };
+    assert.match(
+      message({ ...PASSWORDS, restore: { repository: "pg-cluster-dev-backup" } }),
+      /restore\.repository = "pg-cluster-dev-backup": is this cluster's own repository/,
+    );
+    assert.match(
+      message({ ...PASSWORDS, restore: { repository: "a b" } }),
+      /restore\.repository = "a b": must be a Docker volume name/,
+    );
+    assert.match(
+      message({ ...PASSWORDS, restore: { repository: "x", targetTime: "yesterday" } }),
+      /restore\.targetTime = "yesterday": must be an ISO 8601 time with a time zone\. Fix: pulumi config set restoreTargetTime 2026-11-27T10:15:00Z/,
+    );
+    assert.match(
+      message({ ...PASSWORDS, restore: { repository: "x", targetTime: "2026-11-27T10:15:00" } }),
+      /must be an ISO 8601 time with a time zone/,
+      "a time without a zone is ambiguous",
+    );
+    assert.match(
+      message({ ...PASSWORDS, restore: { repository: "x", targetTime: "2999-01-01T00:00:00Z" } }),
+      /restore\.targetTime = "2999-01-01T00:00:00Z": is in the future/,
+    );
+    assert.match(
+      message({ ...PASSWORDS, restore: { repository: "x", stanza: "no/slash" } }),
+      /restore\.stanza = "no\/slash": must be a pgBackRest stanza name/,
+    );
+    const config = (extra: Record<string, string>) => (key: string) =>
+      ({ ...PASSWORDS, ...extra })[key] as string | undefined;
+    const { settings } = clusterArgsFromConfig(
+      config({
+        restoreRepository: "src-backup",
+        restoreStanza: "src",
+        restoreTargetTime: "2026-11-26T10:15:00.5Z",
+      }),
+      "pg-cluster-dev",
+    );
+    assert.deepEqual(settings.restore, {
+      repository: "src-backup",
+      stanza: "src",
+      targetTime: "2026-11-26 10:15:00.500+00",
+    });
+    assert.throws(
+      () =>
+        clusterArgsFromConfig(
+          config({ restoreTargetTime: "2026-11-27T10:15:00Z" }),
+          "pg-cluster-dev",
+        ),
+      /restore\.repository = \(not set\): must name the repository's Docker volume/,
+    );
+  });
 });

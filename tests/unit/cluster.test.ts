@@ -118,8 +118,13 @@ describe("PostgresCluster resources", () => {
     for (const n of [1, 2]) {
       const replica = find("pg-cluster:index:PostgresNode", `order-replica-${n}`);
       assert.equal(replica.parent, cluster);
-      // The ordering sits on the container, so the component (and its volume) register at once.
-      assert.deepEqual(replica.dependsOn, [], `replica ${n}'s component waits for nothing`);
+      // The ordering sits on the container, so the component (and its volume) wait for the
+      // version guard only, the first step: nothing is created on the engine before it passed.
+      assert.deepEqual(
+        replica.dependsOn,
+        [cluster.guard],
+        `replica ${n}'s component waits for the guard only`,
+      );
       const container = find("docker:index/container:Container", `order-replica-${n}`);
       assert.equal(container.parent, cluster.replicas[n - 1]);
       // Recorded on the container itself, so the engine deletes it before its slot is dropped.
@@ -168,9 +173,9 @@ describe("PostgresCluster resources", () => {
         ),
         `${node.nodeName}'s container after the version guard`,
       );
-      // A volume waits for nothing, so every volume is made at the very start of an up.
+      // A volume waits for the guard only, so every volume is made as soon as it passed.
       const volume = find("docker:index/volume:Volume", `${node.nodeName}-data`);
-      assert.deepEqual(volume.dependsOn, [], `${node.nodeName}'s volume depends on nothing`);
+      assert.deepEqual(volume.dependsOn, [cluster.guard], `${node.nodeName}'s volume: the guard`);
     }
     // The endpoints and URIs resolve only after the post-step: consumers start on a ready cluster.
     for (const [name, out] of Object.entries({
