@@ -9,7 +9,10 @@
  * topology.mjs).
  */
 import { spawn } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import * as net from "node:net";
 import * as path from "node:path";
+import * as tls from "node:tls";
 import { connect, dockerEnv, jsonEnv, log, requireEnv, sleep } from "./pgnode.mjs";
 
 /**
@@ -263,6 +266,51 @@ export async function copyAssets(node) {
   // ctl.sh re-executes itself as postgres, who must read them whatever the checkout's modes.
   await docker(["exec", node.name, "chmod", "-R", "a+rX", target]);
   return `${target}/ctl.sh`;
+}
+
+/**
+ * The certificate `node`'s server presents (DER), or null when it does not answer with TLS now:
+ * PostgreSQL's SSLRequest, then a TLS handshake and no more (no login). Not verified: it is only
+ * compared with the one the node should run (the handshake proves the server holds its key).
+ * @param {TopologyNode} node @returns {Promise<Buffer | null>}
+ */
+export function servedCertificate(node) {
+  return new Promise((resolve) => {
+    const raw = net.connect({ host: node.host, port: node.port });
+    /** @type {tls.TLSSocket | undefined} */
+    let secure;
+    const done = (/** @type {Buffer | null} */ cert) => {
+      clearTimeout(timer);
+      secure?.destroy();
+      raw.destroy();
+      resolve(cert);
+    };
+    const timer = setTimeout(() => done(null), 3000);
+    raw.on("error", () => done(null));
+    // SSLRequest: length 8, code 80877103.
+    raw.on("connect", () => raw.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])));
+    raw.once("data", (answer) => {
+      if (answer[0] !== 0x53) return done(null);
+      secure = tls.connect({ socket: raw, rejectUnauthorized: false, servername: undefined });
+      secure.on("error", () => done(null));
+      secure.on("secureConnect", () => done(secure?.getPeerCertificate()?.raw ?? null));
+    });
+  });
+}
+
+/**
+ * Whether `node` already serves the certificate of its TLS bundle (PGC_TLS_FILES: CA, node
+ * certificate, key): then `ctl.sh tls` would change nothing, and the docker exec is saved.
+ * @param {TopologyNode} node
+ */
+export async function servesItsCertificate(node) {
+  const bundle = process.env.PGC_TLS_FILES ? jsonEnv("PGC_TLS_FILES")[node.name] : undefined;
+  const blocks = /** @type {string} */ (bundle ?? "").match(
+    /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g,
+  );
+  if (!blocks || blocks.length < 2) return false;
+  const served = await servedCertificate(node);
+  return served !== null && served.equals(new X509Certificate(blocks[1]).raw);
 }
 
 /**

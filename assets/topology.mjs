@@ -49,6 +49,7 @@ import {
   ensureSlot,
   follows,
   installTls,
+  servesItsCertificate,
   upstreamAddress,
   leaveStandbys,
   lsnBytes,
@@ -287,12 +288,14 @@ async function main() {
 
   if (process.env.PGC_TLS === "on") {
     // Before anything connects or clones: a new node waits for its certificate to start, and a
-    // new certificate (rotation, new names) is a reload. A node whose container does not answer
-    // now is observed below like any other.
+    // new certificate (rotation, new names) is a reload. A node that serves its bundle's
+    // certificate already is left alone (most ups: a docker exec per node saved). A node whose
+    // container does not answer now is observed below like any other.
     await Promise.all(
-      nodes.map((n) =>
-        installTls(n).catch((err) => log(`${n.name}: TLS not installed now: ${err.message}`)),
-      ),
+      nodes.map(async (n) => {
+        if (await servesItsCertificate(n)) return;
+        await installTls(n).catch((err) => log(`${n.name}: TLS not installed now: ${err.message}`));
+      }),
     );
   }
   let seen = await Promise.all(nodes.map((n) => observe(n, deadline)));

@@ -12,6 +12,7 @@ import * as path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import pg from "pg";
+import { servesItsCertificate } from "../../assets/roles.mjs";
 import { createCa, createServerCertificate } from "../../assets/tls.mjs";
 import { SUPERUSER_PASSWORD, postgresBinDir, requireRoot } from "./localCluster";
 import { EntrypointNode, LocalNodes } from "./localNode2";
@@ -282,6 +283,27 @@ describe("ctl.sh tls on nodes run by the entrypoint", { timeout: 180_000 }, () =
     const same = await bundle(ca, "tls-b");
     assert.equal(await tlsVerb(b, same), "installed");
     assert.equal(await tlsVerb(b, same), "unchanged", "the same files again change nothing");
+
+    // The topology step skips ctl.sh tls for a node that serves its bundle's certificate
+    // already, and only then: the handshake's certificate is compared, byte for byte.
+    const node = {
+      name: b.name,
+      host: "127.0.0.1",
+      port: b.port,
+      internalHost: b.name,
+      slot: b.slot,
+    };
+    const serves = async (pem: string) => {
+      process.env.PGC_TLS_FILES = JSON.stringify({ [b.name]: pem });
+      try {
+        return await servesItsCertificate(node);
+      } finally {
+        delete process.env.PGC_TLS_FILES;
+      }
+    };
+    assert.equal(await serves(same), true, "the bundle it runs");
+    assert.equal(await serves(await bundle(ca, "tls-b")), false, "a newer certificate of the CA");
+    assert.equal(await serves(""), false, "no bundle");
   });
 
   it("TLS removed, then installed again, on running servers: the standby follows each time", async () => {
