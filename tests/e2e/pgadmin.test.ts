@@ -3,8 +3,10 @@
  * is refused; the right one shows the cluster's group with both router endpoints, the primary and
  * every replica; connecting to a replica (its password typed, none stored) and running
  * `SELECT * FROM wizards` in the Query Tool reads the seeded rows, over TLS verified against the
- * cluster's CA (the stack has `tls`); scaling 2 -> 3 registers the new replica; the UI is
- * published on 127.0.0.1 only.
+ * cluster's CA (the stack has `tls`); the UI is published on 127.0.0.1 only. That a change of
+ * the nodes (a scale, a switchover) registers them again is the unit test's (tests/unit/
+ * pgadmin.test.ts: the container's inputs change, and each new container loads servers.json); the
+ * browser re-proving it cost CI about two minutes of its 15.
  */
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -115,14 +117,5 @@ else
       ]);
       assert.equal(await accepts("127.0.0.1", stack.basePort - 3), true);
       assert.equal(await accepts("127.0.0.2", stack.basePort - 3), false);
-    });
-
-    it("scaling 2 -> 3 registers the new replica", async () => {
-      await stack.up({ replicas: "3" });
-      assert.ok(browser);
-      const { page } = await browser.login("admin@example.com", PGADMIN_PASSWORD);
-      const labels = await browser.labelsUnder(page, c);
-      assert.ok(labels.includes(`replica: ${c}-replica-3`), `tree: ${labels.join(", ")}`);
-      await page.context().close();
     });
   });

@@ -110,10 +110,10 @@ describe("pgAdmin", () => {
     assert.ok(plain<string[]>(c.inputs.envs).includes("PGSSLROOTCERT=/pgadmin4/pg-cluster-ca.crt"));
   });
 
-  it("re-registers the servers when the primary moves (the container's inputs change)", async () => {
-    const servers = async (primary?: string) => {
+  it("re-registers the servers when the primary moves or the replicas change (the container's inputs change)", async () => {
+    const servers = async (primary?: string, replicas = 1) => {
       const { recorded } = await build("pgamove", {
-        replicas: 1,
+        replicas,
         primaryPort: 19432,
         replicaBasePort: 19433,
         ...(primary ? { primary } : {}),
@@ -132,6 +132,11 @@ describe("pgAdmin", () => {
     assert.deepEqual((await servers("pgamove-replica-1")).slice(2), [
       "primary: pgamove-replica-1",
       "replica: pgamove-primary",
+    ]);
+    assert.deepEqual((await servers(undefined, 2)).slice(2), [
+      "primary: pgamove-primary",
+      "replica: pgamove-replica-1",
+      "replica: pgamove-replica-2",
     ]);
   });
 
