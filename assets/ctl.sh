@@ -154,7 +154,7 @@ bootstrap_initdb() {
 # makes them, and the flush-and-rename swap. The entrypoint then starts it as the primary.
 bootstrap_restore() {
   local stanza="$1" target="${2:-}" dir="$PGDATA.restore" work="$PGC_VOLUME/pgbackrest" sock
-  local args setup state waited=0 limit="${PGC_RESTORE_WAIT_SECONDS:-3600}"
+  local args setup outcome
   pgc_require_empty
   [ -d "${PGC_RESTORE_REPO:-}" ] ||
     pgc_die "refusing bootstrap-restore: no repository at PGC_RESTORE_REPO ('${PGC_RESTORE_REPO:-}'); the component mounts the one restore.repository names. Nothing was changed."
@@ -173,39 +173,32 @@ bootstrap_restore() {
   mkdir -m 700 "$dir"
   args=(--config="$work/restore.conf" --stanza="$stanza")
   [ -z "$target" ] || args+=(--type=time "--target=$target" --target-action=promote)
-  pgc_log "restoring stanza $stanza from $PGC_RESTORE_REPO${target:+ to $target}${target:- to the end of its archive}"
+  pgc_log "restoring stanza $stanza from $PGC_RESTORE_REPO to ${target:-the end of its archive}"
   pgbackrest "${args[@]}" restore >&2 ||
     pgc_die "pgbackrest restore of stanza '$stanza' from $PGC_RESTORE_REPO failed (above); the volume holds no cluster."
   sock="$(mktemp -d)"
   printf 'local all all trust\n' >"$sock/hba.conf"
-  # The node's configuration (pgBackRest's restore_command and target come after it, in
-  # postgresql.auto.conf), without network, archiving or TLS. Recovery refuses a max_wal_senders
-  # or max_replication_slots below the source's: generous values here, the node's own at its start.
-  pg_ctl -D "$dir" -s -l "$sock/log" -o "-c config_file=$PGC_CONF_DIR/postgresql.conf \
--c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf -c ssl=off \
--c archive_mode=off -c synchronous_standby_names= -c max_wal_senders=64 -c max_replication_slots=64" start ||
-    { cat "$sock/log" >&2; pgc_die "could not start a server on the restored data (log above)."; }
-  # Promoted once pg_control says "in production"; a target it cannot reach stops the server.
-  while state="$(LC_ALL=C pg_controldata -D "$dir" | sed -n 's/^Database cluster state:[[:space:]]*//p')" &&
-    [ "$state" != "in production" ]; do
-    if ! pg_ctl status -D "$dir" >/dev/null 2>&1 || [ "$waited" -ge "$limit" ]; then
-      tail -n 20 "$sock/log" >&2
-      pg_ctl -D "$dir" -s -m immediate stop 2>/dev/null || true
-      pgc_die "recovery of the restored data did not finish${target:+ at $target} within ${waited} s (server log above); the volume holds no cluster."
-    fi
-    sleep 1
-    waited=$((waited + 1))
-  done
+  outcome="$(recover "$dir" "$sock")"
+  if [ "$outcome" = short ] && [ -n "$target" ] && archive_replayed "$sock/log" "$stanza" "$work/restore.conf"; then
+    # No commit after TIME in the archive, so its end is the cluster as it was at TIME, as far as
+    # the repository knows (PostgreSQL stops at TIME only on seeing a later commit). Recovery
+    # goes on from where it stopped, without the target.
+    pgc_log "the archive holds no transaction after $target ($(grep -o 'last completed transaction was at log time .*' "$sock/log" | tail -n 1)): restoring to its end, which is the cluster at $target as far as the repository holds it"
+    drop_settings "$dir" 'recovery_target[a-z_]*'
+    outcome="$(recover "$dir" "$sock")"
+  fi
+  if [ "$outcome" != promoted ]; then
+    tail -n 25 "$sock/log" >&2
+    pg_ctl -D "$dir" -s -m immediate stop 2>/dev/null || true
+    pgc_die "recovery of the restored data did not finish${target:+ at $target} (server log above; $outcome); the volume holds no cluster."
+  fi
   pg_ctl -D "$dir" -w -s -m fast stop
-  grep -E 'redo done|recovery stopping|selected new timeline|archive recovery complete' "$sock/log" >&2 || true
+  grep -E 'redo done|recovery stopping|last completed transaction|selected new timeline' "$sock/log" >&2 || true
   rm -rf "$sock"
   # Recovery's settings would apply again whenever this node recovers (a standby after a
   # switchover); the source's synchronous standbys and upstream are not this cluster's (its
   # commits would wait for standbys that never come): the topology step sets this cluster's.
-  grep -vE '^[[:space:]]*(restore_command|recovery_target[a-z_]*|archive_mode|synchronous_standby_names|primary_conninfo|primary_slot_name)[[:space:]]*=' \
-    "$dir/postgresql.auto.conf" >"$dir/postgresql.auto.conf.pgc" || true
-  mv "$dir/postgresql.auto.conf.pgc" "$dir/postgresql.auto.conf"
-  chmod 600 "$dir/postgresql.auto.conf"
+  drop_settings "$dir" 'restore_command|recovery_target[a-z_]*|archive_mode|synchronous_standby_names|primary_conninfo|primary_slot_name'
   setup="$(pgc_setup_sql "$superuser_password" "$replication_password")"
   pgc_single_user "$dir" "$setup"
   create_database "$dir"
@@ -213,6 +206,58 @@ bootstrap_restore() {
   pgc_swap_in "$dir"
   pgc_log "cluster restored from stanza $stanza with database $PGC_DATABASE; the entrypoint starts it as the primary"
   wait_ready bootstrap-restore
+}
+
+# recover DIR SOCK — starts a server on the restored DIR listening only on the socket directory
+# SOCK (log: SOCK/log) and waits, bounded by PGC_RESTORE_WAIT_SECONDS (default 3600), until it has
+# recovered and promoted. Prints "promoted" (it runs), "short" (it stopped: the archive ended
+# before the target), "failed" (it stopped otherwise) or "timeout" (it still runs).
+recover() {
+  local dir="$1" sock="$2" state waited=0 limit="${PGC_RESTORE_WAIT_SECONDS:-3600}"
+  # The node's configuration (pgBackRest's restore_command and target come after it, in
+  # postgresql.auto.conf), without network, archiving or TLS. Recovery refuses a max_wal_senders
+  # or max_replication_slots below the source's: generous values here, the node's own at its start.
+  # -W: a long recovery is waited for below, not by pg_ctl's 60 s.
+  pg_ctl -D "$dir" -W -s -l "$sock/log" -o "-c config_file=$PGC_CONF_DIR/postgresql.conf \
+-c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf -c ssl=off \
+-c archive_mode=off -c synchronous_standby_names= -c max_wal_senders=64 -c max_replication_slots=64" start >&2 ||
+    { echo failed; return 0; }
+  sleep 1
+  # Promoted once pg_control says "in production"; a target it cannot reach stops the server.
+  while state="$(LC_ALL=C pg_controldata -D "$dir" | sed -n 's/^Database cluster state:[[:space:]]*//p')" &&
+    [ "$state" != "in production" ]; do
+    if ! pg_ctl status -D "$dir" >/dev/null 2>&1; then
+      if grep -q 'recovery ended before configured recovery target was reached' "$sock/log"; then
+        echo short
+      else
+        echo failed
+      fi
+      return 0
+    fi
+    [ "$waited" -lt "$limit" ] || { echo timeout; return 0; }
+    sleep 1
+    waited=$((waited + 1))
+  done
+  echo promoted
+}
+
+# archive_replayed LOG STANZA CONF — whether the recovery that wrote LOG replayed the repository's
+# last archived WAL segment (pgBackRest's info: the newest archive's max), i.e. ran out of WAL at
+# the end of the archive, not at a gap in it.
+archive_replayed() {
+  local last max
+  last="$(sed -n 's/.*restored log file "\([0-9A-F]\{24\}\)" from archive.*/\1/p' "$1" | tail -n 1)"
+  max="$(pgbackrest --config="$3" --stanza="$2" --output=json info |
+    grep -o '"max":"[0-9A-F]\{24\}"' | tail -n 1 | sed 's/.*:"\(.*\)"/\1/')"
+  [ -n "$last" ] && [ -n "$max" ] && [ "${last:8}" = "${max:8}" ]
+}
+
+# drop_settings DIR PATTERN — removes the settings whose names match the extended regular
+# expression PATTERN from DIR/postgresql.auto.conf (the server is stopped).
+drop_settings() {
+  grep -vE "^[[:space:]]*($2)[[:space:]]*=" "$1/postgresql.auto.conf" >"$1/postgresql.auto.conf.pgc" || true
+  mv "$1/postgresql.auto.conf.pgc" "$1/postgresql.auto.conf"
+  chmod 600 "$1/postgresql.auto.conf"
 }
 
 # bootstrap_clone HOST PORT — a standby of HOST:PORT on an empty volume, through this node's slot.

@@ -318,7 +318,8 @@ function outputs(d = deployment()) {
   const shown = (v) => (v && typeof v === "object" && "ciphertext" in v ? "[secret]" : v);
   let caFile = "-";
   if (typeof o.caCertificate === "string") {
-    caFile = path.join(path.dirname(STAMP), "ca.crt");
+    // Per stack: two stacks of this checkout (PG_CLUSTER_STACK) have two CAs.
+    caFile = path.join(path.dirname(STAMP), `ca.${STACK}.crt`);
     fs.writeFileSync(caFile, o.caCertificate);
   }
   process.stdout.write(

@@ -33,7 +33,7 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
   nodes.options.env!.PGC_BACKUP_REPO = repo;
   const [a, b] = nodes.nodes;
   // New clusters restored from that repository (only read: PGC_RESTORE_REPO), without backups.
-  const restoredNodes = new LocalNodes(["rs-at-t", "rs-latest"], {
+  const restoredNodes = new LocalNodes(["rs-at-t", "rs-latest", "rs-after-last"], {
     env: {
       PGC_RESTORE_REPO: repo,
       PGC_SUPERUSER: "restorer",
@@ -124,7 +124,7 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
 
     // Two new one-node clusters with another superuser and database, reading a's repository.
     const before = listing(repo);
-    const [toT, toLatest] = restoredNodes.nodes;
+    const [toT, toLatest, afterLast] = restoredNodes.nodes;
     for (const n of restoredNodes.nodes) n.launch();
     let t0 = Date.now();
     const status = await toT.ctlOk("bootstrap-restore", stanza, at);
@@ -134,14 +134,26 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     t0 = Date.now();
     await toLatest.ctlOk("bootstrap-restore", stanza);
     t.diagnostic(`restore to the end of the archive: ${Date.now() - t0} ms`);
+    // A time after the archive's last commit: PostgreSQL alone stops with "recovery ended before
+    // configured recovery target was reached"; the archive's end is the cluster at that time.
+    const [{ now }] = await sql<{ now: string }>(a, "SELECT clock_timestamp()::text AS now");
+    const idle = await afterLast.ctl("bootstrap-restore", stanza, now);
+    assert.equal(idle.code, 0, idle.stderr);
+    assert.match(idle.stderr, /the archive holds no transaction after/);
 
     const [atT] = await restoredSql(
       toT,
       "SELECT pg_is_in_recovery() AS r, count(*) AS n FROM marker",
     );
     assert.deepEqual(atT, { r: false, n: "100" }, "the marker rows as they were at T");
-    const [latest] = await restoredSql(toLatest, "SELECT to_regclass('marker') AS m");
-    assert.equal(latest.m, null, "restored to the end of the archive: the table was dropped");
+    for (const n of [toLatest, afterLast]) {
+      const [latest] = await restoredSql(n, "SELECT to_regclass('marker') AS m");
+      assert.equal(
+        latest.m,
+        null,
+        `${n.name}: restored to the end of the archive, the table dropped`,
+      );
+    }
     // This cluster's database, roles and passwords; nothing of recovery left to apply again.
     const [made] = await restoredSql(
       toT,
