@@ -113,7 +113,7 @@ create_database() {
   sock="$(mktemp -d)"
   printf 'local all all trust\n' >"$sock/hba.conf"
   pg_ctl -D "$dir" -w -s -l "$sock/log" \
-    -o "-c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf" start ||
+    -o "-c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf -c synchronous_standby_names=" start 3>&- ||
     { cat "$sock/log" >&2; pgc_die "could not start a private server on $dir to create the database (log above)."; }
   # A restored cluster may have it already.
   exists="$(psql -h "$sock" -U "$PGC_SUPERUSER" -d postgres -XAtq -v ON_ERROR_STOP=1 \
@@ -217,15 +217,26 @@ recover() {
   # The node's configuration (pgBackRest's restore_command and target come after it, in
   # postgresql.auto.conf), without network, archiving or TLS. Recovery refuses a max_wal_senders
   # or max_replication_slots below the source's: generous values here, the node's own at its start.
-  # -W: a long recovery is waited for below, not by pg_ctl's 60 s.
-  pg_ctl -D "$dir" -W -s -l "$sock/log" -o "-c config_file=$PGC_CONF_DIR/postgresql.conf \
+  # pg_ctl waits (bounded by the limit, not its 60 s) until the server accepts read-only sessions
+  # (recovery consistent) or stops. Not on fd 3 (the verb's result): a server left running must
+  # not hold the caller's output open.
+  if ! pg_ctl -D "$dir" -w -t "$limit" -s -l "$sock/log" -o "-c config_file=$PGC_CONF_DIR/postgresql.conf \
 -c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf -c ssl=off \
--c archive_mode=off -c synchronous_standby_names= -c max_wal_senders=64 -c max_replication_slots=64" start >&2 ||
-    { echo failed; return 0; }
-  sleep 1
-  # Promoted once pg_control says "in production"; a target it cannot reach stops the server.
+-c archive_mode=off -c synchronous_standby_names= -c max_wal_senders=64 -c max_replication_slots=64" start >&2 3>&-; then
+    if grep -q 'recovery ended before configured recovery target was reached' "$sock/log"; then
+      echo short
+    elif pg_ctl status -D "$dir" >/dev/null 2>&1; then
+      echo timeout
+    else
+      echo failed
+    fi
+    return 0
+  fi
+  # Promoted once the server removed recovery.signal (pgBackRest's restore wrote it) and
+  # pg_control says "in production": pg_control alone says so before the server has even started,
+  # as the backup copied it from a running primary. A target it cannot reach stops the server.
   while state="$(LC_ALL=C pg_controldata -D "$dir" | sed -n 's/^Database cluster state:[[:space:]]*//p')" &&
-    [ "$state" != "in production" ]; do
+    { [ -e "$dir/recovery.signal" ] || [ "$state" != "in production" ]; }; do
     if ! pg_ctl status -D "$dir" >/dev/null 2>&1; then
       if grep -q 'recovery ended before configured recovery target was reached' "$sock/log"; then
         echo short
