@@ -15,6 +15,7 @@
  *                            run of that step which changed something re-runs this one
  *   PGC_ROUTER_ENDPOINTS     optional {"readWrite": {"host","port"}, "readOnly": {...}}: the
  *                            router's endpoints, each proven to reach a node of the right role
+ *   PGC_BACKUP               "on" with backups: the report has the primary's WAL archiver
  *   PGC_TIMEOUT_SECONDS      (default 120) the primary must accept connections within this long
  *                            of the step's start; a replica may go this long without progress
  *                            (its clone or its replay advancing), so a clone of a large primary
@@ -267,6 +268,38 @@ async function replicationStatus(primary) {
 }
 
 /**
+ * The primary's WAL archiving (pg_stat_archiver, and the segments waiting in pg_wal): `failing`
+ * when its last attempt failed (a failure after the last success), `pendingSegments` how many
+ * segments wait to be archived (pg_wal grows by 16 MiB each, up to pgBackRest's queue bound).
+ * @param {import("pg").Client} primary
+ */
+async function archiverStatus(primary) {
+  const [a] = (
+    await primary.query(
+      `SELECT archived_count, last_archived_wal, last_archived_time, failed_count,
+              last_failed_wal, last_failed_time,
+              (SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f
+                WHERE f LIKE '%.ready')::int AS pending
+         FROM pg_stat_archiver`,
+    )
+  ).rows;
+  const iso = (/** @type {Date | null} */ t) => (t ? t.toISOString() : null);
+  const failing =
+    a.last_failed_time !== null &&
+    (a.last_archived_time === null || a.last_failed_time > a.last_archived_time);
+  return withoutUnknowns({
+    failing,
+    archivedCount: Number(a.archived_count),
+    lastArchivedWal: a.last_archived_wal,
+    lastArchivedTime: iso(a.last_archived_time),
+    failedCount: Number(a.failed_count),
+    lastFailedWal: a.last_failed_wal,
+    lastFailedTime: iso(a.last_failed_time),
+    pendingSegments: a.pending,
+  });
+}
+
+/**
  * Which node a router endpoint hands a new session to, once it is one of the role wanted (the
  * router's checks settle within about a second of a role change).
  * @param {{ host: string, port: number }} endpoint @param {string} what
@@ -357,6 +390,7 @@ async function main() {
       ),
     };
     const status = await replicationStatus(primary);
+    const archiver = process.env.PGC_BACKUP === "on" ? await archiverStatus(primary) : undefined;
     const changes = await Promise.all(
       nodes.map((n) => lastUp(n, since).catch((err) => `unknown (${err.message})`)),
     );
@@ -389,6 +423,7 @@ async function main() {
         });
       }),
       ...(endpoints ? { endpoints } : {}),
+      ...(archiver ? { archiver } : {}),
       seededRows: inserted,
       elapsedMs: Date.now() - started,
     };

@@ -33,6 +33,7 @@ export type { Backup, BackupResult } from "./backup";
 export { clusterArgsFromConfig, stackConfigReader } from "./stackConfig";
 export type { ConfigReader } from "./stackConfig";
 export type {
+  ArchiverReport,
   PrimaryReport,
   ReplicaReport,
   ReplicationReport,

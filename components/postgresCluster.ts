@@ -460,6 +460,8 @@ function createNodes(
               PGC_BACKUP: "on",
               PGC_STANZA: ctx.name,
               PGC_BACKUP_RETENTION_FULL: String(s.backup.retentionFull),
+              // lz4 was the only value before backup.compress: existing nodes keep their env.
+              ...(s.backup.compress !== "lz4" ? { PGC_BACKUP_COMPRESS: s.backup.compress } : {}),
             }
           : {}),
         ...(s.restore ? { PGC_RESTORE_REPO: CONTAINER_RESTORE_DIR } : {}),
@@ -677,6 +679,8 @@ function createSteps(
       environment: {
         ...stepEnv,
         PGC_NODE_CONTAINERS: "1",
+        // The report then has the primary's WAL archiver (and the up warns while it fails).
+        ...(s.backup ? { PGC_BACKUP: "on" } : {}),
         // What the topology step did: when a run of it changed something (a reload, say), the
         // post-step runs again and reports it.
         PGC_TOPOLOGY_RESULT: topology.step.stdout,

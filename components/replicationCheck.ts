@@ -59,6 +59,21 @@ export interface RouterReport {
   readOnly: string;
 }
 
+/** The primary's WAL archiving, with backups (pg_stat_archiver and pg_wal's queue). */
+export interface ArchiverReport {
+  /** Its last attempt failed (a failure after the last success): `pulumi up` warns. */
+  failing: boolean;
+  archivedCount: number;
+  lastArchivedWal?: string;
+  /** ISO 8601. */
+  lastArchivedTime?: string;
+  failedCount: number;
+  lastFailedWal?: string;
+  lastFailedTime?: string;
+  /** WAL segments waiting to be archived (16 MiB each in pg_wal). */
+  pendingSegments: number;
+}
+
 /** What `assets/verify.mjs` prints: the state of replication right after a verified write. */
 export interface ReplicationReport {
   /** The primary. */
@@ -67,6 +82,8 @@ export interface ReplicationReport {
   replicas: ReplicaReport[];
   /** The node each router endpoint handed the post-step's session to. */
   endpoints?: RouterReport;
+  /** With backups: the primary's WAL archiving. */
+  archiver?: ArchiverReport;
   /** Wizards rows the post-step inserted (0 once seeded). */
   seededRows: number;
   /** How long the post-step took. */
@@ -84,10 +101,23 @@ export type ReplicationCheckArgs = HostStepArgs;
 export class ReplicationCheck extends HostStep<ReplicationReport> {
   constructor(name: string, args: ReplicationCheckArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:ReplicationCheck", name, "verify.mjs", args, opts);
+    // Archiving that fails keeps the primary working (WAL waits in pg_wal, up to pgBackRest's
+    // queue bound) but stops the point-in-time range from growing: said where the user looks.
+    this.result.apply((r) => {
+      const a = r?.archiver;
+      if (a?.failing) {
+        pulumi.log.warn(archiverWarning(r.primary.name, a), this);
+      }
+    });
   }
 
   /** The parsed report (the step's result). */
   get report(): pulumi.Output<ReplicationReport> {
     return this.result;
   }
+}
+
+/** The warning `pulumi up` prints while the primary's archiving fails. */
+export function archiverWarning(primary: string, a: ArchiverReport): string {
+  return `WAL archiving from ${primary} is failing: ${a.failedCount} failed attempts, the last for ${a.lastFailedWal ?? "?"} at ${a.lastFailedTime ?? "?"} (last archived: ${a.lastArchivedWal ?? "none"} at ${a.lastArchivedTime ?? "never"}); ${a.pendingSegments} WAL segments wait in pg_wal. The primary keeps working; backups and point-in-time recovery stop at the last archived segment until it works again. Check the repository volume and the server's log (docker logs ${primary}).`;
 }

@@ -198,6 +198,11 @@ export interface BackupArgs {
   readonly trigger?: string;
   /** The kind of backup a new `trigger` takes: full, diff or incr. @default "full" */
   readonly type?: string;
+  /**
+   * Compression of backups and archived WAL: lz4 (fast), zst (smaller), gz, or none. A change
+   * rolls the nodes (their pgBackRest configuration). @default "lz4"
+   */
+  readonly compress?: string;
 }
 
 /** Validated, enabled backups. */
@@ -205,6 +210,7 @@ export interface BackupSettings {
   readonly retentionFull: number;
   readonly trigger: string;
   readonly type: "full" | "diff" | "incr";
+  readonly compress: "lz4" | "zst" | "gz" | "none";
 }
 
 /** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
@@ -881,10 +887,20 @@ function checkBackup(
   if (type !== "full" && type !== "diff" && type !== "incr") {
     p.add("backup.type", type, "must be full, diff or incr", "pulumi config set backupType full");
   }
+  const compress = args.compress ?? "lz4";
+  if (!["lz4", "zst", "gz", "none"].includes(compress as string)) {
+    p.add(
+      "backup.compress",
+      compress,
+      "must be lz4, zst, gz or none",
+      "pulumi config set backupCompress lz4",
+    );
+  }
   return {
     retentionFull: retentionFull as number,
     trigger: trigger as string,
     type: type as BackupSettings["type"],
+    compress: compress as BackupSettings["compress"],
   };
 }
 

@@ -31,6 +31,7 @@ const STRING_KEYS = [
   "pgadminImage",
   "backupTrigger",
   "backupType",
+  "backupCompress",
   "restoreRepository",
   "restoreStanza",
   "restoreTargetTime",
@@ -73,6 +74,7 @@ export function clusterArgsFromConfig(
     pgadminImage,
     backupTrigger,
     backupType,
+    backupCompress,
     restoreRepository,
     restoreStanza,
     restoreTargetTime,
@@ -124,12 +126,13 @@ export function clusterArgsFromConfig(
       image: pgadminImage,
       password: read("pgadminPassword"),
     },
-    // Flat keys (backup, backupRetentionFull, backupTrigger, backupType) likewise.
+    // Flat keys (backup, backupRetentionFull, backupTrigger, backupType, backupCompress) likewise.
     backup: {
       enabled: backup === "true",
       retentionFull: backupRetentionFull,
       trigger: backupTrigger,
       type: backupType,
+      compress: backupCompress,
     },
     // restoreRepository, restoreStanza, restoreTargetTime likewise.
     ...(restoreRepository === undefined &&

@@ -87,16 +87,21 @@ up() {
       sleep 0.1
     done
   done
-  # No registry: every image is copied from the main engine (`docker save | docker load`).
-  local image pids=()
+  # No registry: every image is copied from the main engine, saved once (`docker save`, a CPU-bound
+  # tar of every layer) and loaded into each engine from that file.
+  local image pids=() archive="$STATE/images.tar"
   for image in "$@"; do
     docker image inspect "$image" >/dev/null 2>&1 || die "image $image is not in the main engine: build it first (scripts/provision-image.sh --local)."
+  done
+  if [ $# -gt 0 ]; then
+    docker save -o "$archive" "$@" || die "docker save $* failed"
     for n in $(seq 1 "$count"); do
-      (docker save "$image" | engine "$n" load >/dev/null) &
+      engine "$n" load -q -i "$archive" >/dev/null &
       pids+=("$!")
     done
-  done
-  for i in "${pids[@]}"; do wait "$i" || die "loading an image into a host failed"; done
+    for i in "${pids[@]}"; do wait "$i" || die "loading the images into a host failed"; done
+    rm -f "$archive"
+  fi
   list
 }
 

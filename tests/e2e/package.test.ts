@@ -94,6 +94,7 @@ else
       );
       assert.ok(stackOutputs().includes("internalReplicaEndpoints"));
       assert.deepEqual(Object.keys(schema.types).sort(), [
+        "pg-cluster:index:ArchiverReport",
         "pg-cluster:index:BackupArgs",
         "pg-cluster:index:BackupResult",
         "pg-cluster:index:ClusterNode",

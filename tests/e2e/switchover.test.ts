@@ -10,7 +10,10 @@
  * before the first backup is refused before anything is created.
  */
 import * as assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import * as path from "node:path";
 import { after, describe, it } from "node:test";
+import { ArchiverReport, archiverWarning } from "../../components/replicationCheck";
 import { containerLogs } from "../lib/docker";
 import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
 import { RoleProbe } from "../lib/roleProbe";
@@ -24,6 +27,8 @@ import {
   waitUntil,
 } from "../lib/stack";
 import { AckWriter } from "../lib/writer";
+
+const ROOT = path.resolve(__dirname, "..", "..");
 
 if (!isFirstMajorPass()) announceOncePerLayer("the switchover test");
 else
@@ -58,6 +63,18 @@ else
       );
       return wal;
     }
+
+    // A new stack restored from this one's repository (below), with backups of its own: a stanza
+    // in its own repository, never the source's.
+    const restored = newStack("e2erst", {
+      replicas: "1",
+      backup: "true",
+      restoreRepository: `${c}-backup`,
+    });
+    after(async () => {
+      await restored.remove();
+      await dockerApi("DELETE", `/volumes/${restored.clusterName}-backup`);
+    });
 
     const routerLog = () => containerLogs(`${c}-router`);
     // Every id a writer had acknowledged, over every round: a restore to later has them all.
@@ -268,16 +285,6 @@ else
       await queryAt(endpoints[2], "DROP TABLE marker");
       await archivedFrom(endpoints[2]);
 
-      // With backups of its own: a stanza in its own repository, never the source's.
-      const restored = newStack("e2erst", {
-        replicas: "1",
-        backup: "true",
-        restoreRepository: `${c}-backup`,
-      });
-      t.after(async () => {
-        await restored.remove();
-        await dockerApi("DELETE", `/volumes/${restored.clusterName}-backup`);
-      });
       const rc = restored.clusterName;
       // Refused by the guard, the stack's first resource: nothing on the engine.
       for (const [bad, message] of [
@@ -327,6 +334,89 @@ else
       assert.equal(mount?.RW, false, "the source repository is mounted read-only");
       const own = outputs.backup as { node: string; type: string; backups: number };
       assert.deepEqual([own.node, own.type, own.backups], [`${rc}-primary`, "full", 1]);
+      const archiver = (outputs.replicationReport as { archiver?: { failing: boolean } }).archiver;
+      assert.equal(archiver?.failing, false, "the report has the archiver: working");
+    });
+
+    it("a repository that cannot be written for a while: writes go on, the report says archiving fails, then it catches up", async (t) => {
+      const rc = restored.clusterName;
+      const primary = `localhost:${restored.basePort}`;
+      const repo = "/var/lib/pgbackrest";
+      const exec = (...cmd: string[]) =>
+        execFileSync("docker", ["exec", "-u", "0", `${rc}-primary`, ...cmd], { encoding: "utf8" });
+      const mode = exec("stat", "-c", "%a", repo).trim();
+      const report = () => {
+        const run = spawnSync("node", ["verify.mjs"], {
+          cwd: path.join(ROOT, "assets"),
+          encoding: "utf8",
+          env: { ...process.env, ...restored.checkEnvironment(), PGC_BACKUP: "on" },
+        });
+        assert.equal(run.status, 0, run.stderr);
+        return (JSON.parse(run.stdout) as { archiver: ArchiverReport }).archiver;
+      };
+      await queryAt(primary, "CREATE TABLE outage (id int PRIMARY KEY)");
+      const writer = new AckWriter({
+        endpoints: [primary],
+        password: SUPERUSER_PASSWORD,
+        table: "outage",
+      });
+      writer.start();
+      t.after(() => writer.stop());
+      exec("chmod", "000", repo);
+      try {
+        for (let i = 0; i < 3; i++) {
+          await new Promise((r) => setTimeout(r, 300));
+          await queryAt(primary, "SELECT pg_switch_wal()");
+        }
+        await waitUntil(
+          "archive_command to fail",
+          async () => {
+            const [a] = await queryAt<{ failed: string }>(
+              primary,
+              "SELECT failed_count AS failed FROM pg_stat_archiver",
+            );
+            return Number(a.failed) > 0;
+          },
+          60_000,
+        );
+        const failing = report();
+        t.diagnostic(`while the repository is unwritable: ${JSON.stringify(failing)}`);
+        assert.equal(failing.failing, true);
+        assert.ok(failing.pendingSegments >= 1, "WAL waits in pg_wal");
+        assert.match(
+          archiverWarning(`${rc}-primary`, failing),
+          /WAL archiving from .* is failing: \d+ failed attempts/,
+        );
+      } finally {
+        exec("chmod", mode, repo);
+      }
+      const t0 = Date.now();
+      await waitUntil(
+        "archiving to catch up",
+        async () => {
+          const [a] = await queryAt<{ pending: number }>(
+            primary,
+            "SELECT count(*)::int AS pending FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'",
+          );
+          return a.pending === 0;
+        },
+        90_000,
+      );
+      t.diagnostic(
+        `archiving caught up ${Date.now() - t0} ms after the repository was writable again`,
+      );
+      await writer.stop();
+      const after = report();
+      assert.equal(after.failing, false, JSON.stringify(after));
+      assert.equal(after.pendingSegments, 0);
+      assert.ok(writer.acked.length > 0, "the primary took writes throughout");
+      const rows = await queryAt<{ id: number }>(primary, "SELECT id FROM outage");
+      const have = new Set(rows.map((r) => r.id));
+      assert.deepEqual(
+        writer.acked.filter((id) => !have.has(id)),
+        [],
+        "no acknowledged write lost",
+      );
       await restored.destroy();
     });
 

@@ -24,7 +24,7 @@ describe("backups (pgBackRest)", () => {
   it("on: a repository volume in every node, archiving everywhere, a stanza, a first full backup", async () => {
     const { recorded, cluster } = await build("bk", {
       replicas: 2,
-      backup: { enabled: true, retentionFull: 3, trigger: "", type: "incr" },
+      backup: { enabled: true, retentionFull: 3, trigger: "", type: "incr", compress: "zst" },
     });
     const volume = named(recorded, "bk-backup");
     assert.equal(volume.type, "docker:index/volume:Volume");
@@ -42,8 +42,8 @@ describe("backups (pgBackRest)", () => {
       );
       const env = envOf(c);
       assert.deepEqual(
-        [env.PGC_BACKUP, env.PGC_STANZA, env.PGC_BACKUP_RETENTION_FULL],
-        ["on", "bk", "3"],
+        [env.PGC_BACKUP, env.PGC_STANZA, env.PGC_BACKUP_RETENTION_FULL, env.PGC_BACKUP_COMPRESS],
+        ["on", "bk", "3", "zst"],
       );
     }
     assert.equal(stepEnv(named(recorded, "bk-topology")).PGC_BACKUP, "on");
@@ -106,7 +106,17 @@ describe("backups (pgBackRest)", () => {
       }),
       "pg-cluster-dev",
     );
-    assert.deepEqual(settings.backup, { retentionFull: 4, trigger: "now", type: "diff" });
+    assert.deepEqual(settings.backup, {
+      retentionFull: 4,
+      trigger: "now",
+      type: "diff",
+      compress: "lz4",
+    });
+    assert.throws(
+      () =>
+        clusterArgsFromConfig(config({ backup: "true", backupCompress: "xz" }), "pg-cluster-dev"),
+      /backup\.compress = "xz": must be lz4, zst, gz or none\. Fix: pulumi config set backupCompress lz4/,
+    );
     assert.throws(
       () => clusterArgsFromConfig(config({ backup: "yes" }), "pg-cluster-dev"),
       /backup = "yes": must be true or false\. Fix: pulumi config set backup true/,
