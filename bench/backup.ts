@@ -18,14 +18,10 @@ import { execFile, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PulumiStack, UpResult, requirePulumiPlugins } from "../tests/lib/pulumiStack";
+import { IMAGE, OUT, SMOKE, clusterConfig, logger, r1, sleep } from "./lib";
 
-const ROOT = path.resolve(__dirname, "..");
-const OUT = path.join(ROOT, "bench", "results");
-const SMOKE = process.env.BENCH_SMOKE === "1";
 const SCALE_GB = Number(process.env.BENCH_SCALE_GB ?? (SMOKE ? 0.2 : 1));
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? (SMOKE ? 10 : 30));
-const IMAGE = process.env.BENCH_IMAGE ?? "pg-cluster-postgres:15";
-const ROUTER_IMAGE = process.env.BENCH_ROUTER_IMAGE ?? "pg-cluster-haproxy:2.6";
 const PASSWORD = "bench-Backup-pw-1";
 const PORT = 26400;
 const SOURCE = "benchbk";
@@ -33,22 +29,9 @@ const CLUSTER = `pg-cluster-${SOURCE}`;
 const PRIMARY = `${CLUSTER}-primary`;
 const REPOSITORY = `${CLUSTER}-backup`;
 
-const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const r1 = (x: number) => Math.round(x * 10) / 10;
-
-function config(port: number, replicas: number, extra: Record<string, string> = {}) {
-  return {
-    replicas: String(replicas),
-    image: IMAGE,
-    routerImage: ROUTER_IMAGE,
-    primaryPort: String(port),
-    replicaBasePort: String(port + 1),
-    superuserPassword: PASSWORD,
-    replicationPassword: `${PASSWORD}r`,
-    ...extra,
-  };
-}
+const log = logger("bench:backup");
+const config = (port: number, replicas: number, extra: Record<string, string> = {}) =>
+  clusterConfig(port, replicas, PASSWORD, extra);
 
 /** A command's stdout, failing loudly. */
 function sh(cmd: string, args: string[]): string {
@@ -74,6 +57,13 @@ function sql(text: string): string {
 function timedInPrimary(script: string): number {
   const t0 = performance.now();
   sh("docker", ["exec", "-u", "postgres", PRIMARY, "bash", "-c", script]);
+  return (performance.now() - t0) / 1000;
+}
+
+/** Seconds a throw-away container of the image takes to run `argv`, with `options` (docker run's). */
+function timedRun(options: string[], argv: string[]): number {
+  const t0 = performance.now();
+  sh("docker", ["run", "--rm", ...options, "--entrypoint", argv[0], IMAGE, ...argv.slice(1)]);
   return (performance.now() - t0) / 1000;
 }
 
@@ -183,20 +173,10 @@ async function main(): Promise<void> {
       `pgbackrest --config=${conf} --stanza=${CLUSTER} --type=full backup`,
     );
     // As a replica clones: the replication role over the cluster network (with TLS, the default).
-    const basebackup = (() => {
-      const t0 = performance.now();
-      sh("docker", [
-        "run",
-        "--rm",
-        "--network",
-        `${CLUSTER}-net`,
-        "-e",
-        `PGPASSWORD=${PASSWORD}r`,
-        "-e",
-        "PGSSLMODE=require",
-        "--entrypoint",
+    const basebackup = timedRun(
+      ["--network", `${CLUSTER}-net`, "-e", `PGPASSWORD=${PASSWORD}r`, "-e", "PGSSLMODE=require"],
+      [
         "pg_basebackup",
-        IMAGE,
         "-h",
         PRIMARY,
         "-U",
@@ -207,9 +187,8 @@ async function main(): Promise<void> {
         "stream",
         "-c",
         "fast",
-      ]);
-      return (performance.now() - t0) / 1000;
-    })();
+      ],
+    );
     results.backup = {
       dataMB: r1(mb),
       oursSeconds: r1(ours),
@@ -225,25 +204,19 @@ async function main(): Promise<void> {
     // Restore: a new stack from the repository against an empty one, and pgBackRest alone.
     const e = await empty.up(config(PORT + 10, 0));
     const r = await restored.up(config(PORT + 20, 0, { restoreRepository: REPOSITORY }));
-    const rawRestore = (() => {
-      const t0 = performance.now();
-      sh("docker", [
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-u",
-        "postgres",
-        "-v",
-        `${REPOSITORY}:/repo:ro`,
-        "--entrypoint",
-        "bash",
-        IMAGE,
-        "-c",
-        `pgbackrest --repo1-path=/repo --stanza=${CLUSTER} --pg1-path=/tmp/r --lock-path=/tmp --log-level-file=off --log-level-console=warn restore`,
-      ]);
-      return (performance.now() - t0) / 1000;
-    })();
+    const rawRestore = timedRun(
+      ["--network", "none", "-u", "postgres", "-v", `${REPOSITORY}:/repo:ro`],
+      [
+        "pgbackrest",
+        "--repo1-path=/repo",
+        `--stanza=${CLUSTER}`,
+        "--pg1-path=/tmp/r",
+        "--lock-path=/tmp",
+        "--log-level-file=off",
+        "--log-level-console=warn",
+        "restore",
+      ],
+    );
     const verified = (x: UpResult) => (x.verifiedMs ?? x.engineMs) / 1000;
     results.restore = {
       dataMB: r1(mb),

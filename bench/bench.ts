@@ -18,25 +18,17 @@ import { LocalWorkspace } from "@pulumi/pulumi/automation";
 import { PulumiStack, UpResult, requirePulumiPlugins } from "../tests/lib/pulumiStack";
 import { RoleProbe } from "../tests/lib/roleProbe";
 import { AckWriter } from "../tests/lib/writer";
+import { IMAGE, OUT, ROOT, SMOKE, clusterConfig, logger, pgBinDir, r1, sleep } from "./lib";
 
-const ROOT = path.resolve(__dirname, "..");
-const OUT = path.join(ROOT, "bench", "results");
-const SMOKE = process.env.BENCH_SMOKE === "1";
 const RUNS = Number(process.env.BENCH_RUNS ?? (SMOKE ? 1 : 3));
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? (SMOKE ? 10 : 60));
 const SCALE_GB = Number(process.env.BENCH_SCALE_GB ?? (SMOKE ? 0.2 : 1));
-const IMAGE = process.env.BENCH_IMAGE ?? "pg-cluster-postgres:15";
 const PEER_IMAGE = "pg-cluster-peer:15";
-const ROUTER_IMAGE = process.env.BENCH_ROUTER_IMAGE ?? "pg-cluster-haproxy:2.6";
 const PASSWORD = "bench-Password-1";
 // Below Linux's ephemeral range (32768-60999): a published port in it can collide with the local
 // end of an outgoing connection ("bind: address already in use"), which failed a run at 41001.
 const PORT = 26000;
-const PG_BIN = fs
-  .readdirSync("/usr/lib/postgresql")
-  .map((v) => `/usr/lib/postgresql/${v}/bin`)
-  .sort()
-  .reverse()[0];
+const PG_BIN = pgBinDir();
 
 const results: Record<string, unknown> = {
   date: new Date().toISOString(),
@@ -50,15 +42,13 @@ const results: Record<string, unknown> = {
   runs: RUNS,
 };
 
-const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = logger("bench");
 const now = () => performance.now();
 const stats = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
   return { min: s[0], median: q(0.5), p99: q(0.99), max: s[s.length - 1], n: s.length };
 };
-const r1 = (x: number) => Math.round(x * 10) / 10;
 const r2 = (x: number) => Math.round(x * 100) / 100;
 /** `docker:index/container:Container` → `Container`. */
 const shortType = (t: string) => t.split(":").pop() ?? t;
@@ -102,16 +92,7 @@ function psql(port: number, sql: string, password = PASSWORD, user = "postgres")
 }
 
 function config(replicas: number, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    replicas: String(replicas),
-    image: IMAGE,
-    routerImage: ROUTER_IMAGE,
-    primaryPort: String(PORT),
-    replicaBasePort: String(PORT + 1),
-    superuserPassword: PASSWORD,
-    replicationPassword: PASSWORD + "r",
-    ...extra,
-  };
+  return clusterConfig(PORT, replicas, PASSWORD, extra);
 }
 
 /** One throwaway stack of the program on the real Pulumi engine. */

@@ -17,20 +17,12 @@ import * as path from "node:path";
 import pg from "pg";
 import { hostsScript, testHosts } from "../tests/lib/hosts";
 import { PulumiStack, requirePulumiPlugins } from "../tests/lib/pulumiStack";
+import { IMAGE, OUT, ROUTER_IMAGE, SMOKE, clusterConfig, logger, pgBinDir, r1, sleep } from "./lib";
 
-const ROOT = path.resolve(__dirname, "..");
-const OUT = path.join(ROOT, "bench", "results");
-const SMOKE = process.env.BENCH_SMOKE === "1";
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? (SMOKE ? 10 : 30));
-const IMAGE = process.env.BENCH_IMAGE ?? "pg-cluster-postgres:15";
-const ROUTER_IMAGE = process.env.BENCH_ROUTER_IMAGE ?? "pg-cluster-haproxy:2.6";
 const PASSWORD = "bench-Hosts-pw-1";
 const PORT = 26200;
-const PG_BIN = fs
-  .readdirSync("/usr/lib/postgresql")
-  .map((v) => `/usr/lib/postgresql/${v}/bin`)
-  .sort()
-  .reverse()[0];
+const PG_BIN = pgBinDir();
 const HOSTS = testHosts(3);
 
 interface Case {
@@ -59,14 +51,12 @@ interface Result {
   lagBytes: Stats;
 }
 
-const log = (m: string) => process.stderr.write(`[bench:hosts] ${m}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = logger("bench:hosts");
 const stats = (xs: number[]): Stats => {
   const s = [...xs].sort((a, b) => a - b);
   const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0;
   return { p50: q(0.5), p99: q(0.99), max: s[s.length - 1] ?? 0, n: s.length };
 };
-const r1 = (x: number) => Math.round(x * 10) / 10;
 
 /** The libpq environment for a client of this case (verify-full against the CA file with TLS). */
 function clientEnv(caFile?: string): NodeJS.ProcessEnv {
@@ -137,17 +127,10 @@ async function sampleLag(
 async function runCase(c: Case, i: number): Promise<Result> {
   const stack = new PulumiStack(`benchh${process.pid % 1000}${i}`);
   try {
-    const config: Record<string, string> = {
-      replicas: "2",
-      image: IMAGE,
-      routerImage: ROUTER_IMAGE,
-      primaryPort: String(PORT),
-      replicaBasePort: String(PORT + 1),
-      superuserPassword: PASSWORD,
-      replicationPassword: `${PASSWORD}r`,
+    const config = clusterConfig(PORT, 2, PASSWORD, {
       tls: String(c.tls),
       ...(c.hosts ? { hosts: JSON.stringify(HOSTS) } : {}),
-    };
+    });
     const up = await stack.up(config);
     const upSeconds = (up.verifiedMs ?? up.engineMs) / 1000;
     const host = c.hosts ? HOSTS[0].address : "127.0.0.1";

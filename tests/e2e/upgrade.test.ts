@@ -130,7 +130,13 @@ else
       if (fs.existsSync(path.join(previous, "components", "router.ts"))) {
         await old.setConfig("routerImage", { value: ROUTER_IMAGE });
       }
-      await old.up();
+      const oldUp = await old.up();
+      // A release with TLS on by default (PG_CLUSTER_UPGRADE_FROM after v0.1.0): its CA.
+      trustStackCa(
+        basePort - 3,
+        basePort + 96,
+        oldUp.outputs.caCertificate?.value as string | undefined,
+      );
 
       const c = new pg.Client({
         host: "localhost",
@@ -138,6 +144,7 @@ else
         user: "postgres",
         password: PASSWORD,
         database: "mydb",
+        ssl: sslFor(`localhost:${basePort}`),
       });
       await c.connect();
       await c.query("CREATE TABLE upgrade_rows AS SELECT g AS id FROM generate_series(1, 1000) g");
