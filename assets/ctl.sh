@@ -185,6 +185,8 @@ bootstrap_restore() {
     # goes on from where it stopped, without the target.
     pgc_log "the archive holds no transaction after $target ($(grep -o 'last completed transaction was at log time .*' "$sock/log" | tail -n 1)): restoring to its end, which is the cluster at $target as far as the repository holds it"
     drop_settings "$dir" 'recovery_target[a-z_]*'
+    # A log of its own: the first run's "recovery ended before ..." must not answer for this one.
+    mv "$sock/log" "$sock/log.to-target"
     outcome="$(recover "$dir" "$sock")"
   fi
   if [ "$outcome" != promoted ]; then
