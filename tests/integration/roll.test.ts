@@ -101,7 +101,9 @@ describe("roll gates on real servers", { timeout: 600_000 }, () => {
     // with no error listener would throw that at the test as an uncaught exception).
     busy.on("error", () => {});
     await new Promise((r) => setTimeout(r, 700)); // idle for longer than the half second
-    const inFlight = busy.query("SELECT pg_sleep(1.5) AS slept");
+    // Long enough to be in flight when the gate drains the node even on a loaded machine (at
+    // 1.5 s, CI once saw it finish first and the gate end it as a second idle session).
+    const inFlight = busy.query("SELECT pg_sleep(5) AS slept");
     await new Promise((r) => setTimeout(r, 200));
     try {
       const r = await cluster.roll(node, undefined, OLD, NEW, {
