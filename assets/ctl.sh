@@ -184,7 +184,7 @@ bootstrap_restore() {
     # the repository knows (PostgreSQL stops at TIME only on seeing a later commit). Recovery
     # goes on from where it stopped, without the target.
     pgc_log "the archive holds no transaction after $target ($(grep -o 'last completed transaction was at log time .*' "$sock/log" | tail -n 1)): restoring to its end, which is the cluster at $target as far as the repository holds it"
-    drop_settings "$dir" 'recovery_target[a-z_]*'
+    pgc_rewrite_auto_conf "$dir" 'recovery_target[a-z_]*'
     # A log of its own: the first run's "recovery ended before ..." must not answer for this one.
     mv "$sock/log" "$sock/log.to-target"
     outcome="$(recover "$dir" "$sock")"
@@ -200,7 +200,7 @@ bootstrap_restore() {
   # Recovery's settings would apply again whenever this node recovers (a standby after a
   # switchover); the source's synchronous standbys and upstream are not this cluster's (its
   # commits would wait for standbys that never come): the topology step sets this cluster's.
-  drop_settings "$dir" 'restore_command|recovery_target[a-z_]*|archive_mode|synchronous_standby_names|primary_conninfo|primary_slot_name'
+  pgc_rewrite_auto_conf "$dir" 'restore_command|recovery_target[a-z_]*|archive_mode|synchronous_standby_names|primary_conninfo|primary_slot_name'
   setup="$(pgc_setup_sql "$superuser_password" "$replication_password")"
   pgc_single_user "$dir" "$setup"
   create_database "$dir"
@@ -225,13 +225,7 @@ recover() {
   if ! pg_ctl -D "$dir" -w -t "$limit" -s -l "$sock/log" -o "-c config_file=$PGC_CONF_DIR/postgresql.conf \
 -c listen_addresses= -c unix_socket_directories=$sock -c hba_file=$sock/hba.conf -c ssl=off \
 -c archive_mode=off -c synchronous_standby_names= -c max_wal_senders=64 -c max_replication_slots=64" start >&2 3>&-; then
-    if grep -q 'recovery ended before configured recovery target was reached' "$sock/log"; then
-      echo short
-    elif pg_ctl status -D "$dir" >/dev/null 2>&1; then
-      echo timeout
-    else
-      echo failed
-    fi
+    if pg_ctl status -D "$dir" >/dev/null 2>&1; then echo timeout; else stopped_outcome "$sock"; fi
     return 0
   fi
   # Promoted once the server removed recovery.signal (pgBackRest's restore wrote it) and
@@ -240,11 +234,7 @@ recover() {
   while state="$(LC_ALL=C pg_controldata -D "$dir" | sed -n 's/^Database cluster state:[[:space:]]*//p')" &&
     { [ -e "$dir/recovery.signal" ] || [ "$state" != "in production" ]; }; do
     if ! pg_ctl status -D "$dir" >/dev/null 2>&1; then
-      if grep -q 'recovery ended before configured recovery target was reached' "$sock/log"; then
-        echo short
-      else
-        echo failed
-      fi
+      stopped_outcome "$sock"
       return 0
     fi
     [ "$waited" -lt "$limit" ] || { echo timeout; return 0; }
@@ -252,6 +242,16 @@ recover() {
     waited=$((waited + 1))
   done
   echo promoted
+}
+
+# stopped_outcome SOCK — why a recovery server (log: SOCK/log) stopped: "short" when the archive
+# ended before its target, "failed" otherwise.
+stopped_outcome() {
+  if grep -q 'recovery ended before configured recovery target was reached' "$1/log"; then
+    echo short
+  else
+    echo failed
+  fi
 }
 
 # archive_replayed LOG STANZA CONF — whether the recovery that wrote LOG replayed the repository's
@@ -263,14 +263,6 @@ archive_replayed() {
   max="$(pgbackrest --config="$3" --stanza="$2" --output=json info |
     grep -o '"max":"[0-9A-F]\{24\}"' | tail -n 1 | sed 's/.*:"\(.*\)"/\1/')"
   [ -n "$last" ] && [ -n "$max" ] && [ "${last:8}" = "${max:8}" ]
-}
-
-# drop_settings DIR PATTERN — removes the settings whose names match the extended regular
-# expression PATTERN from DIR/postgresql.auto.conf (the server is stopped).
-drop_settings() {
-  grep -vE "^[[:space:]]*($2)[[:space:]]*=" "$1/postgresql.auto.conf" >"$1/postgresql.auto.conf.pgc" || true
-  mv "$1/postgresql.auto.conf.pgc" "$1/postgresql.auto.conf"
-  chmod 600 "$1/postgresql.auto.conf"
 }
 
 # bootstrap_clone HOST PORT — a standby of HOST:PORT on an empty volume, through this node's slot.

@@ -444,11 +444,19 @@ pgc_conf_quote() { printf "'%s'" "${1//\'/\'\'}"; }
 # DIR/postgresql.auto.conf, replacing earlier values: where ALTER SYSTEM keeps them, for a data
 # directory whose server is not running.
 pgc_set_upstream() {
-  local conf="$1/postgresql.auto.conf"
+  pgc_rewrite_auto_conf "$1" 'primary_conninfo|primary_slot_name' \
+    "primary_conninfo = $(pgc_conf_quote "$2")" "primary_slot_name = $(pgc_conf_quote "$3")"
+}
+
+# pgc_rewrite_auto_conf DIR PATTERN [LINE...] — DIR/postgresql.auto.conf without the settings
+# whose names match the extended regular expression PATTERN, then LINEs, replaced in one rename
+# (0600): ALTER SYSTEM's file, for a data directory whose server is not running.
+pgc_rewrite_auto_conf() {
+  local conf="$1/postgresql.auto.conf" pattern="$2"
+  shift 2
   {
-    [ ! -f "$conf" ] || grep -vE '^[[:space:]]*(primary_conninfo|primary_slot_name)[[:space:]]*=' "$conf" || true
-    printf 'primary_conninfo = %s\n' "$(pgc_conf_quote "$2")"
-    printf 'primary_slot_name = %s\n' "$(pgc_conf_quote "$3")"
+    [ ! -f "$conf" ] || grep -vE "^[[:space:]]*($pattern)[[:space:]]*=" "$conf" || true
+    [ $# = 0 ] || printf '%s\n' "$@"
   } >"$conf.pgc"
   chmod 600 "$conf.pgc"
   mv "$conf.pgc" "$conf"
