@@ -7,8 +7,8 @@
  */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ClusterConfigError, clusterArgsFromConfig, validateClusterArgs } from "../../components";
-import { PASSWORDS, Recorded, build, plain, envOf, stepEnv } from "./harness";
+import { clusterArgsFromConfig, validateClusterArgs } from "../../components";
+import { PASSWORDS, configErrorOf, Recorded, build, plain, envOf, stepEnv } from "./harness";
 
 const named = (recorded: Recorded[], name: string) =>
   recorded.find((r) => r.name === name && r.custom) as Recorded;
@@ -71,15 +71,8 @@ describe("backups (pgBackRest)", () => {
   });
 
   it("names bad input and the fix, before anything is created", () => {
-    const message = (args: Parameters<typeof validateClusterArgs>[0]) => {
-      try {
-        validateClusterArgs(args);
-      } catch (err) {
-        assert.ok(err instanceof ClusterConfigError);
-        return err.message;
-      }
-      return "";
-    };
+    const message = (args: Parameters<typeof validateClusterArgs>[0]) =>
+      configErrorOf(() => validateClusterArgs(args));
     const bad = message({
       ...PASSWORDS,
       backup: { enabled: true, retentionFull: 0, type: "weekly", trigger: "a b" },
@@ -155,15 +148,8 @@ describe("backups (pgBackRest)", () => {
   });
 
   it("restore: bad input named with the fix", () => {
-    const message = (args: Parameters<typeof validateClusterArgs>[0]) => {
-      try {
-        validateClusterArgs(args, undefined, "pg-cluster-dev");
-      } catch (err) {
-        assert.ok(err instanceof ClusterConfigError);
-        return err.message;
-      }
-      return "";
-    };
+    const message = (args: Parameters<typeof validateClusterArgs>[0]) =>
+      configErrorOf(() => validateClusterArgs(args, undefined, "pg-cluster-dev"));
     assert.match(
       message({ ...PASSWORDS, restore: { repository: "pg-cluster-dev-backup" } }),
       /restore\.repository = "pg-cluster-dev-backup": is this cluster's own repository/,

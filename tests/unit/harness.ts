@@ -1,5 +1,11 @@
+import * as assert from "node:assert/strict";
 import * as pulumi from "@pulumi/pulumi";
-import { PostgresCluster, PostgresClusterArgs, PostgresClusterOptions } from "../../components";
+import {
+  ClusterConfigError,
+  PostgresCluster,
+  PostgresClusterArgs,
+  PostgresClusterOptions,
+} from "../../components";
 
 /** A resource as the mock engine saw it. */
 export interface Recorded {
@@ -59,6 +65,17 @@ pulumi.runtime.setMocks(
   "dev",
   false,
 );
+
+/** The message of the ClusterConfigError that `validate` must throw (bad input, refused). */
+export function configErrorOf(validate: () => unknown): string {
+  try {
+    validate();
+  } catch (err) {
+    assert.ok(err instanceof ClusterConfigError, `a ClusterConfigError, got ${String(err)}`);
+    return err.message;
+  }
+  assert.fail("expected the input to be rejected");
+}
 
 export const PASSWORDS = {
   superuserPassword: "su-Secret-9f1c2a",

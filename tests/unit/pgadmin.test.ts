@@ -6,19 +6,15 @@
  */
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ClusterConfigError, clusterArgsFromConfig } from "../../components";
-import { PASSWORDS, build, inputIsSecret, plain, valueOf } from "./harness";
+import { clusterArgsFromConfig } from "../../components";
+import { PASSWORDS, build, configErrorOf, inputIsSecret, plain, valueOf } from "./harness";
 
 const CONTAINER = "docker:index/container:Container";
 
 function configError(config: Record<string, string>): string {
-  try {
-    clusterArgsFromConfig((key) => ({ ...PASSWORDS, ...config })[key], "pg-cluster-dev");
-  } catch (err) {
-    assert.ok(err instanceof ClusterConfigError, `a ClusterConfigError, got ${String(err)}`);
-    return err.message;
-  }
-  assert.fail("expected the config to be rejected");
+  return configErrorOf(() =>
+    clusterArgsFromConfig((key) => ({ ...PASSWORDS, ...config })[key], "pg-cluster-dev"),
+  );
 }
 
 describe("pgAdmin", () => {
