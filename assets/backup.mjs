@@ -11,7 +11,7 @@
  * Prints one JSON line: {"node", "label", "type", "start", "stop", "sizeBytes", "repoSizeBytes",
  *   "walStart", "walStop", "backups"} (times ISO 8601; backups: how many the repository holds).
  */
-import { jsonEnv, log, requireEnv } from "./pgnode.mjs";
+import { isoFromSeconds, jsonEnv, log, requireEnv } from "./pgnode.mjs";
 import { ctl, writableNode } from "./roles.mjs";
 
 /** @typedef {import("./roles.mjs").TopologyNode} TopologyNode */
@@ -33,14 +33,13 @@ async function main() {
   const [stanza] = result.info ?? [];
   const last = stanza?.backup?.at(-1);
   if (!last) throw new Error(`pgbackrest info on ${primary.name} shows no backup`);
-  const iso = (/** @type {number} */ seconds) => new Date(seconds * 1000).toISOString();
   process.stdout.write(
     `${JSON.stringify({
       node: primary.name,
       label: last.label,
       type: last.type,
-      start: iso(last.timestamp.start),
-      stop: iso(last.timestamp.stop),
+      start: isoFromSeconds(last.timestamp.start),
+      stop: isoFromSeconds(last.timestamp.stop),
       sizeBytes: last.info?.size,
       repoSizeBytes: last.info?.repository?.size,
       walStart: last.archive?.start,

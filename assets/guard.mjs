@@ -19,7 +19,7 @@
  * be compared; "restore" when a restore was checked).
  */
 import { spawnSync } from "node:child_process";
-import { dockerEnv, jsonEnv, log, requireEnv } from "./pgnode.mjs";
+import { dockerEnv, isoFromSeconds, jsonEnv, log, requireEnv } from "./pgnode.mjs";
 
 /**
  * The docker CLI against `engine` (undefined: the environment's DOCKER_HOST).
@@ -138,14 +138,13 @@ function checkRestore(image, restore, engine) {
       `restore: stanza ${stanza.name} holds backups of PostgreSQL ${wrote}, but image ${image} runs PostgreSQL ${major}. ${none} Fix: pulumi config set image <a PostgreSQL ${wrote} image>.`,
     );
   }
-  const iso = (/** @type {number} */ seconds) => new Date(seconds * 1000).toISOString();
   let chosen = backups.at(-1);
   if (restore.targetTime) {
     const target = Date.parse(restore.targetTime.replace(" ", "T").replace(/\+00$/, "Z"));
     const before = backups.filter((b) => b.timestamp.stop * 1000 <= target);
     if (before.length === 0) {
       throw new Error(
-        `restore.targetTime: ${new Date(target).toISOString()} is before the end of the first backup in stanza ${stanza.name} (${iso(backups[0].timestamp.stop)}), the earliest time it can restore to. ${none} Fix: pulumi config set restoreTargetTime ${iso(backups[0].timestamp.stop)} (or later), or pulumi config rm restoreTargetTime for the end of the archive.`,
+        `restore.targetTime: ${new Date(target).toISOString()} is before the end of the first backup in stanza ${stanza.name} (${isoFromSeconds(backups[0].timestamp.stop)}), the earliest time it can restore to. ${none} Fix: pulumi config set restoreTargetTime ${isoFromSeconds(backups[0].timestamp.stop)} (or later), or pulumi config rm restoreTargetTime for the end of the archive.`,
       );
     }
     chosen = before.at(-1);
@@ -157,7 +156,7 @@ function checkRestore(image, restore, engine) {
     repository: restore.repository,
     stanza: stanza.name,
     backup: chosen?.label ?? "",
-    backupStop: iso(chosen?.timestamp.stop ?? 0),
+    backupStop: isoFromSeconds(chosen?.timestamp.stop ?? 0),
   };
 }
 

@@ -76,6 +76,9 @@ export function changeSince(t, since) {
 /** @param {number} ms */
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A time in seconds since the epoch (pgBackRest's timestamps) as ISO 8601. @param {number} seconds */
+export const isoFromSeconds = (seconds) => new Date(seconds * 1000).toISOString();
+
 /**
  * Connects to a node as the superuser, retrying every 50 ms until the deadline: a node that is
  * still starting refuses connections for a moment, which is not an error yet.

@@ -18,7 +18,8 @@ import { execFile, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PulumiStack, UpResult, requirePulumiPlugins } from "../tests/lib/pulumiStack";
-import { IMAGE, OUT, SMOKE, clusterConfig, logger, r1, sleep } from "./lib";
+import { lsnBytes } from "../assets/roles.mjs";
+import { IMAGE, OUT, SMOKE, clusterConfig, logger, quantile, r1, sleep } from "./lib";
 
 const SCALE_GB = Number(process.env.BENCH_SCALE_GB ?? (SMOKE ? 0.2 : 1));
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? (SMOKE ? 10 : 30));
@@ -81,16 +82,6 @@ function segmentEnd(wal: string): bigint {
   return log * 0x100000000n + (seg + 1n) * 16n * 1024n * 1024n;
 }
 
-function lsnBytes(lsn: string): bigint {
-  const [hi, lo] = lsn.split("/");
-  return BigInt(`0x${hi}`) * 0x100000000n + BigInt(`0x${lo}`);
-}
-
-const percentile = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : 0;
-};
-
 /** Archive lag sampled every 500 ms while pgbench runs in the primary's container. */
 async function archiveLag(): Promise<Record<string, number>> {
   sh("docker", ["exec", "-u", "postgres", PRIMARY, "pgbench", "-i", "-q", "-s", "10", "mydb"]);
@@ -132,9 +123,9 @@ async function archiveLag(): Promise<Record<string, number>> {
   return {
     tps: Math.round(tps),
     samples: pending.length,
-    pendingSegmentsP50: percentile(pending, 50),
+    pendingSegmentsP50: quantile(pending, 0.5),
     pendingSegmentsMax: Math.max(...pending),
-    lagMBP50: r1(percentile(lagMB, 50)),
+    lagMBP50: r1(quantile(lagMB, 0.5)),
     lagMBMax: r1(Math.max(...lagMB)),
     failedCount: Number(failed),
   };

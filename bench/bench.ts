@@ -18,7 +18,18 @@ import { LocalWorkspace } from "@pulumi/pulumi/automation";
 import { PulumiStack, UpResult, requirePulumiPlugins } from "../tests/lib/pulumiStack";
 import { RoleProbe } from "../tests/lib/roleProbe";
 import { AckWriter } from "../tests/lib/writer";
-import { IMAGE, OUT, ROOT, SMOKE, clusterConfig, logger, pgBinDir, r1, sleep } from "./lib";
+import {
+  IMAGE,
+  OUT,
+  ROOT,
+  SMOKE,
+  clusterConfig,
+  logger,
+  pgBinDir,
+  quantile,
+  r1,
+  sleep,
+} from "./lib";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? (SMOKE ? 1 : 3));
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? (SMOKE ? 10 : 60));
@@ -44,11 +55,13 @@ const results: Record<string, unknown> = {
 
 const log = logger("bench");
 const now = () => performance.now();
-const stats = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
-  return { min: s[0], median: q(0.5), p99: q(0.99), max: s[s.length - 1], n: s.length };
-};
+const stats = (xs: number[]) => ({
+  min: quantile(xs, 0),
+  median: quantile(xs, 0.5),
+  p99: quantile(xs, 0.99),
+  max: quantile(xs, 1),
+  n: xs.length,
+});
 const r2 = (x: number) => Math.round(x * 100) / 100;
 /** `docker:index/container:Container` → `Container`. */
 const shortType = (t: string) => t.split(":").pop() ?? t;

@@ -17,7 +17,18 @@ import * as path from "node:path";
 import pg from "pg";
 import { hostsScript, testHosts } from "../tests/lib/hosts";
 import { PulumiStack, requirePulumiPlugins } from "../tests/lib/pulumiStack";
-import { IMAGE, OUT, ROUTER_IMAGE, SMOKE, clusterConfig, logger, pgBinDir, r1, sleep } from "./lib";
+import {
+  IMAGE,
+  OUT,
+  ROUTER_IMAGE,
+  SMOKE,
+  clusterConfig,
+  logger,
+  pgBinDir,
+  quantile,
+  r1,
+  sleep,
+} from "./lib";
 
 const LOAD_SECONDS = Number(process.env.BENCH_LOAD_SECONDS ?? (SMOKE ? 10 : 30));
 const PASSWORD = "bench-Hosts-pw-1";
@@ -52,11 +63,12 @@ interface Result {
 }
 
 const log = logger("bench:hosts");
-const stats = (xs: number[]): Stats => {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0;
-  return { p50: q(0.5), p99: q(0.99), max: s[s.length - 1] ?? 0, n: s.length };
-};
+const stats = (xs: number[]): Stats => ({
+  p50: quantile(xs, 0.5),
+  p99: quantile(xs, 0.99),
+  max: quantile(xs, 1),
+  n: xs.length,
+});
 
 /** The libpq environment for a client of this case (verify-full against the CA file with TLS). */
 function clientEnv(caFile?: string): NodeJS.ProcessEnv {

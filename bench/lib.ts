@@ -48,3 +48,9 @@ export function clusterConfig(
 export const logger = (tag: string) => (m: string) => process.stderr.write(`[${tag}] ${m}\n`);
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const r1 = (x: number) => Math.round(x * 10) / 10;
+
+/** The `p` quantile (0..1) of `xs` (nearest rank below), 0 for none. */
+export function quantile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? 0;
+}
