@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-restore STANZA [TIME] | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin) | backup-stanza | backup full|diff|incr | backup-info"
+  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-restore STANZA [TIME] | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin) | backup-stanza | backup full|diff|incr [HOST SERVER_PORT PG_PORT PG_PATH SOCKET_DIR] | backup-info | backup-serve CLIENT | backup-serve-stop"
 }
 
 HOLD="$PGC_CONF_DIR/hold"
@@ -465,12 +465,17 @@ tls_upstream() {
   fi
 }
 
-# require_backup VERB — backups are on for this node (PGC_BACKUP=on) and it runs as the primary.
+# require_backup VERB [ROLE] — backups are on for this node (PGC_BACKUP=on) and it runs as ROLE:
+# the primary (by default) or a standby.
 require_backup() {
+  local want="${2:-primary}" recovery=""
   [ "$PGC_BACKUP" = on ] ||
     pgc_die "refusing $1: backups are off for this node (PGC_BACKUP); set backup in the cluster's config. Nothing was changed."
-  if ! pgc_server_running || [ "$(in_recovery)" != f ]; then
+  ! pgc_server_running || recovery="$(in_recovery)" || true
+  if [ "$want" = primary ] && [ "$recovery" != f ]; then
     pgc_die "refusing $1: it runs on the primary, and $PGC_NODE_NAME is not a running primary (ctl.sh status). Nothing was changed."
+  elif [ "$want" = standby ] && [ "$recovery" != t ]; then
+    pgc_die "refusing $1: it runs on a standby, and $PGC_NODE_NAME is not a running standby (ctl.sh status). Nothing was changed."
   fi
 }
 
@@ -515,24 +520,93 @@ stanza_exists() {
   [[ "$info" =~ \"status\":\{\"code\":[02][,}] ]]
 }
 
-# backup TYPE — a pgBackRest backup (full, diff or incr) of this primary; adds "info", pgBackRest's
-# `info --output=json` for the stanza after it.
+# backup TYPE [HOST SERVER_PORT PG_PORT PG_PATH SOCKET_DIR] — a pgBackRest backup (full, diff or
+# incr); adds "info", pgBackRest's `info --output=json` for the stanza after it. Alone, of this
+# primary. With the primary's pgBackRest server (backup-serve there: HOST:SERVER_PORT, its
+# PostgreSQL's port, data directory and socket directory), from this standby: pgBackRest copies
+# the standby's files and runs pg_backup_start/stop on the primary through that server (TLS, this
+# node's certificate as the client's), so the primary does none of the reading.
 backup() {
-  case "$1" in full | diff | incr) ;; *) pgc_die "backup TYPE: full, diff or incr (got '$1')." ;; esac
-  require_backup backup
-  pgc_log "pgbackrest backup --type=$1"
-  eval "$(pgc_pgbackrest_command)" backup --type="$1" >&2 ||
+  local type="$1" primary=()
+  case "$type" in full | diff | incr) ;; *) pgc_die "backup TYPE: full, diff or incr (got '$type')." ;; esac
+  if [ $# = 1 ]; then
+    require_backup backup
+    pgc_log "pgbackrest backup --type=$type on this primary"
+  else
+    [[ "$2" =~ ^[A-Za-z0-9.:_-]+$ ]] || pgc_die "backup: '$2' is not a host name."
+    require_port "$3"
+    require_port "$4"
+    [[ "$5" == /* && "$6" == /* ]] || pgc_die "backup: PG_PATH and SOCKET_DIR must be absolute paths (got '$5', '$6')."
+    require_backup backup standby
+    pgc_tls_installed ||
+      pgc_die "refusing backup from a standby: TLS is off for $PGC_NODE_NAME, and pgBackRest reaches the primary's server only with this node's certificate. Nothing was changed."
+    primary=(--backup-standby --pg2-host="$2" --pg2-host-type=tls --pg2-host-port="$3"
+      --pg2-host-ca-file="$PGC_TLS_DIR/ca.crt" --pg2-host-cert-file="$PGC_TLS_DIR/server.crt"
+      --pg2-host-key-file="$PGC_TLS_DIR/server.key" --pg2-port="$4" --pg2-path="$5"
+      --pg2-socket-path="$6" --pg2-user="$PGC_SUPERUSER")
+    pgc_log "pgbackrest backup --type=$type from this standby; the primary's server at $2:$3"
+  fi
+  pgbackrest --config="$PGC_BACKUP_CONF" --stanza="$PGC_STANZA" "${primary[@]}" backup --type="$type" >&2 ||
     pgc_die "pgbackrest backup failed (above); the repository keeps its earlier backups."
   backup_info
 }
 
-# backup_info — adds "info": pgBackRest's `info --output=json` for the stanza.
+# The pgBackRest server a backup from a standby reaches this primary through, while it runs.
+BACKUP_SERVER_PID="$PGC_VOLUME/pgbackrest/server.pid"
+PGC_BACKUP_SERVER_PORT="${PGC_BACKUP_SERVER_PORT:-8432}"
+
+# backup_serve CLIENT — starts pgBackRest's TLS server on this primary for one backup from the
+# standby named CLIENT (its certificate's CN, signed by the cluster's CA), on the cluster's
+# network (PGC_BACKUP_SERVER_PORT; not published), for this stanza only, and at most
+# PGC_BACKUP_SERVE_SECONDS; backup-serve-stop ends it. Adds "backupServer": what the standby's
+# `backup` passes on (the server's port, this PostgreSQL's port, data and socket directories).
+backup_serve() {
+  local client="$1" tries=0
+  [[ "$client" =~ ^[A-Za-z0-9._-]+$ ]] || pgc_die "backup-serve: '$client' is not a node name."
+  require_backup backup-serve
+  pgc_tls_installed ||
+    pgc_die "refusing backup-serve: TLS is off for $PGC_NODE_NAME; pgBackRest's server needs the node's certificate. Nothing was changed."
+  backup_serve_stop
+  # Detached from this verb (its own session, no inherited result descriptor), so docker exec
+  # returns; timeout ends a server whose backup-serve-stop never came.
+  setsid timeout "${PGC_BACKUP_SERVE_SECONDS:-21600}" pgbackrest --config="$PGC_BACKUP_CONF" server \
+    --tls-server-address="${PGC_BACKUP_SERVER_ADDRESS:-*}" --tls-server-port="$PGC_BACKUP_SERVER_PORT" \
+    --tls-server-ca-file="$PGC_TLS_DIR/ca.crt" --tls-server-cert-file="$PGC_TLS_DIR/server.crt" \
+    --tls-server-key-file="$PGC_TLS_DIR/server.key" --tls-server-auth="$client=$PGC_STANZA" \
+    </dev/null >>"$PGC_VOLUME/pgbackrest/server.log" 2>&1 3>&- &
+  echo "$!" >"$BACKUP_SERVER_PID"
+  until (exec 4<>"/dev/tcp/127.0.0.1/$PGC_BACKUP_SERVER_PORT") 2>/dev/null; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 100 ] && kill -0 "$(cat "$BACKUP_SERVER_PID")" 2>/dev/null ||
+      pgc_die "pgBackRest's server did not listen on port $PGC_BACKUP_SERVER_PORT: $(tail -n 3 "$PGC_VOLUME/pgbackrest/server.log" 2>/dev/null)"
+    sleep 0.1
+  done
+  pgc_log "pgBackRest's server listens on port $PGC_BACKUP_SERVER_PORT for $client (stanza $PGC_STANZA)"
+  result_extra="\"backupServer\":{\"port\":$PGC_BACKUP_SERVER_PORT,\"pgPort\":$PGC_PORT,\"pgPath\":$(json_string "$PGDATA"),\"socketDir\":$(json_string "$PGC_SOCKET_DIR")}"
+}
+
+# backup_serve_stop — ends the server of backup-serve, if it still runs.
+backup_serve_stop() {
+  local pid
+  pid="$(cat "$BACKUP_SERVER_PID" 2>/dev/null)" || return 0
+  rm -f "$BACKUP_SERVER_PID"
+  # Only that process: a pid the kernel gave to another since is left alone.
+  if grep -qa pgbackrest "/proc/$pid/cmdline" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    pgc_log "pgBackRest's server stopped"
+  fi
+}
+
+# backup_info — adds "info": pgBackRest's `info --output=json` for the stanza, and
+# "standbyLabels": the backups in it taken from a standby (recorded in backup.info, not in info).
 backup_info() {
-  local info
+  local info labels
   [ "$PGC_BACKUP" = on ] || pgc_die "backups are off for this node (PGC_BACKUP)."
   info="$(eval "$(pgc_pgbackrest_command)" info --output=json)" ||
     pgc_die "pgbackrest info failed (above)."
-  result_extra="\"info\":$info"
+  labels="$(sed -n 's/^\([0-9A-Z_-]*\)={.*"option-backup-standby":true.*/"\1"/p' \
+    "$PGC_BACKUP_REPO/backup/$PGC_STANZA/backup.info" 2>/dev/null | paste -sd, -)" || true
+  result_extra="\"info\":$info,\"standbyLabels\":[$labels]"
 }
 
 # release — removes hold: the entrypoint starts the server (a standby iff standby.signal exists).
@@ -553,17 +627,22 @@ main() {
   local verb="${1:-}"
   [ $# = 0 ] || shift
   case "$verb:$#" in
-    status:0 | bootstrap-initdb:0 | bootstrap-restore:1 | bootstrap-restore:2 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0 | backup-stanza:0 | backup:1 | backup-info:0) ;;
+    status:0 | bootstrap-initdb:0 | bootstrap-restore:1 | bootstrap-restore:2 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0 | backup-stanza:0 | backup:1 | backup:6 | backup-info:0 | backup-serve:1 | backup-serve-stop:0) ;;
     bootstrap-clone:2 | follow:2 | reclone:2) require_port "$2" ;;
     *) usage ;;
   esac
   if [ "$verb" = status ]; then
     print_status
     return 0
-  elif [ "$verb" = backup-info ] || [ "$verb" = backup ]; then
+  elif [[ "$verb" == backup* && "$verb" != backup-stanza ]]; then
     # Without the node's lock: they change nothing of the node (pgBackRest locks its stanza), and
     # a long backup must not hold back the topology step's verbs.
-    if [ "$verb" = backup ]; then backup "$1"; else backup_info; fi
+    case "$verb" in
+      backup) backup "$@" ;;
+      backup-info) backup_info ;;
+      backup-serve) backup_serve "$1" ;;
+      backup-serve-stop) backup_serve_stop ;;
+    esac
     print_status "$result_extra"
     return 0
   fi

@@ -3,12 +3,16 @@ import { HostStep, HostStepArgs } from "./hostStep";
 
 /** What `assets/backup.mjs` prints: the backup it took, as pgBackRest's info reports it. */
 export interface BackupResult {
-  /** The node it was taken on (the primary then). */
+  /** The node the step ran pgBackRest on: the one the backup was read from when it took one. */
   node: string;
   /** pgBackRest's label, e.g. 20261127-101500F. */
   label: string;
   /** full, diff or incr. */
   type: string;
+  /** Read from a standby (the primary only ran pg_backup_start/stop), not from the primary. */
+  fromStandby: boolean;
+  /** Why this step's backup was taken on the primary (`backup.target` prefer-standby). */
+  primaryBecause?: string;
   /** ISO 8601. */
   start: string;
   stop: string;
@@ -26,8 +30,9 @@ export interface BackupResult {
 export type BackupStepArgs = HostStepArgs;
 
 /**
- * The backup step (issue 12, docs/design/backups.md): a pgBackRest backup, taken on the node
- * that is primary when it runs (`ctl.sh backup`), once when the cluster is made and again at each
+ * The backup step (issue 12, docs/design/backups.md): a pgBackRest backup, from a standby where
+ * `backup.target` and TLS allow (the primary reached through its pgBackRest server for the
+ * backup's start and stop), else on the primary; once when the cluster is made and again at each
  * new `backup.trigger`.
  */
 export class Backup extends HostStep<BackupResult> {

@@ -544,8 +544,9 @@ function createRouter(ctx: ClusterContext, firstGate: RollGate): Router {
 }
 
 /**
- * The backup step: after the topology step (which made the stanza), on the node that is primary
- * then; again at each new `backup.trigger` (its type: `backup.type`; the first backup is full).
+ * The backup step: after the topology step (which made the stanza), from a standby or the primary
+ * (`backup.target`); again at each new `backup.trigger` (its type: `backup.type`; the first
+ * backup is full).
  */
 function createBackup(
   ctx: ClusterContext,
@@ -558,6 +559,7 @@ function createBackup(
       environment: {
         ...nodesEnv(ctx),
         PGC_BACKUP_TYPE: b.trigger === "" ? "full" : b.type,
+        PGC_BACKUP_TARGET: b.target,
       },
       triggers: [b.trigger],
       // A change of its environment alone (a scale, a password) takes no backup: it reports the

@@ -203,6 +203,12 @@ export interface BackupArgs {
    * rolls the nodes (their pgBackRest configuration). @default "lz4"
    */
   readonly compress?: string;
+  /**
+   * Where backups are read: prefer-standby (a streaming standby, through the primary's pgBackRest
+   * TLS server for the backup's start and stop; the primary when there is none or TLS is off), or
+   * primary. @default "prefer-standby"
+   */
+  readonly target?: string;
 }
 
 /** Validated, enabled backups. */
@@ -211,6 +217,7 @@ export interface BackupSettings {
   readonly trigger: string;
   readonly type: "full" | "diff" | "incr";
   readonly compress: "lz4" | "zst" | "gz" | "none";
+  readonly target: "prefer-standby" | "primary";
 }
 
 /** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
@@ -896,11 +903,21 @@ function checkBackup(
       "pulumi config set backupCompress lz4",
     );
   }
+  const target = args.target ?? "prefer-standby";
+  if (target !== "prefer-standby" && target !== "primary") {
+    p.add(
+      "backup.target",
+      target,
+      "must be prefer-standby or primary",
+      "pulumi config set backupTarget prefer-standby",
+    );
+  }
   return {
     retentionFull: retentionFull as number,
     trigger: trigger as string,
     type: type as BackupSettings["type"],
     compress: compress as BackupSettings["compress"],
+    target: target as BackupSettings["target"],
   };
 }
 

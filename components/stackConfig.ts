@@ -32,6 +32,7 @@ const STRING_KEYS = [
   "backupTrigger",
   "backupType",
   "backupCompress",
+  "backupTarget",
   "restoreRepository",
   "restoreStanza",
   "restoreTargetTime",
@@ -75,6 +76,7 @@ export function clusterArgsFromConfig(
     backupTrigger,
     backupType,
     backupCompress,
+    backupTarget,
     restoreRepository,
     restoreStanza,
     restoreTargetTime,
@@ -126,13 +128,14 @@ export function clusterArgsFromConfig(
       image: pgadminImage,
       password: read("pgadminPassword"),
     },
-    // Flat keys (backup, backupRetentionFull, backupTrigger, backupType, backupCompress) likewise.
+    // Flat keys (backup, backupRetentionFull, backupTrigger, ..., backupTarget) likewise.
     backup: {
       enabled: backup === "true",
       retentionFull: backupRetentionFull,
       trigger: backupTrigger,
       type: backupType,
       compress: backupCompress,
+      target: backupTarget,
     },
     // restoreRepository, restoreStanza, restoreTargetTime likewise.
     ...(restoreRepository === undefined &&

@@ -3,8 +3,9 @@
  * every acknowledged id, and a refused switchover that changes nothing. Clients of the router's
  * endpoints (node-postgres and psql of libpq 15) follow each switchover: the read-write ones to
  * the new primary, the read-only ones never onto a primary. The stack has backups on (issue 12):
- * the first backup is taken at creation, WAL archiving follows the primary role to each new
- * primary with no step, a new backupTrigger takes a backup on whichever node is primary then,
+ * the first backup is taken at creation, from a standby (pgBackRest reaches the primary through
+ * its TLS server), WAL archiving follows the primary role to each new primary with no step, a
+ * new backupTrigger takes a backup from a standby of whichever node is primary then,
  * and destroy keeps the repository. A new stack restored from that repository to a time T has
  * every write acknowledged before T and a table dropped after it; a missing repository or a T
  * before the first backup is refused before anything is created.
@@ -13,6 +14,7 @@ import * as assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
+import { BackupResult } from "../../components/backup";
 import { ArchiverReport, archiverWarning } from "../../components/replicationCheck";
 import { containerLogs } from "../lib/docker";
 import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
@@ -114,12 +116,13 @@ else
 
     it("moves the primary to replica-1 and back under writes, losing no acknowledged commit and replacing no container", async (t) => {
       const first = await stack.up();
-      const backup = first.outputs.backup as { node: string; type: string; backups: number };
+      const backup = first.outputs.backup as BackupResult;
       assert.deepEqual(
-        [backup.node, backup.type, backup.backups],
-        [names[0], "full", 1],
-        "a full backup when the cluster is made",
+        [backup.type, backup.backups, backup.fromStandby, backup.primaryBecause],
+        ["full", 1, true, undefined],
+        "a full backup when the cluster is made, read from a standby",
       );
+      assert.ok(names.slice(1).includes(backup.node), `taken on a standby: ${backup.node}`);
       await archivedFrom(endpoints[0]);
       await queryAt(endpoints[0], "CREATE TABLE acked (id int PRIMARY KEY)");
       const before = await containerIds();
@@ -266,8 +269,13 @@ else
         backupType: "incr",
       });
       assert.equal(outputs.primaryEndpoint, endpoints[2]);
-      const backup = outputs.backup as { node: string; type: string; backups: number };
-      assert.deepEqual([backup.node, backup.type, backup.backups], [names[2], "incr", 2]);
+      const backup = outputs.backup as BackupResult;
+      assert.deepEqual(
+        [backup.type, backup.backups, backup.fromStandby],
+        ["incr", 2, true],
+        "from a standby of the new primary",
+      );
+      assert.notEqual(backup.node, names[2]);
     });
 
     it("restores a new stack from the repository to a time T: every write acknowledged before T, a table dropped after T; bad restores create nothing", async (t) => {
@@ -332,8 +340,11 @@ else
         (m) => m.Name === `${c}-backup`,
       );
       assert.equal(mount?.RW, false, "the source repository is mounted read-only");
-      const own = outputs.backup as { node: string; type: string; backups: number };
-      assert.deepEqual([own.node, own.type, own.backups], [`${rc}-primary`, "full", 1]);
+      const own = outputs.backup as BackupResult;
+      assert.deepEqual(
+        [own.node, own.type, own.backups, own.fromStandby],
+        [`${rc}-replica-1`, "full", 1, true],
+      );
       const archiver = (outputs.replicationReport as { archiver?: { failing: boolean } }).archiver;
       assert.equal(archiver?.failing, false, "the report has the archiver: working");
     });

@@ -4,15 +4,19 @@
  * primary archives WAL (a standby does not), `ctl.sh backup-stanza` and `backup full` make the
  * stanza and a backup that `backup-info` reports, and `ctl.sh bootstrap-restore` makes new
  * clusters from that repository (read, never written): to a point in time T, the marker rows
- * written before T are there; to the end of the archive, the table dropped after T is gone.
+ * written before T are there; to the end of the archive, the table dropped after T is gone. With
+ * TLS, a standby backs up through the primary's pgBackRest server (ctl.sh backup-serve), which
+ * serves the one standby it was started for.
  */
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import pg from "pg";
+import { createCa } from "../../assets/tls.mjs";
 import { SUPERUSER_PASSWORD } from "./localCluster";
-import { EntrypointNode, LocalNodes, NodeStatus } from "./localNode2";
+import { EntrypointNode, LocalNodes, NodeStatus, tlsBundle } from "./localNode2";
 import { sql, waitFor } from "./switchoverSteps";
 
 /** The part of `pgbackrest info --output=json` the tests read. */
@@ -176,6 +180,83 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     assert.match(again.stderr, /refusing: the volume already holds a cluster/);
   });
 });
+
+describe(
+  "backups from a standby through the primary's pgBackRest server",
+  { timeout: 120_000 },
+  () => {
+    const stanza = "it-standby-backup";
+    const nodes = new LocalNodes(["sb-a", "sb-b"], {
+      env: { PGC_BACKUP: "on", PGC_STANZA: stanza, PGC_BACKUP_REPO: "" },
+    });
+    nodes.options.env!.PGC_BACKUP_REPO = path.join(nodes.dir, "repo");
+    const [a, b] = nodes.nodes;
+    after(() => nodes.destroy());
+
+    it("reads the standby's files; the server serves only the standby it was started for", async (t) => {
+      a.launch();
+      b.launch();
+      await a.ctlOk("bootstrap-initdb");
+      await b.ctlOk("bootstrap-clone", "127.0.0.1", String(a.port));
+      const ca = await createCa({ commonName: "pg-cluster backup test CA", days: 2 });
+      for (const n of [a, b]) {
+        const run = await n.ctlWithInput(await tlsBundle(ca, n.name), "tls");
+        assert.equal(run.code, 0, run.stderr);
+      }
+      const wrongRole = await b.ctl("backup-serve", a.name);
+      assert.match(
+        wrongRole.stderr,
+        /refusing backup-serve: it runs on the primary, and sb-b is not/,
+      );
+
+      // Started for another client's certificate: the standby's is refused, nothing is taken.
+      let served = (await a.ctlOk("backup-serve", "someone-else")) as NodeStatus & {
+        backupServer: { port: number; pgPort: number; pgPath: string; socketDir: string };
+      };
+      const { port, pgPort, pgPath, socketDir } = served.backupServer;
+      const primary = ["localhost", String(port), String(pgPort), pgPath, socketDir];
+      const refused = await b.ctl("backup", "full", ...primary);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /access denied/);
+
+      served = (await a.ctlOk("backup-serve", b.name)) as typeof served;
+      assert.equal(served.backupServer.port, port);
+      const t0 = Date.now();
+      const run = await b.ctl("backup", "full", ...primary);
+      assert.equal(run.code, 0, run.stderr);
+      t.diagnostic(`full backup from the standby: ${Date.now() - t0} ms`);
+      const taken = JSON.parse(run.stdout) as NodeStatus & {
+        info: StanzaInfo[];
+        standbyLabels: string[];
+      };
+      const [last] = taken.info[0].backup.slice(-1);
+      assert.equal(last.type, "full");
+      assert.deepEqual(
+        taken.standbyLabels,
+        [last.label],
+        "pgBackRest recorded it as from a standby",
+      );
+      // The primary's info agrees (it reads the same repository).
+      const seen = (await a.ctlOk("backup-info")) as typeof taken;
+      assert.deepEqual(seen.standbyLabels, [last.label]);
+
+      t.diagnostic("stopping");
+      await a.ctlOk("backup-serve-stop");
+      t.diagnostic("stopped");
+      assert.equal(fs.existsSync(path.join(a.volume, "pgbackrest", "server.pid")), false);
+      await waitFor(
+        "the server to stop listening",
+        10_000,
+        () =>
+          new Promise<true | undefined>((resolve) => {
+            const socket = net.connect(port, "127.0.0.1");
+            socket.once("connect", () => (socket.destroy(), resolve(undefined)));
+            socket.once("error", () => resolve(true));
+          }),
+      );
+    });
+  },
+);
 
 /** Every file under `dir` with its size and modification time, sorted. */
 function listing(dir: string): string[] {

@@ -8,6 +8,7 @@ import { ChildProcess, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { createServerCertificate } from "../../assets/tls.mjs";
 import { replicationCapacity } from "../../components/settings";
 import { launchEntrypoint, nodeSecretsFile, postgresBinDir, requireRoot } from "./localCluster";
 import { Server, asPostgres } from "./switchoverSteps";
@@ -98,6 +99,8 @@ export class EntrypointNode implements Server {
       // Another Docker host of the cluster: its nodes' connections arrive from this address.
       PGC_REPLICATION_PEERS: "127.0.0.6",
       PGC_SLOT_CHECK_SECONDS: "1",
+      // pgBackRest's server (ctl.sh backup-serve): a port of its own per node, below the range.
+      PGC_BACKUP_SERVER_PORT: String(this.port - 10000),
       ...n.options.env,
     };
   }
@@ -264,4 +267,22 @@ export class LocalNodes {
     }
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What `ctl.sh tls` reads: the CA's certificate, a certificate for `name` (its CN; valid for it,
+ * localhost and 127.0.0.1) signed by `ca`, and its key.
+ */
+export async function tlsBundle(
+  ca: { certificate: string; key: string },
+  name: string,
+): Promise<string> {
+  const cert = await createServerCertificate({
+    ca,
+    commonName: name,
+    dnsNames: [name, "localhost"],
+    ipAddresses: ["127.0.0.1"],
+    days: 1,
+  });
+  return [ca.certificate, cert.certificate, cert.key].map((p) => p.trim()).join("\n") + "\n";
 }

@@ -15,7 +15,7 @@ import pg from "pg";
 import { servesItsCertificate } from "../../assets/roles.mjs";
 import { createCa, createServerCertificate } from "../../assets/tls.mjs";
 import { SUPERUSER_PASSWORD, postgresBinDir, requireRoot } from "./localCluster";
-import { EntrypointNode, LocalNodes } from "./localNode2";
+import { EntrypointNode, LocalNodes, tlsBundle as bundle } from "./localNode2";
 import { waitFor } from "./switchoverSteps";
 
 const run = promisify(execFile);
@@ -181,18 +181,6 @@ describe("ctl.sh tls on nodes run by the entrypoint", { timeout: 180_000 }, () =
   after(async () => {
     await nodes.destroy();
   });
-
-  /** What `ctl.sh tls` reads: the CA's certificate, the node's certificate, its key. */
-  async function bundle(ca: Awaited<ReturnType<typeof createCa>>, name: string) {
-    const cert = await createServerCertificate({
-      ca,
-      commonName: name,
-      dnsNames: [name, "localhost"],
-      ipAddresses: ["127.0.0.1"],
-      days: 1,
-    });
-    return [ca.certificate, cert.certificate, cert.key].map((p) => p.trim()).join("\n") + "\n";
-  }
 
   /** One query on `node` as the superuser: over TLS verified against `ca`, or plain (`false`). */
   async function query(node: EntrypointNode, ca: string | false, text: string) {

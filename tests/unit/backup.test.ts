@@ -54,6 +54,7 @@ describe("backups (pgBackRest)", () => {
     assert.equal(backupStep.inputs.create, "node backup.mjs");
     assert.equal(backupStep.inputs.update, "node backup.mjs info", "an env change takes none");
     assert.equal(stepEnv(backupStep).PGC_BACKUP_TYPE, "full", "the first backup is full");
+    assert.equal(stepEnv(backupStep).PGC_BACKUP_TARGET, "prefer-standby", "from a standby");
     assert.deepEqual(plain(backupStep.inputs.triggers), [""]);
     assert.ok(cluster.backup, "the backup output");
   });
@@ -61,12 +62,13 @@ describe("backups (pgBackRest)", () => {
   it("a new trigger takes a backup of the configured type", async () => {
     const { recorded } = await build("bkt", {
       replicas: 1,
-      backup: { enabled: true, trigger: "2026-11-27", type: "incr" },
+      backup: { enabled: true, trigger: "2026-11-27", type: "incr", target: "primary" },
     });
     const step = recorded.find(
       (r) => r.type === "command:local:Command" && r.name === "bkt-backup",
     ) as Recorded;
     assert.equal(stepEnv(step).PGC_BACKUP_TYPE, "incr");
+    assert.equal(stepEnv(step).PGC_BACKUP_TARGET, "primary");
     assert.deepEqual(plain(step.inputs.triggers), ["2026-11-27"]);
   });
 
@@ -75,8 +77,18 @@ describe("backups (pgBackRest)", () => {
       configErrorOf(() => validateClusterArgs(args));
     const bad = message({
       ...PASSWORDS,
-      backup: { enabled: true, retentionFull: 0, type: "weekly", trigger: "a b" },
+      backup: {
+        enabled: true,
+        retentionFull: 0,
+        type: "weekly",
+        trigger: "a b",
+        target: "replica",
+      },
     });
+    assert.match(
+      bad,
+      /backup\.target = "replica": must be prefer-standby or primary\. Fix: pulumi config set backupTarget prefer-standby/,
+    );
     assert.match(bad, /backup\.retentionFull = 0: must be between 1 and 100/);
     assert.match(
       bad,
@@ -96,6 +108,7 @@ describe("backups (pgBackRest)", () => {
         backupRetentionFull: "4",
         backupTrigger: "now",
         backupType: "diff",
+        backupTarget: "primary",
       }),
       "pg-cluster-dev",
     );
@@ -104,6 +117,7 @@ describe("backups (pgBackRest)", () => {
       trigger: "now",
       type: "diff",
       compress: "lz4",
+      target: "primary",
     });
     assert.throws(
       () =>
