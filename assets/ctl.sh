@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-restore STANZA [TIME] | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin) | backup-stanza | backup full|diff|incr [HOST SERVER_PORT PG_PORT PG_PATH SOCKET_DIR] | backup-info | backup-serve CLIENT | backup-serve-stop"
+  pgc_die "usage: ctl.sh status | bootstrap-initdb | bootstrap-restore STANZA [TIME | LSN SET] | bootstrap-clone HOST PORT | demote | undemote | rewind CONNINFO | reclone HOST PORT | release | follow HOST PORT | set-passwords (two lines on stdin) | tls (PEM blocks on stdin) | backup-stanza | backup full|diff|incr [HOST SERVER_PORT PG_PORT PG_PATH SOCKET_DIR] | backup-info | backup-serve CLIENT | backup-serve-stop"
 }
 
 HOLD="$PGC_CONF_DIR/hold"
@@ -145,15 +145,16 @@ bootstrap_initdb() {
   wait_ready bootstrap-initdb
 }
 
-# bootstrap_restore STANZA [TIME] — a new cluster on an empty volume from another cluster's
-# pgBackRest repository (PGC_RESTORE_REPO, mounted read-only: a restore never writes into it).
-# pgBackRest restores the latest backup that ended before TIME into a scratch directory; a
-# server on a private socket (no network, no archiving) recovers it with that repository's WAL, to
-# TIME or, without one, to the end of its archive, and promotes; then, stopped, the recovery
+# bootstrap_restore STANZA [TIME | LSN SET] — a new cluster on an empty volume from another
+# cluster's pgBackRest repository (PGC_RESTORE_REPO, mounted read-only: a restore never writes
+# into it). pgBackRest restores the latest backup that ended before TIME (or the backup SET, which
+# ended before LSN) into a scratch directory; a server on a private socket (no network, no
+# archiving) recovers it with that repository's WAL, to TIME or LSN or, without one, to the end of
+# its archive, and promotes; then, stopped, the recovery
 # settings are removed and this cluster's roles, passwords and database made as bootstrap-initdb
 # makes them, and the flush-and-rename swap. The entrypoint then starts it as the primary.
 bootstrap_restore() {
-  local stanza="$1" target="${2:-}" dir="$PGDATA.restore" work="$PGC_VOLUME/pgbackrest" sock
+  local stanza="$1" target="${2:-}" set="${3:-}" dir="$PGDATA.restore" work="$PGC_VOLUME/pgbackrest" sock
   local args setup outcome
   pgc_require_empty
   [ -d "${PGC_RESTORE_REPO:-}" ] ||
@@ -172,7 +173,12 @@ bootstrap_restore() {
   rm -rf "$dir"
   mkdir -m 700 "$dir"
   args=(--config="$work/restore.conf" --stanza="$stanza")
-  [ -z "$target" ] || args+=(--type=time "--target=$target" --target-action=promote)
+  if [[ "$target" =~ ^[0-9A-F]+/[0-9A-F]+$ ]]; then
+    [[ "$set" =~ ^[0-9A-Z_-]+$ ]] || pgc_die "bootstrap-restore STANZA LSN SET: SET is the backup's label (got '$set')."
+    args+=(--type=lsn "--target=$target" "--set=$set" --target-action=promote)
+  elif [ -n "$target" ]; then
+    args+=(--type=time "--target=$target" --target-action=promote)
+  fi
   pgc_log "restoring stanza $stanza from $PGC_RESTORE_REPO to ${target:-the end of its archive}"
   pgbackrest "${args[@]}" restore >&2 ||
     pgc_die "pgbackrest restore of stanza '$stanza' from $PGC_RESTORE_REPO failed (above); the volume holds no cluster."
@@ -180,9 +186,10 @@ bootstrap_restore() {
   printf 'local all all trust\n' >"$sock/hba.conf"
   outcome="$(recover "$dir" "$sock")"
   if [ "$outcome" = short ] && [ -n "$target" ] && archive_replayed "$sock/log" "$stanza" "$work/restore.conf"; then
-    # No commit after TIME in the archive, so its end is the cluster as it was at TIME, as far as
-    # the repository knows (PostgreSQL stops at TIME only on seeing a later commit). Recovery
-    # goes on from where it stopped, without the target.
+    # No commit after TIME (or no record at or after LSN) in the archive, so its end is the
+    # cluster as it was at the target, as far as the repository knows (PostgreSQL stops at a time
+    # only on seeing a later commit; an LSN from pg_current_wal_lsn() of an idle primary is where
+    # its next record will start). Recovery goes on from where it stopped, without the target.
     pgc_log "the archive holds no transaction after $target ($(grep -o 'last completed transaction was at log time .*' "$sock/log" | tail -n 1)): restoring to its end, which is the cluster at $target as far as the repository holds it"
     pgc_rewrite_auto_conf "$dir" 'recovery_target[a-z_]*'
     # A log of its own: the first run's "recovery ended before ..." must not answer for this one.
@@ -627,7 +634,7 @@ main() {
   local verb="${1:-}"
   [ $# = 0 ] || shift
   case "$verb:$#" in
-    status:0 | bootstrap-initdb:0 | bootstrap-restore:1 | bootstrap-restore:2 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0 | backup-stanza:0 | backup:1 | backup:6 | backup-info:0 | backup-serve:1 | backup-serve-stop:0) ;;
+    status:0 | bootstrap-initdb:0 | bootstrap-restore:1 | bootstrap-restore:2 | bootstrap-restore:3 | demote:0 | undemote:0 | rewind:1 | release:0 | set-passwords:0 | tls:0 | backup-stanza:0 | backup:1 | backup:6 | backup-info:0 | backup-serve:1 | backup-serve-stop:0) ;;
     bootstrap-clone:2 | follow:2 | reclone:2) require_port "$2" ;;
     *) usage ;;
   esac

@@ -9,7 +9,7 @@
  *   PGC_IMAGE    the nodes' image
  *   PGC_CLUSTER  the cluster's name: its volumes carry the label pg-cluster.cluster=<name>
  *   PGC_BACKUP   "on" with backups: the image must have pgBackRest (on every engine)
- *   PGC_RESTORE  optional {"repository", "stanza"?, "targetTime"?}: while no volume holds data,
+ *   PGC_RESTORE  optional {"repository", "stanza"?, "targetTime"?, "targetLsn"?}: while no volume holds data,
  *                the repository volume must exist and hold (in that stanza, or its only one) a
  *                backup of the image's major that ended before targetTime
  *   PGC_DOCKER_HOSTS  optional JSON list of the engines the nodes run on (several Docker hosts);
@@ -20,6 +20,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { dockerEnv, isoFromSeconds, jsonEnv, log, requireEnv } from "./pgnode.mjs";
+import { lsnBytes } from "./roles.mjs";
 
 /**
  * The docker CLI against `engine` (undefined: the environment's DOCKER_HOST).
@@ -88,29 +89,39 @@ function main() {
  * with a backup written by the image's major that ended before the target time. Read by
  * pgBackRest in a throw-away container of the image, the volume mounted read-only.
  * @param {string} image
- * @param {{ repository: string, stanza?: string, targetTime?: string }} restore
+ * @param {{ repository: string, stanza?: string, targetTime?: string, targetLsn?: string }} restore
  * @param {string | undefined} engine
  */
 function checkRestore(image, restore, engine) {
   const where = `the Docker engine ${engine ?? "of DOCKER_HOST"}`;
   const none = "Nothing was created.";
-  if (!docker(engine, ["volume", "inspect", restore.repository]).ok) {
+  const isPath = restore.repository.startsWith("/");
+  if (!isPath && !docker(engine, ["volume", "inspect", restore.repository]).ok) {
     throw new Error(
       `restore.repository: there is no Docker volume ${restore.repository} on ${where}. ${none} Fix: name the repository volume of the cluster to restore (docker volume ls --filter label=pg-cluster.backup-of), or pulumi config rm restoreRepository.`,
     );
   }
   const script =
     "postgres --version && pgbackrest --repo1-path=/pgc/restore --lock-path=/tmp --log-level-file=off --log-level-console=off --log-level-stderr=error --output=json info";
-  const run = runInImage(engine, image, script, ["-v", `${restore.repository}:/pgc/restore:ro`]);
+  // --mount, unlike -v, refuses a host path that does not exist instead of creating it.
+  const mount = isPath
+    ? ["--mount", `type=bind,source=${restore.repository},target=/pgc/restore,readonly`]
+    : ["-v", `${restore.repository}:/pgc/restore:ro`];
+  const run = runInImage(engine, image, script, mount);
+  if (isPath && !run.ok && /bind source path does not exist/.test(run.err)) {
+    throw new Error(
+      `restore.repository: there is no directory ${restore.repository} on ${where}'s host. ${none} Fix: give the backup.repositoryPath of the cluster to restore, or pulumi config rm restoreRepository.`,
+    );
+  }
   const [version, json] = run.out.split("\n", 2);
   const major = /\(PostgreSQL\) (\d+)/.exec(version ?? "")?.[1];
-  /** @type {{ name: string, status: { code: number, message: string }, db: { version: string }[], backup: { label: string, timestamp: { stop: number } }[] }[]} */
+  /** @type {{ name: string, status: { code: number, message: string }, db: { version: string }[], backup: { label: string, timestamp: { stop: number }, lsn?: { stop: string } }[] }[]} */
   let stanzas;
   try {
     stanzas = JSON.parse(json ?? "");
   } catch {
     throw new Error(
-      `restore.repository: pgBackRest cannot read volume ${restore.repository} with image ${image} (${lastLine(run.err) || run.out}). ${none} Fix: name a pgBackRest repository volume, and use an image with pgBackRest.`,
+      `restore.repository: pgBackRest cannot read ${isPath ? "directory" : "volume"} ${restore.repository} with image ${image} (${lastLine(run.err) || run.out}). ${none} Fix: name a pgBackRest repository, and use an image with pgBackRest.`,
     );
   }
   const names = stanzas.map((x) => x.name);
@@ -139,6 +150,17 @@ function checkRestore(image, restore, engine) {
     );
   }
   let chosen = backups.at(-1);
+  if (restore.targetLsn) {
+    const target = lsnBytes(restore.targetLsn);
+    const before = backups.filter((b) => b.lsn && lsnBytes(b.lsn.stop) <= target);
+    if (before.length === 0) {
+      const first = backups[0].lsn?.stop;
+      throw new Error(
+        `restore.targetLsn: ${restore.targetLsn} is before the end of the first backup in stanza ${stanza.name} (${first}), the earliest location it can restore to. ${none} Fix: pulumi config set restoreTargetLsn ${first} (or later), or pulumi config rm restoreTargetLsn for the end of the archive.`,
+      );
+    }
+    chosen = before.at(-1);
+  }
   if (restore.targetTime) {
     const target = Date.parse(restore.targetTime.replace(" ", "T").replace(/\+00$/, "Z"));
     const before = backups.filter((b) => b.timestamp.stop * 1000 <= target);
@@ -150,7 +172,7 @@ function checkRestore(image, restore, engine) {
     chosen = before.at(-1);
   }
   log(
-    `restore from ${restore.repository}, stanza ${stanza.name}: backup ${chosen?.label}${restore.targetTime ? `, then WAL to ${restore.targetTime}` : ", then WAL to the end of the archive"}`,
+    `restore from ${restore.repository}, stanza ${stanza.name}: backup ${chosen?.label}, then WAL to ${restore.targetTime ?? restore.targetLsn ?? "the end of the archive"}`,
   );
   return {
     repository: restore.repository,

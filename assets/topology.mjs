@@ -28,7 +28,8 @@
  *   PGC_TLS, PGC_TLS_CA  "on" and the CA certificate, with TLS: every connection verify-full
  *   PGC_TLS_FILES        {"<node>": "<CA cert, node cert, key (PEM)>"}: installed by ctl.sh tls
  *   PGC_BACKUP           "on" with backups: the primary's stanza is made (ctl.sh backup-stanza)
- *   PGC_RESTORE          optional {"stanza", "targetTime"?}: a new cluster's primary is restored
+ *   PGC_RESTORE          optional {"stanza", "backup", "targetTime"?, "targetLsn"?}: a new
+ *                        cluster's primary is restored
  *                        from that stanza of the repository its container mounts
  *                        (ctl.sh bootstrap-restore) instead of initdb
  *   PGC_HEALTH_PASSWORD  password of the router's check role, pgc_health (made on the primary)
@@ -303,13 +304,15 @@ async function main() {
   if (populated.length === 0) {
     const restore = process.env.PGC_RESTORE ? jsonEnv("PGC_RESTORE") : undefined;
     if (restore) {
-      const to = restore.targetTime ?? "the end of its archive";
+      const to = restore.targetTime ?? restore.targetLsn ?? "the end of its archive";
       act(`new cluster: restored on ${desired.name} from stanza ${restore.stanza}, to ${to}`);
       await ctl(
         desired,
         "bootstrap-restore",
         restore.stanza,
+        // pgBackRest picks the backup for a time itself; for an LSN, the one the guard chose.
         ...(restore.targetTime ? [restore.targetTime] : []),
+        ...(restore.targetLsn ? [restore.targetLsn, restore.backup] : []),
       );
     } else {
       act(`new cluster: initdb on ${desired.name}`);

@@ -358,17 +358,19 @@ function clusterContext(
       )
     : undefined;
   // The repository outlives the cluster: `pulumi destroy` leaves it (a restore needs it most then).
-  const backupVolume = s.backup
-    ? new docker.Volume(
-        `${name}-backup`,
-        { name: `${name}-backup`, labels: [{ label: "pg-cluster.backup-of", value: name }] },
-        {
-          ...child(),
-          ...(sites[0].provider ? { provider: sites[0].provider } : {}),
-          retainOnDelete: true,
-        },
-      )
-    : undefined;
+  // A volume unless backup.repositoryPath puts it in a directory of the Docker host.
+  const backupVolume =
+    s.backup && s.backup.repositoryPath === undefined
+      ? new docker.Volume(
+          `${name}-backup`,
+          { name: `${name}-backup`, labels: [{ label: "pg-cluster.backup-of", value: name }] },
+          {
+            ...child(),
+            ...(sites[0].provider ? { provider: sites[0].provider } : {}),
+            retainOnDelete: true,
+          },
+        )
+      : undefined;
   return {
     name,
     s,
@@ -462,13 +464,23 @@ function createNodes(
               PGC_BACKUP_RETENTION_FULL: String(s.backup.retentionFull),
               // lz4 was the only value before backup.compress: existing nodes keep their env.
               ...(s.backup.compress !== "lz4" ? { PGC_BACKUP_COMPRESS: s.backup.compress } : {}),
+              // A mount alone changes no env, and the roll gates read the env: a host path is
+              // named in it (the volume was the only place before, so existing nodes keep theirs).
+              ...(s.backup.repositoryPath
+                ? { PGC_BACKUP_REPO_SOURCE: s.backup.repositoryPath }
+                : {}),
             }
           : {}),
         ...(s.restore ? { PGC_RESTORE_REPO: CONTAINER_RESTORE_DIR } : {}),
+        ...(s.restore?.repository.startsWith("/")
+          ? { PGC_RESTORE_REPO_SOURCE: s.restore.repository }
+          : {}),
       }),
       secrets,
-      ...(ctx.backupVolume ? { backupVolume: ctx.backupVolume.name } : {}),
-      ...(s.restore ? { restoreVolume: s.restore.repository } : {}),
+      ...(s.backup
+        ? { backupRepository: ctx.backupVolume?.name ?? (s.backup.repositoryPath as string) }
+        : {}),
+      ...(s.restore ? { restoreRepository: s.restore.repository } : {}),
     };
     const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
     const gate = new RollGate(
@@ -561,7 +573,8 @@ function createBackup(
         PGC_BACKUP_TYPE: b.trigger === "" ? "full" : b.type,
         PGC_BACKUP_TARGET: b.target,
       },
-      triggers: [b.trigger],
+      // A repository in a new place holds no backup yet: a host path in the triggers takes one.
+      triggers: [b.trigger, ...(b.repositoryPath ? [b.repositoryPath] : [])],
       // A change of its environment alone (a scale, a password) takes no backup: it reports the
       // latest one again.
       update: "node backup.mjs info",
@@ -655,7 +668,12 @@ function createSteps(
           ? {
               PGC_RESTORE: guard.result.apply((r) =>
                 r.restore
-                  ? JSON.stringify({ stanza: r.restore.stanza, targetTime: s.restore?.targetTime })
+                  ? JSON.stringify({
+                      stanza: r.restore.stanza,
+                      backup: r.restore.backup,
+                      targetTime: s.restore?.targetTime,
+                      targetLsn: s.restore?.targetLsn,
+                    })
                   : "",
               ),
             }

@@ -34,13 +34,16 @@ export interface PostgresNodeArgs {
   readonly envs: pulumi.Input<string[]>;
   /** The node's passwords file ({@link secretsFile}); uploaded 0600, kept secret. */
   readonly secrets: pulumi.Input<string>;
-  /** With backups: the repository's volume, mounted at {@link CONTAINER_BACKUP_DIR}. */
-  readonly backupVolume?: pulumi.Input<string>;
   /**
-   * With `restore`: the other cluster's repository volume, mounted read-only at
-   * {@link CONTAINER_RESTORE_DIR} (a restore never writes into it).
+   * With backups: the repository (a volume name, or an absolute path on the Docker host), mounted
+   * at {@link CONTAINER_BACKUP_DIR}.
    */
-  readonly restoreVolume?: string;
+  readonly backupRepository?: pulumi.Input<string>;
+  /**
+   * With `restore`: the other cluster's repository (a volume or a host path), mounted read-only
+   * at {@link CONTAINER_RESTORE_DIR} (a restore never writes into it).
+   */
+  readonly restoreRepository?: string;
   /**
    * What the container must come after (a replica node: its slot's lifetime). On the container
    * only, not the component: the SDK registers a component's children after the component's own
@@ -102,17 +105,11 @@ export class PostgresNode extends pulumi.ComponentResource {
         uploads: containerUploads(args.secrets),
         volumes: [
           { volumeName: this.volume.name, containerPath: CONTAINER_VOLUME_DIR },
-          ...(args.backupVolume
-            ? [{ volumeName: args.backupVolume, containerPath: CONTAINER_BACKUP_DIR }]
+          ...(args.backupRepository
+            ? [repositoryMount(args.backupRepository, CONTAINER_BACKUP_DIR, false)]
             : []),
-          ...(args.restoreVolume
-            ? [
-                {
-                  volumeName: args.restoreVolume,
-                  containerPath: CONTAINER_RESTORE_DIR,
-                  readOnly: true,
-                },
-              ]
+          ...(args.restoreRepository
+            ? [repositoryMount(args.restoreRepository, CONTAINER_RESTORE_DIR, true)]
             : []),
         ],
         // For `docker ps` and monitoring; nothing in `pulumi up` waits on it (see the class comment).
@@ -141,6 +138,22 @@ export class PostgresNode extends pulumi.ComponentResource {
 
     this.registerOutputs({ volume: this.volume, container: this.container });
   }
+}
+
+/**
+ * A repository's mount: a host path (it starts with /) bound, else the named volume.
+ * @param readOnly a restore's source: never written
+ */
+function repositoryMount(
+  source: pulumi.Input<string>,
+  containerPath: string,
+  readOnly: boolean,
+): pulumi.Output<docker.types.input.ContainerVolume> {
+  return pulumi.output(source).apply((from) => ({
+    ...(from.startsWith("/") ? { hostPath: from } : { volumeName: from }),
+    containerPath,
+    ...(readOnly ? { readOnly } : {}),
+  }));
 }
 
 /** Where a node sees the backup repository's volume (lib.sh PGC_BACKUP_REPO). */

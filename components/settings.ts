@@ -169,7 +169,10 @@ export interface PostgresClusterArgs {
 
 /** Restore (`restore` in {@link PostgresClusterArgs}). */
 export interface RestoreArgs {
-  /** The repository's Docker volume, e.g. `<cluster>-backup` of the cluster backed up. */
+  /**
+   * The repository: a Docker volume (e.g. `<cluster>-backup` of the cluster backed up), or an
+   * absolute path on the Docker host (that cluster's `backup.repositoryPath`).
+   */
   readonly repository: string;
   /** Its stanza (the backed-up cluster's name). @default the repository's only stanza */
   readonly stanza?: string;
@@ -178,6 +181,11 @@ export interface RestoreArgs {
    * @default the end of the repository's WAL archive
    */
   readonly targetTime?: string;
+  /**
+   * Or recover to this WAL location (an LSN such as 0/3000060, from `pg_current_wal_lsn()`), the
+   * transactions that committed before it. Not with `targetTime`.
+   */
+  readonly targetLsn?: string;
 }
 
 /** Validated restore settings. */
@@ -186,6 +194,8 @@ export interface RestoreSettings {
   readonly stanza?: string;
   /** In the form pgBackRest and PostgreSQL both read: `YYYY-MM-DD HH:MM:SS.mmm+00`. */
   readonly targetTime?: string;
+  /** Upper case, as pgBackRest prints LSNs. */
+  readonly targetLsn?: string;
 }
 
 /** Backups (`backup` in {@link PostgresClusterArgs}). */
@@ -209,6 +219,12 @@ export interface BackupArgs {
    * primary. @default "prefer-standby"
    */
   readonly target?: string;
+  /**
+   * The repository in a directory of the Docker host (an absolute path, say a mounted NAS share)
+   * instead of the volume `<cluster>-backup`. The nodes bind-mount it; its owner becomes the
+   * image's postgres user. Kept by destroy, like the volume. @default the volume
+   */
+  readonly repositoryPath?: string;
 }
 
 /** Validated, enabled backups. */
@@ -218,6 +234,8 @@ export interface BackupSettings {
   readonly type: "full" | "diff" | "incr";
   readonly compress: "lz4" | "zst" | "gz" | "none";
   readonly target: "prefer-standby" | "primary";
+  /** Absolute, without a trailing slash; undefined: the volume `<cluster>-backup`. */
+  readonly repositoryPath?: string;
 }
 
 /** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
@@ -679,7 +697,8 @@ export function validateClusterArgs(
   );
 
   const backup = checkBackup(p, args.backup, args.hosts !== undefined);
-  const restore = checkRestore(p, args.restore, args.hosts !== undefined, clusterName);
+  const ownRepository = backup?.repositoryPath ?? (clusterName && `${clusterName}-backup`);
+  const restore = checkRestore(p, args.restore, args.hosts !== undefined, ownRepository);
 
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
   const primary = args.primary ?? nodeNames[0] ?? "";
@@ -912,13 +931,36 @@ function checkBackup(
       "pulumi config set backupTarget prefer-standby",
     );
   }
+  const repositoryPath = args.repositoryPath;
+  if (repositoryPath !== undefined && hostPath(repositoryPath) === undefined) {
+    p.add(
+      "backup.repositoryPath",
+      repositoryPath,
+      "must be an absolute path on the Docker host, other than /, without .., : or ,",
+      "pulumi config set backupRepositoryPath /srv/pgbackrest/<cluster>, or pulumi config rm backupRepositoryPath for the volume",
+    );
+  }
   return {
     retentionFull: retentionFull as number,
     trigger: trigger as string,
     type: type as BackupSettings["type"],
     compress: compress as BackupSettings["compress"],
     target: target as BackupSettings["target"],
+    ...(repositoryPath !== undefined ? { repositoryPath: hostPath(repositoryPath) } : {}),
   };
+}
+
+/**
+ * `value` as a bind mount's source: an absolute path, other than /, with no `..` step and none of
+ * the characters Docker's mount syntax splits on; without its trailing slash. Undefined if not.
+ */
+export function hostPath(value: unknown): string | undefined {
+  if (typeof value !== "string" || !value.startsWith("/") || /[:,\0\n]/.test(value)) {
+    return undefined;
+  }
+  const trimmed = value.replace(/\/+$/, "");
+  if (trimmed === "" || trimmed.split("/").includes("..")) return undefined;
+  return trimmed;
 }
 
 const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
@@ -929,34 +971,43 @@ function checkRestore(
   p: ProblemList,
   args: RestoreArgs | undefined,
   withHosts: boolean,
-  clusterName: string | undefined,
+  ownRepository: string | undefined,
 ): RestoreSettings | undefined {
   if (args === undefined || (args.repository ?? "") === "") {
-    if (args !== undefined && (args.stanza !== undefined || args.targetTime !== undefined)) {
+    if (
+      args !== undefined &&
+      (args.stanza !== undefined || args.targetTime !== undefined || args.targetLsn !== undefined)
+    ) {
       p.add(
         "restore.repository",
         args.repository,
-        "must name the repository's Docker volume when restore.stanza or restore.targetTime is set",
+        "must name the repository (a Docker volume or a host path) when restore.stanza or a restore target is set",
         "pulumi config set restoreRepository <cluster>-backup",
       );
     }
     return undefined;
   }
-  const { repository, stanza, targetTime } = args;
-  if (typeof repository !== "string" || !VOLUME_NAME.test(repository)) {
+  const { stanza, targetTime, targetLsn } = args;
+  const repository =
+    typeof args.repository === "string" && args.repository.startsWith("/")
+      ? hostPath(args.repository)
+      : args.repository;
+  if (typeof repository !== "string" || !(VOLUME_NAME.test(repository) || hostPath(repository))) {
     p.add(
       "restore.repository",
-      repository,
-      "must be a Docker volume name",
+      args.repository,
+      "must be a Docker volume name or an absolute path on the Docker host (without .., : or ,)",
       "pulumi config set restoreRepository <cluster>-backup (docker volume ls --filter label=pg-cluster.backup-of)",
     );
-  } else if (clusterName !== undefined && repository === `${clusterName}-backup`) {
-    // That volume is this cluster's own repository: restoring from it would archive into it.
+  } else if (repository === ownRepository) {
+    // This cluster's own repository: restoring from it would archive into it.
     p.add(
       "restore.repository",
-      repository,
+      args.repository,
       "is this cluster's own repository; a cluster is restored from another cluster's",
-      "restore into a new stack or component with another name",
+      repository.startsWith("/")
+        ? "give this cluster a repository of its own: pulumi config set backupRepositoryPath <another directory>"
+        : "restore into a new stack or component with another name",
     );
   }
   if (withHosts) {
@@ -993,10 +1044,30 @@ function checkRestore(
       );
     }
   }
+  const lsn =
+    typeof targetLsn === "string" && /^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/i.test(targetLsn)
+      ? targetLsn.toUpperCase()
+      : undefined;
+  if (targetLsn !== undefined && lsn === undefined) {
+    p.add(
+      "restore.targetLsn",
+      targetLsn,
+      "must be a WAL location such as 0/3000060 (SELECT pg_current_wal_lsn())",
+      "pulumi config set restoreTargetLsn 0/3000060",
+    );
+  } else if (targetLsn !== undefined && targetTime !== undefined) {
+    p.add(
+      "restore.targetLsn",
+      targetLsn,
+      "cannot be given with restore.targetTime: a restore stops at one target",
+      "pulumi config rm restoreTargetTime, or pulumi config rm restoreTargetLsn",
+    );
+  }
   return {
-    repository,
+    repository: repository as string,
     ...(stanza !== undefined ? { stanza } : {}),
     ...(target !== undefined ? { targetTime: target } : {}),
+    ...(lsn !== undefined ? { targetLsn: lsn } : {}),
   };
 }
 

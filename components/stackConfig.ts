@@ -33,9 +33,11 @@ const STRING_KEYS = [
   "backupType",
   "backupCompress",
   "backupTarget",
+  "backupRepositoryPath",
   "restoreRepository",
   "restoreStanza",
   "restoreTargetTime",
+  "restoreTargetLsn",
 ] as const;
 
 /** Reads one raw config value; a function so tests can supply a plain map. */
@@ -77,9 +79,11 @@ export function clusterArgsFromConfig(
     backupType,
     backupCompress,
     backupTarget,
+    backupRepositoryPath,
     restoreRepository,
     restoreStanza,
     restoreTargetTime,
+    restoreTargetLsn,
     ...clusterStrings
   } = strings;
   const tls = read("tls")?.trim();
@@ -136,17 +140,20 @@ export function clusterArgsFromConfig(
       type: backupType,
       compress: backupCompress,
       target: backupTarget,
+      repositoryPath: backupRepositoryPath,
     },
-    // restoreRepository, restoreStanza, restoreTargetTime likewise.
+    // restoreRepository, restoreStanza, restoreTargetTime, restoreTargetLsn likewise.
     ...(restoreRepository === undefined &&
     restoreStanza === undefined &&
-    restoreTargetTime === undefined
+    restoreTargetTime === undefined &&
+    restoreTargetLsn === undefined
       ? {}
       : {
           restore: {
             repository: restoreRepository as string,
             ...(restoreStanza === undefined ? {} : { stanza: restoreStanza }),
             ...(restoreTargetTime === undefined ? {} : { targetTime: restoreTargetTime }),
+            ...(restoreTargetLsn === undefined ? {} : { targetLsn: restoreTargetLsn }),
           },
         }),
   };

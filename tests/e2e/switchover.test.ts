@@ -8,10 +8,12 @@
  * new backupTrigger takes a backup from a standby of whichever node is primary then,
  * and destroy keeps the repository. A new stack restored from that repository to a time T has
  * every write acknowledged before T and a table dropped after it; a missing repository or a T
- * before the first backup is refused before anything is created.
+ * (or an LSN) before the first backup is refused before anything is created.
  */
 import * as assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import { BackupResult } from "../../components/backup";
@@ -21,6 +23,7 @@ import { announceOncePerLayer, isFirstMajorPass } from "../lib/majors";
 import { RoleProbe } from "../lib/roleProbe";
 import { dockerApi } from "../lib/docker";
 import {
+  IMAGE,
   SUPERUSER_PASSWORD,
   dockerObjects,
   inspectContainer,
@@ -35,7 +38,9 @@ const ROOT = path.resolve(__dirname, "..", "..");
 if (!isFirstMajorPass()) announceOncePerLayer("the switchover test");
 else
   describe("the primary is a role chosen by config", { timeout: 900_000 }, () => {
-    const stack = newStack("e2esw", { backup: "true" });
+    // Its repository in a directory of the Docker host (this machine), not a volume.
+    const repository = fs.mkdtempSync(path.join(os.tmpdir(), "pgc-e2esw-repo-"));
+    const stack = newStack("e2esw", { backup: "true", backupRepositoryPath: repository });
     const c = stack.clusterName;
     const names = [`${c}-primary`, `${c}-replica-1`, `${c}-replica-2`];
     const endpoints = [0, 1, 2].map((i) => `localhost:${stack.basePort + i}`);
@@ -43,7 +48,7 @@ else
     const readOnly = `localhost:${stack.basePort - 1}`;
     after(async () => {
       await stack.remove();
-      await dockerApi("DELETE", `/volumes/${c}-backup`);
+      fs.rmSync(repository, { recursive: true, force: true });
     });
 
     /** A WAL switch on `endpoint` (the primary), then until the segment is archived there. */
@@ -67,11 +72,11 @@ else
     }
 
     // A new stack restored from this one's repository (below), with backups of its own: a stanza
-    // in its own repository, never the source's.
+    // in its own repository (a volume), never the source's.
     const restored = newStack("e2erst", {
       replicas: "1",
       backup: "true",
-      restoreRepository: `${c}-backup`,
+      restoreRepository: repository,
     });
     after(async () => {
       await restored.remove();
@@ -317,6 +322,31 @@ else
         );
       }
 
+      // More refusals of that guard, run alone as the step runs it (an up each would cost ~8 s).
+      for (const [restore, message] of [
+        [
+          { repository, targetLsn: "0/1" },
+          /restore\.targetLsn: 0\/1 is before the end of the first backup in stanza .* \(0\/[0-9A-F]+\)/,
+        ],
+        [
+          { repository: `${repository}-gone` },
+          /restore\.repository: there is no directory .*-gone/,
+        ],
+      ] as const) {
+        const run = spawnSync("node", ["guard.mjs"], {
+          cwd: path.join(ROOT, "assets"),
+          encoding: "utf8",
+          env: {
+            ...process.env,
+            PGC_IMAGE: IMAGE,
+            PGC_CLUSTER: rc,
+            PGC_RESTORE: JSON.stringify(restore),
+          },
+        });
+        assert.notEqual(run.status, 0, run.stdout);
+        assert.match(run.stderr, message);
+      }
+
       const t0 = Date.now();
       const { outputs } = await restored.up({ restoreTargetTime: at });
       t.diagnostic(`restored stack (1 + 1) up to ${at}: ${Date.now() - t0} ms`);
@@ -337,7 +367,7 @@ else
         "every write acknowledged before T",
       );
       const mount = (await inspectContainer(`${rc}-primary`))?.Mounts.find(
-        (m) => m.Name === `${c}-backup`,
+        (m) => m.Source === repository,
       );
       assert.equal(mount?.RW, false, "the source repository is mounted read-only");
       const own = outputs.backup as BackupResult;
@@ -435,7 +465,11 @@ else
       await stack.destroy();
       const left = await dockerObjects(c);
       assert.deepEqual(left.containers, [], "destroy removed the nodes");
+      assert.ok(
+        fs.existsSync(path.join(repository, "backup", c, "backup.info")),
+        "the backup repository outlives the cluster",
+      );
       const volume = await dockerApi("GET", `/volumes/${c}-backup`);
-      assert.equal(volume.status, 200, "the backup repository outlives the cluster");
+      assert.equal(volume.status, 404, "and it was a host directory, not a volume");
     });
   });

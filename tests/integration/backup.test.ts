@@ -37,7 +37,7 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
   nodes.options.env!.PGC_BACKUP_REPO = repo;
   const [a, b] = nodes.nodes;
   // New clusters restored from that repository (only read: PGC_RESTORE_REPO), without backups.
-  const restoredNodes = new LocalNodes(["rs-at-t", "rs-latest", "rs-after-last"], {
+  const restoredNodes = new LocalNodes(["rs-at-t", "rs-latest", "rs-after-last", "rs-at-lsn"], {
     env: {
       PGC_RESTORE_REPO: repo,
       PGC_SUPERUSER: "restorer",
@@ -50,6 +50,9 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     await restoredNodes.destroy();
     await nodes.destroy();
   });
+
+  /** The label of the first test's full backup. */
+  let fullBackup = "";
 
   /** `ctl.sh VERB` that must succeed; its result line with pgBackRest's info, if it printed one. */
   async function ctlInfo(node: EntrypointNode, ...verb: string[]) {
@@ -91,6 +94,7 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     t.diagnostic(`full backup of a new cluster: ${Date.now() - t0} ms`);
     assert.ok(info, "backup prints pgBackRest's info");
     const [s] = info;
+    fullBackup = s.backup[0]?.label;
     assert.equal(s.name, stanza);
     assert.equal(s.status.code, 0, s.status.message);
     assert.deepEqual(
@@ -107,11 +111,14 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     assert.equal(Number(archiver.archived_count), 0);
   });
 
-  it("bootstrap-restore makes a new cluster from the repository: to T, and to the end of the archive", async (t) => {
+  it("bootstrap-restore makes a new cluster from the repository: to T, to an LSN, and to the end of the archive", async (t) => {
     // pgBackRest picks a backup that stopped before T, by its stop time in whole seconds.
     await new Promise((r) => setTimeout(r, 1100));
     await sql(a, "CREATE TABLE marker AS SELECT g AS id FROM generate_series(1, 100) g");
-    const [{ at }] = await sql<{ at: string }>(a, "SELECT clock_timestamp()::text AS at");
+    const [{ at, lsn }] = await sql<{ at: string; lsn: string }>(
+      a,
+      "SELECT clock_timestamp()::text AS at, pg_current_wal_lsn()::text AS lsn",
+    );
     await new Promise((r) => setTimeout(r, 1100));
     await sql(a, "DROP TABLE marker");
     const [{ wal }] = await sql<{ wal: string }>(
@@ -128,7 +135,7 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
 
     // Two new one-node clusters with another superuser and database, reading a's repository.
     const before = listing(repo);
-    const [toT, toLatest, afterLast] = restoredNodes.nodes;
+    const [toT, toLatest, afterLast, toLsn] = restoredNodes.nodes;
     for (const n of restoredNodes.nodes) n.launch();
     let t0 = Date.now();
     const status = await toT.ctlOk("bootstrap-restore", stanza, at);
@@ -145,11 +152,15 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     assert.equal(idle.code, 0, idle.stderr);
     assert.match(idle.stderr, /the archive holds no transaction after/);
 
-    const [atT] = await restoredSql(
-      toT,
-      "SELECT pg_is_in_recovery() AS r, count(*) AS n FROM marker",
-    );
-    assert.deepEqual(atT, { r: false, n: "100" }, "the marker rows as they were at T");
+    // The WAL location right after the marker rows' commit, from the backup the guard chose.
+    await toLsn.ctlOk("bootstrap-restore", stanza, lsn, fullBackup);
+    for (const n of [toT, toLsn]) {
+      const [atT] = await restoredSql(
+        n,
+        "SELECT pg_is_in_recovery() AS r, count(*) AS n FROM marker",
+      );
+      assert.deepEqual(atT, { r: false, n: "100" }, `${n.name}: the marker rows as they were`);
+    }
     for (const n of [toLatest, afterLast]) {
       const [latest] = await restoredSql(n, "SELECT to_regclass('marker') AS m");
       assert.equal(

@@ -111,7 +111,7 @@ describe("one entrypoint for every node, roles set by ctl.sh", { timeout: 240_00
     assert.equal(bad.stdout, "");
     assert.match(
       bad.stderr,
-      /usage: ctl\.sh status \| bootstrap-initdb \| bootstrap-restore STANZA \[TIME\] \| bootstrap-clone HOST PORT/,
+      /usage: ctl\.sh status \| bootstrap-initdb \| bootstrap-restore STANZA \[TIME \| LSN SET\] \| bootstrap-clone HOST PORT/,
     );
   });
 

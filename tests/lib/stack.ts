@@ -196,7 +196,7 @@ export async function inspectContainer(name: string): Promise<{
   Id: string;
   State: { StartedAt: string; Running: boolean; Health?: { Status: string } };
   RestartCount: number;
-  Mounts: { Name?: string; Destination: string; RW: boolean }[];
+  Mounts: { Name?: string; Source?: string; Destination: string; RW: boolean }[];
 } | null> {
   const r = await dockerApi("GET", `/containers/${name}/json`);
   return r.status === 200 ? r.data : null;

@@ -59,6 +59,60 @@ describe("backups (pgBackRest)", () => {
     assert.ok(cluster.backup, "the backup output");
   });
 
+  it("a repository in a host directory: bound in every node, named in their env, no volume", async () => {
+    const { recorded } = await build("bkp", {
+      replicas: 1,
+      backup: { enabled: true, repositoryPath: "/srv/pgbackrest/bkp/" },
+    });
+    assert.equal(
+      recorded.find((r) => r.type === "docker:index/volume:Volume" && r.name === "bkp-backup"),
+      undefined,
+      "no repository volume",
+    );
+    for (const node of ["bkp-primary", "bkp-replica-1"]) {
+      const c = named(recorded, node);
+      const mounts = plain<Record<string, unknown>[]>(c.inputs.volumes);
+      assert.deepEqual(mounts[1], {
+        hostPath: "/srv/pgbackrest/bkp",
+        containerPath: "/var/lib/pgbackrest",
+      });
+      // The roll gates see a change of place in the env.
+      assert.equal(envOf(c).PGC_BACKUP_REPO_SOURCE, "/srv/pgbackrest/bkp");
+    }
+    const step = recorded.find(
+      (r) => r.type === "command:local:Command" && r.name === "bkp-backup",
+    ) as Recorded;
+    assert.deepEqual(plain(step.inputs.triggers), ["", "/srv/pgbackrest/bkp"]);
+
+    const restored = await build("rsp", {
+      replicas: 0,
+      restore: { repository: "/srv/pgbackrest/bkp" },
+    });
+    const c = named(restored.recorded, "rsp-primary");
+    assert.deepEqual(plain<Record<string, unknown>[]>(c.inputs.volumes)[1], {
+      hostPath: "/srv/pgbackrest/bkp",
+      containerPath: "/var/lib/pgbackrest-restore",
+      readOnly: true,
+    });
+    const message = (args: Parameters<typeof validateClusterArgs>[0]) =>
+      configErrorOf(() => validateClusterArgs(args));
+    for (const bad of ["relative/dir", "/", "/srv/../etc", "/a:b"]) {
+      assert.match(
+        message({ ...PASSWORDS, backup: { enabled: true, repositoryPath: bad } }),
+        /backup\.repositoryPath = .*: must be an absolute path on the Docker host, other than \/, without \.\., : or ,\. Fix: pulumi config set backupRepositoryPath/,
+        bad,
+      );
+    }
+    assert.match(
+      message({
+        ...PASSWORDS,
+        backup: { enabled: true, repositoryPath: "/srv/own" },
+        restore: { repository: "/srv/own/" },
+      }),
+      /restore\.repository = "\/srv\/own\/": is this cluster's own repository/,
+    );
+  });
+
   it("a new trigger takes a backup of the configured type", async () => {
     const { recorded } = await build("bkt", {
       replicas: 1,
@@ -170,7 +224,7 @@ describe("backups (pgBackRest)", () => {
     );
     assert.match(
       message({ ...PASSWORDS, restore: { repository: "a b" } }),
-      /restore\.repository = "a b": must be a Docker volume name/,
+      /restore\.repository = "a b": must be a Docker volume name or an absolute path/,
     );
     assert.match(
       message({ ...PASSWORDS, restore: { repository: "x", targetTime: "yesterday" } }),
@@ -184,6 +238,17 @@ describe("backups (pgBackRest)", () => {
     assert.match(
       message({ ...PASSWORDS, restore: { repository: "x", targetTime: "2999-01-01T00:00:00Z" } }),
       /restore\.targetTime = "2999-01-01T00:00:00Z": is in the future/,
+    );
+    assert.match(
+      message({ ...PASSWORDS, restore: { repository: "x", targetLsn: "3000060" } }),
+      /restore\.targetLsn = "3000060": must be a WAL location such as 0\/3000060 \(SELECT pg_current_wal_lsn\(\)\)\. Fix: pulumi config set restoreTargetLsn 0\/3000060/,
+    );
+    assert.match(
+      message({
+        ...PASSWORDS,
+        restore: { repository: "x", targetLsn: "0/3000060", targetTime: "2026-11-26T10:15:00Z" },
+      }),
+      /restore\.targetLsn = "0\/3000060": cannot be given with restore\.targetTime/,
     );
     assert.match(
       message({ ...PASSWORDS, restore: { repository: "x", stanza: "no/slash" } }),
@@ -204,13 +269,21 @@ describe("backups (pgBackRest)", () => {
       stanza: "src",
       targetTime: "2026-11-26 10:15:00.500+00",
     });
+    assert.deepEqual(
+      clusterArgsFromConfig(
+        config({ restoreRepository: "src-backup", restoreTargetLsn: "0/3a000f8" }),
+        "pg-cluster-dev",
+      ).settings.restore,
+      { repository: "src-backup", targetLsn: "0/3A000F8" },
+      "an LSN, upper case as pgBackRest prints them",
+    );
     assert.throws(
       () =>
         clusterArgsFromConfig(
           config({ restoreTargetTime: "2026-11-27T10:15:00Z" }),
           "pg-cluster-dev",
         ),
-      /restore\.repository = \(not set\): must name the repository's Docker volume/,
+      /restore\.repository = \(not set\): must name the repository \(a Docker volume or a host path\)/,
     );
   });
 });
