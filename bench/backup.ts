@@ -3,7 +3,9 @@
  * image, each against a baseline of the same run on the same data (~BENCH_SCALE_GB):
  * - a full backup by the component (a new `backupTrigger`: the backup step of a `pulumi up`)
  *   against `pgbackrest backup --type=full` run by hand in the primary's container, and against
- *   `pg_basebackup` there (no compression, no repository: the copy alone);
+ *   `pg_basebackup` there (no compression, no repository: the copy alone); the step's program
+ *   alone from the standby (the default) and on the primary (`backupTarget` primary), with the
+ *   CPU time the primary's and the standby's containers spent meanwhile;
  * - a new stack restored from that repository (`restoreRepository`: a `pulumi up` to the verified
  *   cluster, 1 + 0) against a new empty stack of 1 + 0 (what a restore adds to an up) and against
  *   `pgbackrest restore` by hand into a scratch directory (the copy alone, no recovery);
@@ -28,6 +30,8 @@ const PORT = 26400;
 const SOURCE = "benchbk";
 const CLUSTER = `pg-cluster-${SOURCE}`;
 const PRIMARY = `${CLUSTER}-primary`;
+const STANDBY = `${CLUSTER}-replica-1`;
+const ASSETS = path.join(__dirname, "..", "assets");
 const REPOSITORY = `${CLUSTER}-backup`;
 
 const log = logger("bench:backup");
@@ -66,6 +70,53 @@ function timedRun(options: string[], argv: string[]): number {
   const t0 = performance.now();
   sh("docker", ["run", "--rm", ...options, "--entrypoint", argv[0], IMAGE, ...argv.slice(1)]);
   return (performance.now() - t0) / 1000;
+}
+
+/** CPU seconds `container` has used (cgroup v1 cpuacct, or v2 cpu.stat). */
+function cpuSeconds(container: string): number {
+  const [unit, value] = sh("docker", [
+    "exec",
+    container,
+    "bash",
+    "-c",
+    "f=/sys/fs/cgroup/cpuacct/cpuacct.usage; if [ -r $f ]; then echo ns $(cat $f); else echo us $(sed -n 's/^usage_usec //p' /sys/fs/cgroup/cpu.stat); fi",
+  ])
+    .trim()
+    .split(" ");
+  return Number(value) / (unit === "ns" ? 1e9 : 1e6);
+}
+
+/**
+ * The backup step's program alone (assets/backup.mjs, as the step runs it, with `target`): its
+ * seconds and the CPU seconds the primary's and the standby's containers spent meanwhile.
+ */
+function backupStepAlone(target: string, ca: string) {
+  const nodes = [PRIMARY, STANDBY].map((name, i) => ({
+    name,
+    host: "localhost",
+    port: PORT + i,
+    internalHost: name,
+    slot: i === 0 ? "primary" : "replica_1",
+  }));
+  const env = {
+    ...process.env,
+    PGC_NODES: JSON.stringify(nodes),
+    PGC_SUPERUSER: "postgres",
+    PGC_SUPERUSER_PASSWORD: PASSWORD,
+    PGC_DATABASE: "mydb",
+    PGC_TLS_CA: ca,
+    PGC_BACKUP_TYPE: "full",
+    PGC_BACKUP_TARGET: target,
+  };
+  const [p0, s0, t0] = [cpuSeconds(PRIMARY), cpuSeconds(STANDBY), performance.now()];
+  const out = execFileSync("node", ["backup.mjs"], { cwd: ASSETS, env, encoding: "utf8" });
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    seconds: r1(seconds),
+    primaryCpu: r1(cpuSeconds(PRIMARY) - p0),
+    standbyCpu: r1(cpuSeconds(STANDBY) - s0),
+    fromStandby: (JSON.parse(out) as { fromStandby: boolean }).fromStandby,
+  };
 }
 
 /** How long an up's step named `name` ran, in seconds. */
@@ -156,9 +207,18 @@ async function main(): Promise<void> {
     const bytes = Number(sql("SELECT sum(pg_database_size(datname)) FROM pg_database"));
     const mb = bytes / 1024 / 1024;
 
-    // Backups: ours (the step of an up), then pgBackRest and pg_basebackup by hand.
+    // The load's aftermath (autovacuum of the new table, its checkpoint) done before measuring.
+    sql("VACUUM ANALYZE bulk");
+    sql("CHECKPOINT");
+
+    // Backups: ours (the step of an up, from the standby by default), the step's program alone
+    // from the standby and on the primary (with what each container spent: the point of backing
+    // up from a standby), then pgBackRest and pg_basebackup by hand.
     const up = await source.up(config(PORT, 1, { backup: "true", backupTrigger: "bench" }));
     const ours = stepSeconds(up, `${CLUSTER}-backup`);
+    const ca = up.outputs.caCertificate as string;
+    const standbyAlone = backupStepAlone("prefer-standby", ca);
+    const primaryAlone = backupStepAlone("primary", ca);
     const conf = "/var/lib/postgresql/data/conf/pgbackrest.conf";
     const raw = timedInPrimary(
       `pgbackrest --config=${conf} --stanza=${CLUSTER} --type=full backup`,
@@ -182,7 +242,10 @@ async function main(): Promise<void> {
     );
     results.backup = {
       dataMB: r1(mb),
+      oursFromStandby: (up.outputs.backup as { fromStandby?: boolean }).fromStandby === true,
       oursSeconds: r1(ours),
+      stepFromStandby: standbyAlone,
+      stepOnPrimary: primaryAlone,
       rawPgbackrestSeconds: r1(raw),
       pgBasebackupSeconds: r1(basebackup),
       oursMBps: r1(mb / ours),
@@ -243,12 +306,14 @@ function report(r: Record<string, unknown>): string {
   const b = r.backup as Record<string, number>;
   const s = r.restore as Record<string, number>;
   const a = r.archiveLag as Record<string, number>;
+  const sf = (r.backup as Record<string, Record<string, number | boolean>>).stepFromStandby;
+  const op = (r.backup as Record<string, Record<string, number | boolean>>).stepOnPrimary;
   return `# Backups and restore (${r.date}, ${r.image}, ${b.dataMB} MB of data)
 
 | case | seconds | MB/s |
 | --- | ---: | ---: |
-| full backup: ours (the backup step of a pulumi up) | ${b.oursSeconds} | ${b.oursMBps} |
-| full backup: pgbackrest backup by hand, same node | ${b.rawPgbackrestSeconds} | ${b.rawMBps} |
+| full backup: ours, from the standby${b.oursFromStandby ? "" : " (NOT: it ran on the primary)"} (the backup step of a pulumi up) | ${b.oursSeconds} | ${b.oursMBps} |
+| full backup: pgbackrest backup by hand, on the primary | ${b.rawPgbackrestSeconds} | ${b.rawMBps} |
 | pg_basebackup over the cluster network, as a clone (copy only) | ${b.pgBasebackupSeconds} | ${b.basebackupMBps} |
 | restored stack 1 + 0, up to verified | ${s.restoredStackSeconds} | |
 | empty stack 1 + 0, up to verified | ${s.emptyStackSeconds} | |
@@ -256,6 +321,14 @@ function report(r: Record<string, unknown>): string {
 | pgbackrest restore by hand (files only) | ${s.rawPgbackrestRestoreSeconds} | ${s.rawMBps} |
 
 Ours vs pgBackRest by hand, backup: ×${b.oursVsRaw}.
+
+Where the backup's work lands (the backup step's program alone, full backups, CPU seconds each
+container spent meanwhile):
+
+| backup step | seconds | primary CPU s | standby CPU s |
+| --- | ---: | ---: | ---: |
+| from the standby (default)${sf.fromStandby ? "" : " (NOT: it ran on the primary)"} | ${sf.seconds} | ${sf.primaryCpu} | ${sf.standbyCpu} |
+| on the primary (backupTarget primary) | ${op.seconds} | ${op.primaryCpu} | ${op.standbyCpu} |
 
 Archive lag under pgbench TPC-B (8 clients, ${LOAD_SECONDS} s, ${a.tps} tps, ${a.samples} samples):
 segments waiting p50 ${a.pendingSegmentsP50}, max ${a.pendingSegmentsMax}; bytes past the last
