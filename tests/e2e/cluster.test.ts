@@ -247,48 +247,35 @@ describe(`end to end on ${IMAGE}`, { timeout: MAJOR_TIMEOUT }, () => {
     ]);
   });
 
+  // 3 -> 0 in one up (a partial scale-down, 3 -> 1, is the hosts layer's, with its TLS roll).
   itFirstMajor(
-    "scales 3 -> 1: removed replicas' containers, volumes and slots are gone",
+    "scales 3 -> 0: removed replicas' containers, volumes and slots are gone; the primary serves alone",
     async () => {
-      const { summary } = await stack.up({ replicas: "1" });
+      const { summary, outputs } = await stack.up({ replicas: "0" });
       // per removed replica: its container, volume, slot step, roll gate and certificate
-      assert.equal(summary.delete, 10);
+      assert.equal(summary.delete, 15);
+      assert.deepEqual(outputs.replicaEndpoints, []);
       const objects = await dockerObjects(c);
-      assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-replica-1`, `${c}-router`]);
-      assert.deepEqual(objects.volumes, [`${c}-primary-data`, `${c}-replica-1-data`]);
-      const slots = await queryAt<{ slot_name: string }>(
+      assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-router`]);
+      assert.deepEqual(objects.volumes, [`${c}-primary-data`]);
+      // No standby: the read-only endpoint falls back to the primary.
+      const [ro] = await queryAt<{ standby: boolean }>(
+        outputs.readOnlyEndpoint as string,
+        "SELECT pg_is_in_recovery() AS standby",
+      );
+      assert.equal(ro.standby, false);
+      const [w] = await queryAt<{ n: string }>(
+        `localhost:${stack.basePort}`,
+        "SELECT count(*) AS n FROM wizards",
+      );
+      assert.equal(Number(w.n), 4);
+      const slots = await queryAt(
         `localhost:${stack.basePort}`,
         "SELECT slot_name FROM pg_replication_slots",
       );
-      assert.deepEqual(
-        slots.map((s) => s.slot_name),
-        ["replica_1"],
-      );
+      assert.equal(slots.length, 0);
     },
   );
-
-  itFirstMajor("runs with 0 replicas", async () => {
-    const { outputs } = await stack.up({ replicas: "0" });
-    assert.deepEqual(outputs.replicaEndpoints, []);
-    const objects = await dockerObjects(c);
-    assert.deepEqual(objects.containers, [`${c}-primary`, `${c}-router`]);
-    // No standby: the read-only endpoint falls back to the primary.
-    const [ro] = await queryAt<{ standby: boolean }>(
-      outputs.readOnlyEndpoint as string,
-      "SELECT pg_is_in_recovery() AS standby",
-    );
-    assert.equal(ro.standby, false);
-    const [w] = await queryAt<{ n: string }>(
-      `localhost:${stack.basePort}`,
-      "SELECT count(*) AS n FROM wizards",
-    );
-    assert.equal(Number(w.n), 4);
-    const slots = await queryAt(
-      `localhost:${stack.basePort}`,
-      "SELECT slot_name FROM pg_replication_slots",
-    );
-    assert.equal(slots.length, 0);
-  });
 
   itFirstMajor("fails on invalid config with our error, and changes nothing", async () => {
     const before = await dockerObjects(c);

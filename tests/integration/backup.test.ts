@@ -9,13 +9,15 @@
  * serves the one standby it was started for.
  */
 import * as assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { after, describe, it } from "node:test";
 import pg from "pg";
 import { createCa } from "../../assets/tls.mjs";
-import { SUPERUSER_PASSWORD } from "./localCluster";
+import { BackupResult } from "../../components/backup";
+import { SUPERUSER_PASSWORD, runAssetAsync } from "./localCluster";
 import { EntrypointNode, LocalNodes, NodeStatus, tlsBundle } from "./localNode2";
 import { sql, waitFor } from "./switchoverSteps";
 
@@ -221,7 +223,7 @@ describe(
       );
 
       // Started for another client's certificate: the standby's is refused, nothing is taken.
-      let served = (await a.ctlOk("backup-serve", "someone-else")) as NodeStatus & {
+      const served = (await a.ctlOk("backup-serve", "someone-else")) as NodeStatus & {
         backupServer: { port: number; pgPort: number; pgPath: string; socketDir: string };
       };
       const { port, pgPort, pgPath, socketDir } = served.backupServer;
@@ -230,30 +232,65 @@ describe(
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /access denied/);
 
-      served = (await a.ctlOk("backup-serve", b.name)) as typeof served;
-      assert.equal(served.backupServer.port, port);
-      const t0 = Date.now();
-      const run = await b.ctl("backup", "full", ...primary);
-      assert.equal(run.code, 0, run.stderr);
-      t.diagnostic(`full backup from the standby: ${Date.now() - t0} ms`);
-      const taken = JSON.parse(run.stdout) as NodeStatus & {
-        info: StanzaInfo[];
-        standbyLabels: string[];
+      await a.ctlOk("backup-serve-stop");
+
+      // The backup step's program, as the component runs it: it picks the streaming standby,
+      // starts the primary's server for it, backs up there, stops the server.
+      const ctl = (n: EntrypointNode, env: Record<string, string> = {}) => ({
+        argv: ["bash", path.join(n.home, "ctl.sh")],
+        env: { ...n.env(), ...env },
+      });
+      const step = async (ctls: Record<string, ReturnType<typeof ctl>>) => {
+        const r = await runAssetAsync("backup.mjs", {
+          PGC_NODES: JSON.stringify(
+            [a, b].map((n) => ({
+              name: n.name,
+              host: "127.0.0.1",
+              port: n.port,
+              internalHost: "localhost",
+              internalPort: n.port,
+              slot: n.slot,
+            })),
+          ),
+          PGC_SUPERUSER: "postgres",
+          PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
+          PGC_DATABASE: "mydb",
+          PGC_TLS_CA: ca.certificate,
+          PGC_BACKUP_TYPE: "full",
+          PGC_CTL: JSON.stringify(ctls),
+        });
+        assert.equal(r.status, 0, r.stderr);
+        return JSON.parse(r.stdout) as BackupResult;
       };
-      const [last] = taken.info[0].backup.slice(-1);
-      assert.equal(last.type, "full");
+      const t0 = Date.now();
+      const taken = await step({ [a.name]: ctl(a), [b.name]: ctl(b) });
+      t.diagnostic(`full backup from the standby: ${Date.now() - t0} ms`);
       assert.deepEqual(
-        taken.standbyLabels,
-        [last.label],
-        "pgBackRest recorded it as from a standby",
+        [taken.node, taken.type, taken.fromStandby, taken.primaryBecause],
+        [b.name, "full", true, undefined],
+        "read from the standby, as pgBackRest recorded it",
       );
       // The primary's info agrees (it reads the same repository).
-      const seen = (await a.ctlOk("backup-info")) as typeof taken;
-      assert.deepEqual(seen.standbyLabels, [last.label]);
+      const seen = (await a.ctlOk("backup-info")) as NodeStatus & { standbyLabels: string[] };
+      assert.deepEqual(seen.standbyLabels, [taken.label]);
 
-      t.diagnostic("stopping");
-      await a.ctlOk("backup-serve-stop");
-      t.diagnostic("stopped");
+      // pgBackRest failing on the standby: the step takes the backup on the primary, says why.
+      const fake = path.join(nodes.dir, "fake-bin");
+      fs.mkdirSync(fake, { recursive: true });
+      fs.writeFileSync(
+        path.join(fake, "pgbackrest"),
+        `#!/bin/sh\nfor a; do [ "$a" = backup ] && { echo 'ERROR: a stand-in failure' >&2; exit 1; }; done\nexec ${execFileSync("which", ["pgbackrest"], { encoding: "utf8" }).trim()} "$@"\n`,
+        { mode: 0o755 },
+      );
+      const failing = ctl(b, { PATH: `${fake}:${b.env().PATH}` });
+      const fallback = await step({ [a.name]: ctl(a), [b.name]: failing });
+      assert.deepEqual([fallback.node, fallback.fromStandby], [a.name, false]);
+      assert.match(
+        fallback.primaryBecause ?? "",
+        /the backup from sb-b failed: .*a stand-in failure/s,
+      );
+
+      // The step stopped the server it started.
       assert.equal(fs.existsSync(path.join(a.volume, "pgbackrest", "server.pid")), false);
       await waitFor(
         "the server to stop listening",

@@ -460,7 +460,7 @@ function jsonOrNull<T>(stdout: string): T | null {
 }
 
 /** Runs a host-side asset program without blocking the test's event loop. */
-function runAssetAsync(
+export function runAssetAsync(
   file: string,
   env: Record<string, string>,
 ): Promise<{ status: number; stdout: string; stderr: string }> {
