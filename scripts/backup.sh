@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `npm run backup [full|diff|incr]`: a backup of the dev stack's cluster now. Sets the stack's
 # backupTrigger to the current time (any new value takes a backup, of backupType, at the next up)
-# and runs `npm run up`, which takes it on the node that is primary and prints the report; the
-# `backup` output then names it. Backups must be on (`npm run pulumi -- config set backup true`:
-# turning them on rolls the nodes once, so it is a choice of its own, not made here).
+# and runs `npm run up`, which takes it (from a standby where it can: backupTarget) and prints
+# the report; the `backup` output then names it and where it was read. Backups must be on (`npm
+# run pulumi -- config set backup true`: turning them on rolls the nodes once, so it is a choice
+# of its own, not made here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib.sh

@@ -8,6 +8,7 @@
  * standby to stream from a primary of a release without ctl.sh (it is not set up for the new
  * standbys), and the topology step converges the cluster after the last container.
  * Proven to fail when a volume's inputs change (a label did, during this release's work).
+ * PG_CLUSTER_UPGRADE_CONFIG adds stack config to both (JSON), e.g. {"backup":"true"}.
  */
 import * as assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -103,6 +104,12 @@ else
       replicaBasePort: { value: String(basePort + 1) },
       superuserPassword: { value: PASSWORD, secret: true },
       replicationPassword: { value: "upgrade-Repl-pw-0c2e", secret: true },
+      // PG_CLUSTER_UPGRADE_CONFIG: more stack config for both releases, e.g. {"backup":"true"}.
+      ...Object.fromEntries(
+        Object.entries(
+          JSON.parse(process.env.PG_CLUSTER_UPGRADE_CONFIG ?? "{}") as Record<string, string>,
+        ).map(([k, v]) => [k, { value: v }]),
+      ),
     };
     const envVars = {
       PULUMI_BACKEND_URL: `file://${backend}`,
