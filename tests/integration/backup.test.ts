@@ -192,119 +192,102 @@ describe("pgBackRest backups of nodes run by the entrypoint", { timeout: 240_000
     assert.notEqual(again.code, 0);
     assert.match(again.stderr, /refusing: the volume already holds a cluster/);
   });
-});
 
-describe(
-  "backups from a standby through the primary's pgBackRest server",
-  { timeout: 120_000 },
-  () => {
-    const stanza = "it-standby-backup";
-    const nodes = new LocalNodes(["sb-a", "sb-b"], {
-      env: { PGC_BACKUP: "on", PGC_STANZA: stanza, PGC_BACKUP_REPO: "" },
+  it("with TLS, backs up from the standby through the primary's pgBackRest server, serving only that standby", async (t) => {
+    // Last: TLS on these nodes takes plain connections (the tests above) away.
+    const ca = await createCa({ commonName: "pg-cluster backup test CA", days: 2 });
+    for (const n of [a, b]) {
+      const run = await n.ctlWithInput(await tlsBundle(ca, n.name), "tls");
+      assert.equal(run.code, 0, run.stderr);
+    }
+    const wrongRole = await b.ctl("backup-serve", a.name);
+    assert.match(
+      wrongRole.stderr,
+      /refusing backup-serve: it runs on the primary, and bk-b is not/,
+    );
+
+    // Started for another client's certificate: the standby's is refused, nothing is taken.
+    const served = (await a.ctlOk("backup-serve", "someone-else")) as NodeStatus & {
+      backupServer: { port: number; pgPort: number; pgPath: string; socketDir: string };
+    };
+    const { port, pgPort, pgPath, socketDir } = served.backupServer;
+    const primary = ["localhost", String(port), String(pgPort), pgPath, socketDir];
+    const refused = await b.ctl("backup", "full", ...primary);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /access denied/);
+
+    await a.ctlOk("backup-serve-stop");
+
+    // The backup step's program, as the component runs it: it picks the streaming standby,
+    // starts the primary's server for it, backs up there, stops the server.
+    const ctl = (n: EntrypointNode, env: Record<string, string> = {}) => ({
+      argv: ["bash", path.join(n.home, "ctl.sh")],
+      env: { ...n.env(), ...env },
     });
-    nodes.options.env!.PGC_BACKUP_REPO = path.join(nodes.dir, "repo");
-    const [a, b] = nodes.nodes;
-    after(() => nodes.destroy());
-
-    it("reads the standby's files; the server serves only the standby it was started for", async (t) => {
-      a.launch();
-      b.launch();
-      await a.ctlOk("bootstrap-initdb");
-      await b.ctlOk("bootstrap-clone", "127.0.0.1", String(a.port));
-      const ca = await createCa({ commonName: "pg-cluster backup test CA", days: 2 });
-      for (const n of [a, b]) {
-        const run = await n.ctlWithInput(await tlsBundle(ca, n.name), "tls");
-        assert.equal(run.code, 0, run.stderr);
-      }
-      const wrongRole = await b.ctl("backup-serve", a.name);
-      assert.match(
-        wrongRole.stderr,
-        /refusing backup-serve: it runs on the primary, and sb-b is not/,
-      );
-
-      // Started for another client's certificate: the standby's is refused, nothing is taken.
-      const served = (await a.ctlOk("backup-serve", "someone-else")) as NodeStatus & {
-        backupServer: { port: number; pgPort: number; pgPath: string; socketDir: string };
-      };
-      const { port, pgPort, pgPath, socketDir } = served.backupServer;
-      const primary = ["localhost", String(port), String(pgPort), pgPath, socketDir];
-      const refused = await b.ctl("backup", "full", ...primary);
-      assert.notEqual(refused.code, 0);
-      assert.match(refused.stderr, /access denied/);
-
-      await a.ctlOk("backup-serve-stop");
-
-      // The backup step's program, as the component runs it: it picks the streaming standby,
-      // starts the primary's server for it, backs up there, stops the server.
-      const ctl = (n: EntrypointNode, env: Record<string, string> = {}) => ({
-        argv: ["bash", path.join(n.home, "ctl.sh")],
-        env: { ...n.env(), ...env },
+    const step = async (ctls: Record<string, ReturnType<typeof ctl>>) => {
+      const r = await runAssetAsync("backup.mjs", {
+        PGC_NODES: JSON.stringify(
+          [a, b].map((n) => ({
+            name: n.name,
+            host: "127.0.0.1",
+            port: n.port,
+            internalHost: "localhost",
+            internalPort: n.port,
+            slot: n.slot,
+          })),
+        ),
+        PGC_SUPERUSER: "postgres",
+        PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
+        PGC_DATABASE: "mydb",
+        PGC_TLS_CA: ca.certificate,
+        PGC_BACKUP_TYPE: "full",
+        PGC_CTL: JSON.stringify(ctls),
       });
-      const step = async (ctls: Record<string, ReturnType<typeof ctl>>) => {
-        const r = await runAssetAsync("backup.mjs", {
-          PGC_NODES: JSON.stringify(
-            [a, b].map((n) => ({
-              name: n.name,
-              host: "127.0.0.1",
-              port: n.port,
-              internalHost: "localhost",
-              internalPort: n.port,
-              slot: n.slot,
-            })),
-          ),
-          PGC_SUPERUSER: "postgres",
-          PGC_SUPERUSER_PASSWORD: SUPERUSER_PASSWORD,
-          PGC_DATABASE: "mydb",
-          PGC_TLS_CA: ca.certificate,
-          PGC_BACKUP_TYPE: "full",
-          PGC_CTL: JSON.stringify(ctls),
-        });
-        assert.equal(r.status, 0, r.stderr);
-        return JSON.parse(r.stdout) as BackupResult;
-      };
-      const t0 = Date.now();
-      const taken = await step({ [a.name]: ctl(a), [b.name]: ctl(b) });
-      t.diagnostic(`full backup from the standby: ${Date.now() - t0} ms`);
-      assert.deepEqual(
-        [taken.node, taken.type, taken.fromStandby, taken.primaryBecause],
-        [b.name, "full", true, undefined],
-        "read from the standby, as pgBackRest recorded it",
-      );
-      // The primary's info agrees (it reads the same repository).
-      const seen = (await a.ctlOk("backup-info")) as NodeStatus & { standbyLabels: string[] };
-      assert.deepEqual(seen.standbyLabels, [taken.label]);
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout) as BackupResult;
+    };
+    const t0 = Date.now();
+    const taken = await step({ [a.name]: ctl(a), [b.name]: ctl(b) });
+    t.diagnostic(`full backup from the standby: ${Date.now() - t0} ms`);
+    assert.deepEqual(
+      [taken.node, taken.type, taken.fromStandby, taken.primaryBecause],
+      [b.name, "full", true, undefined],
+      "read from the standby, as pgBackRest recorded it",
+    );
+    // The primary's info agrees (it reads the same repository).
+    const seen = (await a.ctlOk("backup-info")) as NodeStatus & { standbyLabels: string[] };
+    assert.deepEqual(seen.standbyLabels, [taken.label]);
 
-      // pgBackRest failing on the standby: the step takes the backup on the primary, says why.
-      const fake = path.join(nodes.dir, "fake-bin");
-      fs.mkdirSync(fake, { recursive: true });
-      fs.writeFileSync(
-        path.join(fake, "pgbackrest"),
-        `#!/bin/sh\nfor a; do [ "$a" = backup ] && { echo 'ERROR: a stand-in failure' >&2; exit 1; }; done\nexec ${execFileSync("which", ["pgbackrest"], { encoding: "utf8" }).trim()} "$@"\n`,
-        { mode: 0o755 },
-      );
-      const failing = ctl(b, { PATH: `${fake}:${b.env().PATH}` });
-      const fallback = await step({ [a.name]: ctl(a), [b.name]: failing });
-      assert.deepEqual([fallback.node, fallback.fromStandby], [a.name, false]);
-      assert.match(
-        fallback.primaryBecause ?? "",
-        /the backup from sb-b failed: .*a stand-in failure/s,
-      );
+    // pgBackRest failing on the standby: the step takes the backup on the primary, says why.
+    const fake = path.join(nodes.dir, "fake-bin");
+    fs.mkdirSync(fake, { recursive: true });
+    fs.writeFileSync(
+      path.join(fake, "pgbackrest"),
+      `#!/bin/sh\nfor a; do [ "$a" = backup ] && { echo 'ERROR: a stand-in failure' >&2; exit 1; }; done\nexec ${execFileSync("which", ["pgbackrest"], { encoding: "utf8" }).trim()} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const failing = ctl(b, { PATH: `${fake}:${b.env().PATH}` });
+    const fallback = await step({ [a.name]: ctl(a), [b.name]: failing });
+    assert.deepEqual([fallback.node, fallback.fromStandby], [a.name, false]);
+    assert.match(
+      fallback.primaryBecause ?? "",
+      /the backup from bk-b failed: .*a stand-in failure/s,
+    );
 
-      // The step stopped the server it started.
-      assert.equal(fs.existsSync(path.join(a.volume, "pgbackrest", "server.pid")), false);
-      await waitFor(
-        "the server to stop listening",
-        10_000,
-        () =>
-          new Promise<true | undefined>((resolve) => {
-            const socket = net.connect(port, "127.0.0.1");
-            socket.once("connect", () => (socket.destroy(), resolve(undefined)));
-            socket.once("error", () => resolve(true));
-          }),
-      );
-    });
-  },
-);
+    // The step stopped the server it started.
+    assert.equal(fs.existsSync(path.join(a.volume, "pgbackrest", "server.pid")), false);
+    await waitFor(
+      "the server to stop listening",
+      10_000,
+      () =>
+        new Promise<true | undefined>((resolve) => {
+          const socket = net.connect(port, "127.0.0.1");
+          socket.once("connect", () => (socket.destroy(), resolve(undefined)));
+          socket.once("error", () => resolve(true));
+        }),
+    );
+  });
+});
 
 /** Every file under `dir` with its size and modification time, sorted. */
 function listing(dir: string): string[] {
