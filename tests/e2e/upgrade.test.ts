@@ -123,6 +123,8 @@ else
         await (current ?? old)?.destroy();
         await (current ?? old)?.workspace.removeStack(stackName);
       } finally {
+        // With backups (PG_CLUSTER_UPGRADE_CONFIG), destroy keeps the repository volume.
+        spawnSync("docker", ["volume", "rm", "-f", `pg-cluster-${stackName}-backup`]);
         fs.rmSync(path.join(ROOT, `Pulumi.${stackName}.yaml`), { force: true });
         fs.rmSync(work, { recursive: true, force: true });
       }
