@@ -38,5 +38,19 @@ export type BackupStepArgs = HostStepArgs;
 export class Backup extends HostStep<BackupResult> {
   constructor(name: string, args: BackupStepArgs, opts?: pulumi.ComponentResourceOptions) {
     super("pg-cluster:index:Backup", name, "backup.mjs", args, opts);
+    this.result.apply((r) => {
+      const warning = backupWarning(r);
+      if (warning) pulumi.log.warn(warning, this);
+    });
   }
+}
+
+/**
+ * The warning `pulumi up` prints when a backup meant for a standby was taken on the primary
+ * because the one from the standby failed; none when the primary was the choice (`backupTarget`
+ * primary, `tls` false) or there was no streaming standby.
+ */
+export function backupWarning(r: BackupResult): string | undefined {
+  if (!r.primaryBecause?.startsWith("the backup from ")) return undefined;
+  return `backup ${r.label} was taken on the primary ${r.node}, not on a standby, because ${r.primaryBecause}. The backup is good; the primary did the reading. Check that standby (docker logs) and pgBackRest's server log on the primary's volume (pgbackrest/server.log).`;
 }

@@ -8,6 +8,7 @@
 import * as assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { clusterArgsFromConfig, validateClusterArgs } from "../../components";
+import { BackupResult, backupWarning } from "../../components/backup";
 import { PASSWORDS, configErrorOf, Recorded, build, plain, envOf, stepEnv } from "./harness";
 
 const named = (recorded: Recorded[], name: string) =>
@@ -110,6 +111,34 @@ describe("backups (pgBackRest)", () => {
         restore: { repository: "/srv/own/" },
       }),
       /restore\.repository = "\/srv\/own\/": is this cluster's own repository/,
+    );
+  });
+
+  it("warns when a standby's backup failed and the primary took it, not when the primary was the choice", () => {
+    const result: BackupResult = {
+      node: "c-primary",
+      label: "20261127-080000F",
+      type: "full",
+      fromStandby: false,
+      start: "2026-11-27T08:00:00.000Z",
+      stop: "2026-11-27T08:00:09.000Z",
+      backups: 1,
+    };
+    assert.equal(backupWarning({ ...result, fromStandby: true, node: "c-replica-1" }), undefined);
+    assert.equal(
+      backupWarning({ ...result, primaryBecause: "backup.target is primary" }),
+      undefined,
+    );
+    assert.equal(
+      backupWarning({ ...result, primaryBecause: "no standby streams from the primary now" }),
+      undefined,
+    );
+    assert.match(
+      backupWarning({
+        ...result,
+        primaryBecause: "the backup from c-replica-1 failed: c-replica-1: ctl.sh backup failed",
+      }) ?? "",
+      /^backup 20261127-080000F was taken on the primary c-primary, not on a standby, because the backup from c-replica-1 failed: .*The backup is good/,
     );
   });
 
