@@ -150,9 +150,9 @@ bootstrap_initdb() {
 # into it). pgBackRest restores the latest backup that ended before TIME (or the backup SET, which
 # ended before LSN) into a scratch directory; a server on a private socket (no network, no
 # archiving) recovers it with that repository's WAL, to TIME or LSN or, without one, to the end of
-# its archive, and promotes; then, stopped, the recovery
-# settings are removed and this cluster's roles, passwords and database made as bootstrap-initdb
-# makes them, and the flush-and-rename swap. The entrypoint then starts it as the primary.
+# its archive, and promotes; then, stopped, the recovery settings are removed and this cluster's
+# roles, passwords and database made as bootstrap-initdb makes them, and the flush-and-rename
+# swap. The entrypoint then starts it as the primary.
 bootstrap_restore() {
   local stanza="$1" target="${2:-}" set="${3:-}" dir="$PGDATA.restore" work="$PGC_VOLUME/pgbackrest" sock
   local args setup outcome
@@ -494,7 +494,7 @@ require_backup() {
 # volume of a destroyed cluster of the same name) is refused here, before the volume holds one.
 stanza_before_start() {
   [ "$PGC_BACKUP" = on ] || return 0
-  eval "$(pgc_pgbackrest_command)" --pg1-path="$1" --no-online stanza-create >&2 ||
+  pgc_pgbackrest --pg1-path="$1" --no-online stanza-create >&2 ||
     pgc_die "pgbackrest stanza-create for $PGC_STANZA failed (above): the repository $PGC_BACKUP_REPO holds that stanza for another cluster (a kept repository volume of an earlier cluster of this name?). Restore from it into a cluster of another name (restore.repository), or remove the volume; the data volume holds no cluster."
 }
 
@@ -507,14 +507,14 @@ backup_stanza() {
   if ! stanza_exists; then
     # The server archives already and failed for want of the stanza: pgBackRest's pusher holds
     # the archive lock at times until it exists; stanza-create retries while it does.
-    until eval "$(pgc_pgbackrest_command)" stanza-create >&2; do
+    until pgc_pgbackrest stanza-create >&2; do
       tries=$((tries + 1))
       [ "$tries" -lt 30 ] ||
         pgc_die "pgbackrest stanza-create failed (above); check the repository ($PGC_BACKUP_REPO)."
       sleep 1
     done
   fi
-  eval "$(pgc_pgbackrest_command)" check >&2 ||
+  pgc_pgbackrest check >&2 ||
     pgc_die "pgbackrest check failed (above): WAL does not reach the repository ($PGC_BACKUP_REPO)."
   result_extra="\"stanza\":$(json_string "$PGC_STANZA")"
 }
@@ -522,7 +522,7 @@ backup_stanza() {
 # stanza_exists — the repository holds this cluster's stanza (pgBackRest's info, lock-free).
 stanza_exists() {
   local info
-  info="$(eval "$(pgc_pgbackrest_command)" info --output=json 2>/dev/null)" || return 1
+  info="$(pgc_pgbackrest info --output=json 2>/dev/null)" || return 1
   # Status 1: "missing stanza path"; 0 (ok) and 2 (no valid backups) mean it exists.
   [[ "$info" =~ \"status\":\{\"code\":[02][,}] ]]
 }
@@ -553,7 +553,7 @@ backup() {
       --pg2-socket-path="$6" --pg2-user="$PGC_SUPERUSER")
     pgc_log "pgbackrest backup --type=$type from this standby; the primary's server at $2:$3"
   fi
-  pgbackrest --config="$PGC_BACKUP_CONF" --stanza="$PGC_STANZA" "${primary[@]}" backup --type="$type" >&2 ||
+  pgc_pgbackrest "${primary[@]}" backup --type="$type" >&2 ||
     pgc_die "pgbackrest backup failed (above); the repository keeps its earlier backups."
   backup_info
 }
@@ -609,7 +609,7 @@ backup_serve_stop() {
 backup_info() {
   local info labels
   [ "$PGC_BACKUP" = on ] || pgc_die "backups are off for this node (PGC_BACKUP)."
-  info="$(eval "$(pgc_pgbackrest_command)" info --output=json)" ||
+  info="$(pgc_pgbackrest info --output=json)" ||
     pgc_die "pgbackrest info failed (above)."
   labels="$(sed -n 's/^\([0-9A-Z_-]*\)={.*"option-backup-standby":true.*/"\1"/p' \
     "$PGC_BACKUP_REPO/backup/$PGC_STANZA/backup.info" 2>/dev/null | paste -sd, -)" || true

@@ -215,6 +215,11 @@ pgc_pgbackrest_command() {
   printf 'pgbackrest --config="%s" --stanza="%s"' "$PGC_BACKUP_CONF" "$PGC_STANZA"
 }
 
+# pgc_pgbackrest ARGS... — runs pgBackRest with this node's configuration and the cluster's stanza.
+pgc_pgbackrest() {
+  pgbackrest --config="$PGC_BACKUP_CONF" --stanza="$PGC_STANZA" "$@"
+}
+
 # pgc_backup_conf — pgbackrest.conf for this node: the repository (retention, compression), WAL
 # archived asynchronously from a spool on the volume with a bounded queue (beyond
 # PGC_BACKUP_QUEUE_MAX pgBackRest drops WAL and says so in the server's log: the primary keeps
