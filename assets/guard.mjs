@@ -9,9 +9,10 @@
  *   PGC_IMAGE    the nodes' image
  *   PGC_CLUSTER  the cluster's name: its volumes carry the label pg-cluster.cluster=<name>
  *   PGC_BACKUP   "on" with backups: the image must have pgBackRest (on every engine)
- *   PGC_RESTORE  optional {"repository", "stanza"?, "targetTime"?, "targetLsn"?}: while no volume holds data,
- *                the repository volume must exist and hold (in that stanza, or its only one) a
- *                backup of the image's major that ended before targetTime
+ *   PGC_RESTORE  optional {"repository", "stanza"?, "targetTime"?, "targetLsn"?}: while no
+ *                volume holds data, the repository (a volume, or a host path) must exist and
+ *                hold (in that stanza, or its only one) a backup of the image's major that ended
+ *                before the target
  *   PGC_DOCKER_HOSTS  optional JSON list of the engines the nodes run on (several Docker hosts);
  *                     without it, the environment's DOCKER_HOST (the docker provider's engine)
  * Prints one JSON line: {"image", "major", "volumes": [{"volume", "major"}], "restore"?: {"repository",

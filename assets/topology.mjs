@@ -29,9 +29,8 @@
  *   PGC_TLS_FILES        {"<node>": "<CA cert, node cert, key (PEM)>"}: installed by ctl.sh tls
  *   PGC_BACKUP           "on" with backups: the primary's stanza is made (ctl.sh backup-stanza)
  *   PGC_RESTORE          optional {"stanza", "backup", "targetTime"?, "targetLsn"?}: a new
- *                        cluster's primary is restored
- *                        from that stanza of the repository its container mounts
- *                        (ctl.sh bootstrap-restore) instead of initdb
+ *                        cluster's primary is restored from that stanza of the repository its
+ *                        container mounts (ctl.sh bootstrap-restore) instead of initdb
  *   PGC_HEALTH_PASSWORD  password of the router's check role, pgc_health (made on the primary)
  *   PGC_ROUTER           optional: the router container; its runtime API is told of a switchover
  *                        the moment it happens (PGC_ROUTER_ARGV: a JSON argv that takes the

@@ -21,6 +21,7 @@ import {
   ProblemList,
   RELOADABLE_SETTINGS,
   checkPassword,
+  isHostPath,
   validateClusterArgs,
 } from "./settings";
 
@@ -472,7 +473,7 @@ function createNodes(
             }
           : {}),
         ...(s.restore ? { PGC_RESTORE_REPO: CONTAINER_RESTORE_DIR } : {}),
-        ...(s.restore?.repository.startsWith("/")
+        ...(s.restore && isHostPath(s.restore.repository)
           ? { PGC_RESTORE_REPO_SOURCE: s.restore.repository }
           : {}),
       }),

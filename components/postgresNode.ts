@@ -10,6 +10,7 @@ import {
   nodeBundle,
 } from "./assets";
 import { clusterContainerArgs, inheritedDependsOn } from "./options";
+import { isHostPath } from "./settings";
 
 /** Arguments of a {@link PostgresNode}. */
 export interface PostgresNodeArgs {
@@ -150,7 +151,7 @@ function repositoryMount(
   readOnly: boolean,
 ): pulumi.Output<docker.types.input.ContainerVolume> {
   return pulumi.output(source).apply((from) => ({
-    ...(from.startsWith("/") ? { hostPath: from } : { volumeName: from }),
+    ...(isHostPath(from) ? { hostPath: from } : { volumeName: from }),
     containerPath,
     ...(readOnly ? { readOnly } : {}),
   }));

@@ -950,12 +950,15 @@ function checkBackup(
   };
 }
 
+/** A repository named by an absolute path is a directory of the Docker host; otherwise a volume. */
+export const isHostPath = (repository: string): boolean => repository.startsWith("/");
+
 /**
  * `value` as a bind mount's source: an absolute path, other than /, with no `..` step and none of
  * the characters Docker's mount syntax splits on; without its trailing slash. Undefined if not.
  */
 export function hostPath(value: unknown): string | undefined {
-  if (typeof value !== "string" || !value.startsWith("/") || /[:,\0\n]/.test(value)) {
+  if (typeof value !== "string" || !isHostPath(value) || /[:,\0\n]/.test(value)) {
     return undefined;
   }
   const trimmed = value.replace(/\/+$/, "");
@@ -989,7 +992,7 @@ function checkRestore(
   }
   const { stanza, targetTime, targetLsn } = args;
   const repository =
-    typeof args.repository === "string" && args.repository.startsWith("/")
+    typeof args.repository === "string" && isHostPath(args.repository)
       ? hostPath(args.repository)
       : args.repository;
   if (typeof repository !== "string" || !(VOLUME_NAME.test(repository) || hostPath(repository))) {
@@ -1005,7 +1008,7 @@ function checkRestore(
       "restore.repository",
       args.repository,
       "is this cluster's own repository; a cluster is restored from another cluster's",
-      repository.startsWith("/")
+      isHostPath(repository)
         ? "give this cluster a repository of its own: pulumi config set backupRepositoryPath <another directory>"
         : "restore into a new stack or component with another name",
     );
