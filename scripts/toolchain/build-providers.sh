@@ -48,7 +48,8 @@ mkdir -p "$OUT" "$LOGS" "$TC/src"
 key() {
   {
     cat "$HERE/build-providers.sh" "$HERE/../env.sh"
-    find "$HERE/$1" -type f | LC_ALL=C sort | xargs cat
+    # NUL-separated: a checkout path may hold spaces.
+    find "$HERE/$1" -type f -print0 | LC_ALL=C sort -z | xargs -0 cat
     go version
   } | sha256sum | cut -c1-16
 }
