@@ -11,15 +11,30 @@
  * certificate and this stanza). On the primary otherwise, and when the backup from the standby
  * fails (the result says why).
  *
+ * Across several hosts (PGC_REPOSITORY) pgBackRest backs up only where the repository is: in the
+ * repository's container (repository.sh backup), which reads the primary, and the standby when
+ * there is one, through their pgBackRest servers (`ctl.sh backup-serve`, each for the repository's
+ * certificate, published on its host); the same choice of standby, the same fallback.
+ *
  * Environment: PGC_NODES, PGC_SUPERUSER, PGC_SUPERUSER_PASSWORD, PGC_DATABASE (as topology.mjs),
  *   PGC_TLS_CA with TLS, PGC_BACKUP_TYPE (full, diff or incr), PGC_BACKUP_TARGET
- *   (prefer-standby or primary), PGC_CTL (tests).
+ *   (prefer-standby or primary), PGC_CTL (tests); across hosts PGC_REPOSITORY, {"name",
+ *   "dockerHost"?, "servers": {"<node>": {"host", "port"}}}: the repository's container and
+ *   engine, and where it reaches each node's backup server.
  * `node backup.mjs info` reports the repository's latest backup without taking one (the step's
  * update).
  * Prints one JSON line, components/backup.ts's BackupResult.
  */
 import { isoFromSeconds, jsonEnv, log, requireEnv } from "./pgnode.mjs";
-import { ctl, internalPort, lsnBytes, query, sqlState, writableNode } from "./roles.mjs";
+import {
+  ctl,
+  internalPort,
+  lsnBytes,
+  query,
+  repositoryCtl,
+  sqlState,
+  writableNode,
+} from "./roles.mjs";
 
 /** @typedef {import("./roles.mjs").TopologyNode} TopologyNode */
 /** @typedef {import("../components/backup").BackupResult} BackupResult */
@@ -33,8 +48,13 @@ async function main() {
       "no node is writable, so no backup was taken; run pulumi up again once the cluster has a primary.",
     );
   }
+  /** @type {Repository | undefined} */
+  const repository = process.env.PGC_REPOSITORY ? jsonEnv("PGC_REPOSITORY") : undefined;
   if (process.argv[2] === "info") {
-    report(await ctl(primary, "backup-info"), primary, undefined);
+    const info = repository
+      ? await repositoryCtl(repository, "info")
+      : await ctl(primary, "backup-info");
+    report(info, primary, undefined);
     return;
   }
   const type = requireEnv("PGC_BACKUP_TYPE");
@@ -50,7 +70,10 @@ async function main() {
       reason = "no standby streams from the primary now";
     } else {
       try {
-        report(await fromStandby(primary, standby, type), standby, undefined);
+        const result = repository
+          ? await throughRepository(repository, type, [primary, standby])
+          : await fromStandby(primary, standby, type);
+        report(result, standby, undefined);
         return;
       } catch (err) {
         reason = `the backup from ${standby.name} failed: ${err instanceof Error ? err.message : String(err)}`;
@@ -58,7 +81,39 @@ async function main() {
       }
     }
   }
-  report(await ctl(primary, "backup", type), primary, reason);
+  const result = repository
+    ? await throughRepository(repository, type, [primary])
+    : await ctl(primary, "backup", type);
+  report(result, primary, reason);
+}
+
+/**
+ * @typedef {{ name: string, dockerHost?: string,
+ *   servers: Record<string, { host: string, port: number }> }} Repository
+ */
+
+/**
+ * A backup taken in the repository's container of `nodes` (the primary, then the standby to read
+ * from, if any), each reached through its pgBackRest server while the backup runs.
+ * @param {Repository} repository @param {string} type @param {TopologyNode[]} nodes
+ */
+async function throughRepository(repository, type, nodes) {
+  const served = [];
+  try {
+    const args = [];
+    for (const node of nodes) {
+      const { backupServer: server } = await ctl(node, "backup-serve", repository.name);
+      served.push(node);
+      const at = repository.servers[node.name];
+      if (!at) throw new Error(`PGC_REPOSITORY has no server address for ${node.name}`);
+      args.push(at.host, String(at.port), String(server.pgPort), server.pgPath, server.socketDir);
+    }
+    return await repositoryCtl(repository, "backup", type, ...args);
+  } finally {
+    for (const node of served) {
+      await ctl(node, "backup-serve-stop").catch((err) => log(`backup-serve-stop: ${err}`));
+    }
+  }
 }
 
 /**

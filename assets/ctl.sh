@@ -413,17 +413,8 @@ tls() {
       verdict=removed
     fi
   else
-    rm -rf "$new"
-    mkdir -p "$new"
-    printf '%s\n' "$input" | awk -v dir="$new" '/^-----BEGIN /{n++} n>0 {print > (dir "/" n ".pem")}'
-    if ! grep -q '^-----BEGIN CERTIFICATE-----' "$new/1.pem" "$new/2.pem" 2>/dev/null ||
-      ! grep -q '^-----BEGIN PRIVATE KEY-----' "$new/3.pem" 2>/dev/null || [ -e "$new/4.pem" ]; then
-      rm -rf "$new"
+    printf '%s\n' "$input" | pgc_pem_split "$new" ||
       pgc_die "ctl.sh tls reads three PEM blocks on stdin (the CA's certificate, the node's certificate, its key), or nothing to remove TLS; nothing was changed."
-    fi
-    mv "$new/1.pem" "$new/ca.crt"
-    mv "$new/2.pem" "$new/server.crt"
-    mv "$new/3.pem" "$new/server.key"
     for f in ca.crt server.crt server.key; do
       cmp -s "$new/$f" "$PGC_TLS_DIR/$f" || verdict=installed
     done
@@ -473,7 +464,7 @@ tls_upstream() {
 }
 
 # require_backup VERB [ROLE] — backups are on for this node (PGC_BACKUP=on) and it runs as ROLE:
-# the primary (by default) or a standby.
+# the primary (by default), a standby, or any (a running server either way).
 require_backup() {
   local want="${2:-primary}" recovery=""
   [ "$PGC_BACKUP" = on ] ||
@@ -483,6 +474,8 @@ require_backup() {
     pgc_die "refusing $1: it runs on the primary, and $PGC_NODE_NAME is not a running primary (ctl.sh status). Nothing was changed."
   elif [ "$want" = standby ] && [ "$recovery" != t ]; then
     pgc_die "refusing $1: it runs on a standby, and $PGC_NODE_NAME is not a running standby (ctl.sh status). Nothing was changed."
+  elif [ "$want" = any ] && [ -z "$recovery" ]; then
+    pgc_die "refusing $1: $PGC_NODE_NAME's server is not running (ctl.sh status). Nothing was changed."
   fi
 }
 
@@ -540,17 +533,10 @@ backup() {
     require_backup backup
     pgc_log "pgbackrest backup --type=$type on this primary"
   else
-    [[ "$2" =~ ^[A-Za-z0-9.:_-]+$ ]] || pgc_die "backup: '$2' is not a host name."
-    require_port "$3"
-    require_port "$4"
-    [[ "$5" == /* && "$6" == /* ]] || pgc_die "backup: PG_PATH and SOCKET_DIR must be absolute paths (got '$5', '$6')."
     require_backup backup standby
-    pgc_tls_installed ||
-      pgc_die "refusing backup from a standby: TLS is off for $PGC_NODE_NAME, and pgBackRest reaches the primary's server only with this node's certificate. Nothing was changed."
-    primary=(--backup-standby --pg2-host="$2" --pg2-host-type=tls --pg2-host-port="$3"
-      --pg2-host-ca-file="$PGC_TLS_DIR/ca.crt" --pg2-host-cert-file="$PGC_TLS_DIR/server.crt"
-      --pg2-host-key-file="$PGC_TLS_DIR/server.key" --pg2-port="$4" --pg2-path="$5"
-      --pg2-socket-path="$6" --pg2-user="$PGC_SUPERUSER")
+    PGC_PG_HOST=()
+    pgc_pg_host 2 "${@:2}"
+    primary=(--backup-standby "${PGC_PG_HOST[@]}")
     pgc_log "pgbackrest backup --type=$type from this standby; the primary's server at $2:$3"
   fi
   pgc_pgbackrest "${primary[@]}" backup --type="$type" >&2 ||
@@ -563,14 +549,17 @@ BACKUP_SERVER_PID="$PGC_VOLUME/pgbackrest/server.pid"
 PGC_BACKUP_SERVER_PORT="${PGC_BACKUP_SERVER_PORT:-8432}"
 
 # backup_serve CLIENT — starts pgBackRest's TLS server on this primary for one backup from the
-# standby named CLIENT (its certificate's CN, signed by the cluster's CA), on the cluster's
-# network (PGC_BACKUP_SERVER_PORT; not published), for this stanza only, and at most
-# PGC_BACKUP_SERVE_SECONDS; backup-serve-stop ends it. Adds "backupServer": what the standby's
-# `backup` passes on (the server's port, this PostgreSQL's port, data and socket directories).
+# standby named CLIENT (its certificate's CN, signed by the cluster's CA), on the cluster's network
+# (PGC_BACKUP_SERVER_PORT; not published), for this stanza only, and at most
+# PGC_BACKUP_SERVE_SECONDS; backup-serve-stop ends it. With the repository on another host
+# (PGC_BACKUP_REPO_HOST), on any node, for the repository's container (published on this host).
+# Adds "backupServer": what the client's `backup` passes on (the server's port, this PostgreSQL's
+# port, data and socket directories).
 backup_serve() {
   local client="$1" tries=0
   [[ "$client" =~ ^[A-Za-z0-9._-]+$ ]] || pgc_die "backup-serve: '$client' is not a node name."
-  require_backup backup-serve
+  # The repository's container (several hosts) reads a standby through it too.
+  require_backup backup-serve "$([ -n "$PGC_BACKUP_REPO_HOST" ] && echo any || echo primary)"
   pgc_tls_installed ||
     pgc_die "refusing backup-serve: TLS is off for $PGC_NODE_NAME; pgBackRest's server needs the node's certificate. Nothing was changed."
   backup_serve_stop
@@ -604,16 +593,9 @@ backup_serve_stop() {
   fi
 }
 
-# backup_info — adds "info": pgBackRest's `info --output=json` for the stanza, and
-# "standbyLabels": the backups in it taken from a standby (recorded in backup.info, not in info).
+# backup_info — adds "info" and "standbyLabels" (lib.sh pgc_backup_info).
 backup_info() {
-  local info labels
-  [ "$PGC_BACKUP" = on ] || pgc_die "backups are off for this node (PGC_BACKUP)."
-  info="$(pgc_pgbackrest info --output=json)" ||
-    pgc_die "pgbackrest info failed (above)."
-  labels="$(sed -n 's/^\([0-9A-Z_-]*\)={.*"option-backup-standby":true.*/"\1"/p' \
-    "$PGC_BACKUP_REPO/backup/$PGC_STANZA/backup.info" 2>/dev/null | paste -sd, -)" || true
-  result_extra="\"info\":$info,\"standbyLabels\":[$labels]"
+  result_extra="$(pgc_backup_info)"
 }
 
 # release — removes hold: the entrypoint starts the server (a standby iff standby.signal exists).

@@ -80,7 +80,11 @@ function main() {
   // A restore is for a new cluster: once a volume holds data, the repository is not read again.
   const restore =
     process.env.PGC_RESTORE && major === null
-      ? checkRestore(image, jsonEnv("PGC_RESTORE"), engines[0])
+      ? checkRestore(
+          image,
+          jsonEnv("PGC_RESTORE"),
+          process.env.PGC_RESTORE_DOCKER_HOST ?? engines[0],
+        )
       : undefined;
   process.stdout.write(`${JSON.stringify({ image, major, volumes, restore })}\n`);
 }

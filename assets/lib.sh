@@ -57,6 +57,9 @@ PGC_BACKUP="${PGC_BACKUP:-off}"
 PGC_BACKUP_REPO="${PGC_BACKUP_REPO:-/var/lib/pgbackrest}"
 PGC_BACKUP_CONF="$PGC_CONF_DIR/pgbackrest.conf"
 PGC_STANZA="${PGC_STANZA:-pg-cluster}"
+# With several hosts the repository is another container's (repository.sh), reached through its
+# pgBackRest TLS server at PGC_BACKUP_REPO_HOST:PGC_BACKUP_REPO_PORT with this node's certificate.
+PGC_BACKUP_REPO_HOST="${PGC_BACKUP_REPO_HOST:-}"
 
 export PGDATA PGC_HOME PGC_VOLUME PGC_CONF_DIR PGC_PORT PGC_LISTEN PGC_SOCKET_DIR PGC_NODE_NAME
 
@@ -80,7 +83,7 @@ pgc_become_postgres() {
   chown "$PGC_OS_USER:" "$PGC_VOLUME" "$PGC_CONF_DIR" "$PGC_SOCKET_DIR"
   chmod 700 "$PGC_VOLUME" "$PGC_CONF_DIR"
   chmod 3775 "$PGC_SOCKET_DIR"
-  if [ "$PGC_BACKUP" = on ]; then
+  if [ "$PGC_BACKUP" = on ] && [ -z "${PGC_BACKUP_REPO_HOST:-}" ]; then
     # The repository volume: the server's user's alone (pgBackRest refuses others' files).
     mkdir -p "$PGC_BACKUP_REPO"
     chown "$PGC_OS_USER:" "$PGC_BACKUP_REPO"
@@ -220,6 +223,56 @@ pgc_pgbackrest() {
   pgbackrest --config="$PGC_BACKUP_CONF" --stanza="$PGC_STANZA" "$@"
 }
 
+# pgc_pg_host N HOST SERVER_PORT PG_PORT PG_PATH SOCKET_DIR — appends to the array PGC_PG_HOST
+# pgBackRest's options for pgN: a PostgreSQL reached through the pgBackRest TLS server at
+# HOST:SERVER_PORT (ctl.sh backup-serve there), this container's certificate as the client's.
+# That server runs commands with the client's pg options: its port, data and socket directories.
+pgc_pg_host() {
+  [[ "$2" =~ ^[A-Za-z0-9.:_-]+$ ]] || pgc_die "backup: '$2' is not a host name."
+  [[ "$3" =~ ^[0-9]+$ && "$4" =~ ^[0-9]+$ ]] || pgc_die "backup: '$3' and '$4' must be port numbers."
+  [[ "$5" == /* && "$6" == /* ]] ||
+    pgc_die "backup: PG_PATH and SOCKET_DIR must be absolute paths (got '$5', '$6')."
+  pgc_tls_installed ||
+    pgc_die "refusing a backup through pgBackRest's server: TLS is off for $PGC_NODE_NAME, and the server accepts only a certificate of the cluster's CA. Nothing was changed."
+  PGC_PG_HOST+=("--pg$1-host=$2" "--pg$1-host-type=tls" "--pg$1-host-port=$3"
+    "--pg$1-host-ca-file=$PGC_TLS_DIR/ca.crt" "--pg$1-host-cert-file=$PGC_TLS_DIR/server.crt"
+    "--pg$1-host-key-file=$PGC_TLS_DIR/server.key" "--pg$1-port=$4" "--pg$1-path=$5"
+    "--pg$1-socket-path=$6" "--pg$1-user=$PGC_SUPERUSER")
+}
+
+# pgc_backup_info — prints `"info":` pgBackRest's `info --output=json` for the stanza, and
+# `"standbyLabels":` the backups in it taken from a standby (recorded in backup.info, not in
+# info; read where the repository is mounted, empty elsewhere).
+pgc_backup_info() {
+  local info labels
+  [ "$PGC_BACKUP" = on ] || pgc_die "backups are off for this node (PGC_BACKUP)."
+  info="$(pgc_pgbackrest info --output=json)" || pgc_die "pgbackrest info failed (above)."
+  labels="$(sed -n 's/^\([0-9A-Z_-]*\)={.*"option-backup-standby":true.*/"\1"/p' \
+    "$PGC_BACKUP_REPO/backup/$PGC_STANZA/backup.info" 2>/dev/null | paste -sd, -)" || true
+  printf '"info":%s,"standbyLabels":[%s]' "$info" "$labels"
+}
+
+# pgc_pem_split DIR — writes the three PEM blocks on stdin (the CA's certificate, this
+# container's certificate, its key) to DIR as ca.crt, server.crt and server.key (0600, DIR made
+# anew); false, leaving no DIR, unless stdin is exactly that.
+pgc_pem_split() {
+  local dir="$1" mask
+  mask="$(umask)"
+  umask 077
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  awk -v dir="$dir" '/^-----BEGIN /{n++} n>0 {print > (dir "/" n ".pem")}'
+  umask "$mask"
+  if ! grep -q '^-----BEGIN CERTIFICATE-----' "$dir/1.pem" "$dir/2.pem" 2>/dev/null ||
+    ! grep -q '^-----BEGIN PRIVATE KEY-----' "$dir/3.pem" 2>/dev/null || [ -e "$dir/4.pem" ]; then
+    rm -rf "$dir"
+    return 1
+  fi
+  mv "$dir/1.pem" "$dir/ca.crt"
+  mv "$dir/2.pem" "$dir/server.crt"
+  mv "$dir/3.pem" "$dir/server.key"
+}
+
 # pgc_backup_conf — pgbackrest.conf for this node: the repository (retention, compression), WAL
 # archived asynchronously from a spool on the volume with a bounded queue (beyond
 # PGC_BACKUP_QUEUE_MAX pgBackRest drops WAL and says so in the server's log: the primary keeps
@@ -232,6 +285,15 @@ pgc_backup_conf() {
     echo "# Written by pg-cluster at every start from the container's environment; edits are lost."
     echo "[global]"
     echo "repo1-path=$PGC_BACKUP_REPO"
+    if [ -n "$PGC_BACKUP_REPO_HOST" ]; then
+      # pgBackRest's server works with the client's repo1-path: both sides name the same one.
+      echo "repo1-host=$PGC_BACKUP_REPO_HOST"
+      echo "repo1-host-type=tls"
+      echo "repo1-host-port=${PGC_BACKUP_REPO_PORT:-8432}"
+      echo "repo1-host-ca-file=$PGC_TLS_DIR/ca.crt"
+      echo "repo1-host-cert-file=$PGC_TLS_DIR/server.crt"
+      echo "repo1-host-key-file=$PGC_TLS_DIR/server.key"
+    fi
     echo "repo1-retention-full=${PGC_BACKUP_RETENTION_FULL:-2}"
     echo "compress-type=${PGC_BACKUP_COMPRESS:-lz4}"
     echo "archive-async=y"

@@ -83,6 +83,28 @@ export function ctlWithInput(node, input, ...args) {
 const CONTAINER_CTL = "/opt/pg-cluster/ctl.sh";
 
 /**
+ * Runs a verb of the backup repository's repository.sh (a cluster across hosts) in its container,
+ * `repository` its name and engine, and returns the one JSON line it prints.
+ * @param {{ name: string, dockerHost?: string }} repository @param {string[]} args
+ * @returns {Promise<any>}
+ */
+export function repositoryCtl(repository, ...args) {
+  return runCtl(
+    {
+      name: repository.name,
+      host: "",
+      port: 0,
+      internalHost: repository.name,
+      slot: "",
+      dockerHost: repository.dockerHost,
+    },
+    "/opt/pg-cluster/repository.sh",
+    null,
+    args,
+  );
+}
+
+/**
  * Runs `script` (a ctl.sh in the node's container) with `args`, `input` on its stdin.
  * @param {TopologyNode} node @param {string} script @param {string | null} input
  * @param {string[]} args @returns {Promise<any>}
@@ -105,7 +127,8 @@ function runCtl(node, script, input, args) {
     child.stdin?.end(input);
     child.on("close", (code) => {
       if (code !== 0) {
-        reject(new Error(`${node.name}: ctl.sh ${args[0]} failed (exit ${code}): ${err.trim()}`));
+        const name = script.split("/").at(-1);
+        reject(new Error(`${node.name}: ${name} ${args[0]} failed (exit ${code}): ${err.trim()}`));
         return;
       }
       try {

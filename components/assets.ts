@@ -43,6 +43,7 @@ const NODE_FILES = [
   "lib.sh",
   "entrypoint.sh",
   "ctl.sh",
+  "repository.sh",
   "healthcheck.sh",
   "postgresql.conf",
   "pg_hba.conf",

@@ -30,6 +30,7 @@ export type {
 } from "./settings";
 export type { PgAdmin } from "./pgAdmin";
 export type { Backup, BackupResult } from "./backup";
+export type { BackupRepository } from "./backupRepository";
 export { clusterArgsFromConfig, stackConfigReader } from "./stackConfig";
 export type { ConfigReader } from "./stackConfig";
 export type {

@@ -5,17 +5,24 @@ import * as pulumi from "@pulumi/pulumi";
 import { CONTAINER_PORT, secretsFile } from "./assets";
 import { inheritedDependsOn } from "./options";
 import { PgAdmin, clusterServers } from "./pgAdmin";
-import { CONTAINER_RESTORE_DIR, PostgresNode, containerEnv } from "./postgresNode";
+import {
+  BACKUP_SERVER_PORT,
+  CONTAINER_RESTORE_DIR,
+  PostgresNode,
+  containerEnv,
+} from "./postgresNode";
 import { ReplicationCheck, ReplicationReport } from "./replicationCheck";
 import { ReplicationSlot } from "./replicationSlot";
 import { RollGate } from "./rollGate";
 import { ROUTER_PORTS, Router, healthPassword } from "./router";
 import { Backup, BackupResult } from "./backup";
+import { BackupRepository, REPOSITORY_SERVER_PORT } from "./backupRepository";
 import { ClusterTls, TlsSubject, tlsBundles } from "./tls";
 import { Topology } from "./topology";
 import { VersionGuard } from "./versionGuard";
 import {
   ClusterConfigError,
+  BackupSettings,
   ClusterSettings,
   PostgresClusterArgs,
   ProblemList,
@@ -122,6 +129,11 @@ export class PostgresCluster extends pulumi.ComponentResource {
     return partsOf(this).pgadmin;
   }
 
+  /** With `backup` and `hosts`: the backup repository's container and its pgBackRest server. */
+  get backupRepository(): BackupRepository | undefined {
+    return partsOf(this).repository;
+  }
+
   constructor(name: string, args: PostgresClusterArgs, opts?: PostgresClusterOptions) {
     const { hostProviders, ...componentOpts } = opts ?? {};
     super("pg-cluster:index:PostgresCluster", name, {}, componentOpts);
@@ -141,6 +153,10 @@ export class PostgresCluster extends pulumi.ComponentResource {
         dockerHosts: s.hosts?.list.map((h) => h.dockerHost),
         backup: s.backup !== undefined,
         restore: s.restore,
+        // With hosts, the restoring primary's host holds the repository.
+        restoreDockerHost: s.hosts?.list.find(
+          (h) => h.name === s.hosts?.placement[s.nodeNames.indexOf(s.primary)],
+        )?.dockerHost,
       },
       { parent: this, dependsOn: userDeps },
     );
@@ -157,7 +173,19 @@ export class PostgresCluster extends pulumi.ComponentResource {
     const { topology, check } = createSteps(ctx, nodes, slots, router, guard);
     const pgadmin = s.pgadmin ? createPgAdmin(ctx, this.network.name) : undefined;
     const backup = s.backup ? createBackup(ctx, s.backup, topology) : undefined;
-    PARTS.set(this, { guard, nodes, slots, gates, topology, check, router, pgadmin, backup });
+    const repository = ctx.repository?.resource;
+    PARTS.set(this, {
+      guard,
+      nodes,
+      slots,
+      gates,
+      topology,
+      check,
+      router,
+      pgadmin,
+      backup,
+      repository,
+    });
 
     const o = clusterOutputs(ctx, check);
     this.networkName = this.network.name;
@@ -211,8 +239,10 @@ interface ClusterContext {
   readonly sites: readonly Site[];
   /** The CA and each node's certificate, with `tls`. */
   readonly tls?: ClusterTls;
-  /** With `backup`: the pgBackRest repository's volume, on the first host (kept by destroy). */
+  /** With `backup`: the pgBackRest repository's volume, on its host (kept by destroy). */
   readonly backupVolume?: docker.Volume;
+  /** With `backup` and `hosts`: the repository's container and host, and how each node reaches it. */
+  readonly repository?: RepositoryPlace;
   /** Options for a child on `site`'s engine ({@link child}, with that host's provider). */
   readonly on: (
     site: Site,
@@ -282,17 +312,36 @@ function clusterSites(
  * verify-full. Its container name (its peers on the same host), every host's address (peers on
  * other hosts and the steps reach it there, and clients through the router reach the router's
  * host and get this node's certificate), the router's name (clients on the cluster network), and
- * the published `host`, `localhost` and 127.0.0.1 (clients on the Docker host).
+ * the published `host`, `localhost` and 127.0.0.1 (clients on the Docker host). With backups across
+ * hosts, the repository's certificate too (its name and its host's address); and every address as
+ * a DNS name as well, for pgBackRest 2.45's TLS client matches the host it dials against DNS names
+ * and the CN only, never an IP address entry.
  */
-function tlsSubjects(s: ClusterSettings, sites: readonly Site[], routerName: string): TlsSubject[] {
+function tlsSubjects(
+  s: ClusterSettings,
+  sites: readonly Site[],
+  routerName: string,
+  repositoryName: string,
+): TlsSubject[] {
   const addresses = [...new Set([s.host, ...sites.map((site) => site.address), "127.0.0.1"])];
   const ipAddresses = addresses.filter((a) => isIP(a));
-  const names = addresses.filter((a) => !isIP(a));
-  return s.nodeNames.map((nodeName) => ({
+  const repository = s.backup?.repository;
+  const names = repository ? addresses : addresses.filter((a) => !isIP(a));
+  const nodes = s.nodeNames.map((nodeName) => ({
     nodeName,
     dnsNames: [...new Set([nodeName, routerName, ...names, "localhost"])],
     ipAddresses,
   }));
+  if (!repository) return nodes;
+  const { address } = siteNamed(sites, repository.host);
+  return [
+    ...nodes,
+    {
+      nodeName: repositoryName,
+      dnsNames: [repositoryName, address],
+      ipAddresses: isIP(address) ? [address] : [],
+    },
+  ];
 }
 
 /**
@@ -354,12 +403,18 @@ function clusterContext(
   const tls = s.tls
     ? new ClusterTls(
         `${name}-tls`,
-        { clusterName: name, nodes: tlsSubjects(s, sites, routerName), renewal: s.tlsRenewal },
+        {
+          clusterName: name,
+          nodes: tlsSubjects(s, sites, routerName, `${name}-repository`),
+          renewal: s.tlsRenewal,
+        },
         child(),
       )
     : undefined;
   // The repository outlives the cluster: `pulumi destroy` leaves it (a restore needs it most then).
-  // A volume unless backup.repositoryPath puts it in a directory of the Docker host.
+  // A volume unless backup.repositoryPath puts it in a directory of the Docker host; on
+  // backup.host with hosts.
+  const repositorySite = siteNamed(sites, s.backup?.repository?.host);
   const backupVolume =
     s.backup && s.backup.repositoryPath === undefined
       ? new docker.Volume(
@@ -367,10 +422,14 @@ function clusterContext(
           { name: `${name}-backup`, labels: [{ label: "pg-cluster.backup-of", value: name }] },
           {
             ...child(),
-            ...(sites[0].provider ? { provider: sites[0].provider } : {}),
+            ...(repositorySite.provider ? { provider: repositorySite.provider } : {}),
             retainOnDelete: true,
           },
         )
+      : undefined;
+  const repository =
+    s.backup?.repository && tls
+      ? createRepository(name, s, tls, repositorySite, backupVolume, child)
       : undefined;
   return {
     name,
@@ -379,6 +438,7 @@ function clusterContext(
     sites,
     tls,
     backupVolume,
+    ...(repository ? { repository } : {}),
     on: (site, ...deps) => ({
       ...child(...deps),
       ...(site.provider ? { provider: site.provider } : {}),
@@ -402,6 +462,62 @@ function clusterContext(
     },
     addresses,
   };
+}
+
+/** Where a cluster across hosts keeps its backup repository (`backup.host`), and its container. */
+interface RepositoryPlace {
+  readonly name: string;
+  readonly site: Site;
+  /** The port its server is published at on its host; node i's backup server: port + 1 + i. */
+  readonly port: number;
+  readonly resource: BackupRepository;
+}
+
+/**
+ * The backup repository's container on `backup.host` (with hosts): the repository mounted, its
+ * pgBackRest server published for the nodes of the other hosts (those of its own host reach it
+ * by name), its certificate from the cluster's CA, every node's CN authorised for this stanza.
+ */
+function createRepository(
+  name: string,
+  s: ClusterSettings,
+  tls: ClusterTls,
+  site: Site,
+  volume: docker.Volume | undefined,
+  child: ClusterContext["child"],
+): RepositoryPlace {
+  const b = s.backup as BackupSettings;
+  const { port } = b.repository as NonNullable<BackupSettings["repository"]>;
+  const repositoryName = `${name}-repository`;
+  const bundle = tlsBundles(tls, [repositoryName]).apply(
+    (all) => (JSON.parse(all) as Record<string, string>)[repositoryName],
+  );
+  const resource = new BackupRepository(
+    repositoryName,
+    {
+      containerName: repositoryName,
+      clusterName: name,
+      image: s.image,
+      networkName: site.network.name,
+      bindAddress: site.bindAddress,
+      hostPort: port,
+      repository: volume?.name ?? (b.repositoryPath as string),
+      envs: Object.entries({
+        PGC_NODE_NAME: repositoryName,
+        PGC_BACKUP: "on",
+        PGC_TLS: "on",
+        PGC_STANZA: name,
+        PGC_SUPERUSER: s.superuser,
+        PGC_REPOSITORY_CLIENTS: s.nodeNames.join(" "),
+        PGC_BACKUP_RETENTION_FULL: String(b.retentionFull),
+        PGC_BACKUP_COMPRESS: b.compress,
+        ...(b.repositoryPath ? { PGC_BACKUP_REPO_SOURCE: b.repositoryPath } : {}),
+      }).map(([k, v]) => `${k}=${v}`),
+      tlsBundle: pulumi.secret(bundle),
+    },
+    { ...child(), ...(site.provider ? { provider: site.provider } : {}) },
+  );
+  return { name: repositoryName, site, port, resource };
 }
 
 /**
@@ -445,6 +561,9 @@ function createNodes(
             ctx.child(),
           );
     const site = siteOf(ctx, a);
+    // The repository a new cluster is restored from is on the desired primary's host (it
+    // restores; the others clone it): mounted by the nodes there only.
+    const restoresHere = s.restore !== undefined && site === siteOf(ctx, desired);
     // The other hosts' nodes (and router) connect from those hosts' addresses.
     const peers = ctx.sites.filter((other) => other !== site).map((other) => other.address);
     const container = {
@@ -467,21 +586,23 @@ function createNodes(
               ...(s.backup.compress !== "lz4" ? { PGC_BACKUP_COMPRESS: s.backup.compress } : {}),
               // A mount alone changes no env, and the roll gates read the env: a host path is
               // named in it (the volume was the only place before, so existing nodes keep theirs).
-              ...(s.backup.repositoryPath
+              ...(s.backup.repositoryPath && !ctx.repository
                 ? { PGC_BACKUP_REPO_SOURCE: s.backup.repositoryPath }
                 : {}),
+              ...(ctx.repository ? repositoryEnv(ctx.repository, site) : {}),
             }
           : {}),
-        ...(s.restore ? { PGC_RESTORE_REPO: CONTAINER_RESTORE_DIR } : {}),
-        ...(s.restore && isHostPath(s.restore.repository)
+        ...(restoresHere ? { PGC_RESTORE_REPO: CONTAINER_RESTORE_DIR } : {}),
+        ...(restoresHere && isHostPath(s.restore.repository)
           ? { PGC_RESTORE_REPO_SOURCE: s.restore.repository }
           : {}),
       }),
       secrets,
-      ...(s.backup
+      ...(s.backup && !ctx.repository
         ? { backupRepository: ctx.backupVolume?.name ?? (s.backup.repositoryPath as string) }
         : {}),
-      ...(s.restore ? { restoreRepository: s.restore.repository } : {}),
+      ...(ctx.repository ? { backupServerPort: ctx.repository.port + 1 + i } : {}),
+      ...(restoresHere ? { restoreRepository: s.restore.repository } : {}),
     };
     const spec = containerEnv(container).apply((env) => JSON.stringify({ image: s.image, env }));
     const gate = new RollGate(
@@ -523,6 +644,18 @@ function createNodes(
     nodes: ordered.map((m) => m.node),
     slots: ordered.flatMap((m) => (m.slot ? [m.slot] : [])),
     gates,
+  };
+}
+
+/**
+ * How a node on `site` reaches the repository's server: by name on the repository's own host, else
+ * at its host's published address.
+ */
+function repositoryEnv(r: RepositoryPlace, site: Site): Record<string, string> {
+  const local = site === r.site;
+  return {
+    PGC_BACKUP_REPO_HOST: local ? r.name : r.site.address,
+    PGC_BACKUP_REPO_PORT: String(local ? REPOSITORY_SERVER_PORT : r.port),
   };
 }
 
@@ -573,6 +706,7 @@ function createBackup(
         ...nodesEnv(ctx),
         PGC_BACKUP_TYPE: b.trigger === "" ? "full" : b.type,
         PGC_BACKUP_TARGET: b.target,
+        ...(ctx.repository ? { PGC_REPOSITORY: repositoryStepEnv(ctx, ctx.repository) } : {}),
       },
       // A repository in a new place holds no backup yet: a host path in the triggers takes one.
       triggers: [b.trigger, ...(b.repositoryPath ? [b.repositoryPath] : [])],
@@ -582,6 +716,26 @@ function createBackup(
     },
     ctx.child(topology),
   );
+}
+
+/**
+ * backup.mjs's PGC_REPOSITORY: the repository's container and engine, and where it reaches each
+ * node's backup server (by name and the server's own port on its host, else the node's host
+ * address and published port).
+ */
+function repositoryStepEnv(ctx: ClusterContext, r: RepositoryPlace): string {
+  const servers = Object.fromEntries(
+    ctx.addresses.map((a, i) =>
+      siteOf(ctx, a) === r.site
+        ? [a.name, { host: a.name, port: BACKUP_SERVER_PORT }]
+        : [a.name, { host: a.host, port: r.port + 1 + i }],
+    ),
+  );
+  return JSON.stringify({
+    name: r.name,
+    ...(r.site.dockerHost ? { dockerHost: r.site.dockerHost } : {}),
+    servers,
+  });
 }
 
 /**
@@ -598,7 +752,7 @@ function nodesEnv(ctx: ClusterContext): Record<string, pulumi.Input<string>> {
 
 /** The steps' PGC_TLS_FILES (ctl.sh tls's input for each node, secret), with TLS. */
 function tlsFiles(ctx: ClusterContext): Record<string, pulumi.Input<string>> {
-  return ctx.tls ? { PGC_TLS_FILES: tlsBundles(ctx.tls) } : {};
+  return ctx.tls ? { PGC_TLS_FILES: tlsBundles(ctx.tls, ctx.s.nodeNames) } : {};
 }
 
 /** The Docker host a node runs on. */
@@ -691,7 +845,7 @@ function createSteps(
       },
       triggers,
     },
-    ctx.child(...nodes, ...slots, router),
+    ctx.child(...nodes, ...slots, router, ...(ctx.repository ? [ctx.repository.resource] : [])),
   );
   const routed = (port: number) => ({ host: ctx.sites[0].address, port });
   const check = new ReplicationCheck(
@@ -808,6 +962,7 @@ interface Parts {
   readonly router: Router;
   readonly pgadmin?: PgAdmin;
   readonly backup?: Backup;
+  readonly repository?: BackupRepository;
   readonly guard: VersionGuard;
 }
 

@@ -46,6 +46,11 @@ export interface PostgresNodeArgs {
    */
   readonly restoreRepository?: string;
   /**
+   * With backups across hosts: the host port its pgBackRest server (ctl.sh backup-serve, for one
+   * backup at a time) is published at, for the repository's container on another host.
+   */
+  readonly backupServerPort?: number;
+  /**
    * What the container must come after (a replica node: its slot's lifetime). On the container
    * only, not the component: the SDK registers a component's children after the component's own
    * dependencies, which would hold back the volume too. @default []
@@ -98,7 +103,12 @@ export class PostgresNode extends pulumi.ComponentResource {
           clusterName: args.clusterName,
           networkName: args.networkName,
           bindAddress: args.bindAddress,
-          ports: [[CONTAINER_PORT, args.hostPort]],
+          ports: [
+            [CONTAINER_PORT, args.hostPort],
+            ...(args.backupServerPort
+              ? [[BACKUP_SERVER_PORT, args.backupServerPort] as const]
+              : []),
+          ],
         }),
         image: args.image,
         entrypoints: entrypoint(),
@@ -145,7 +155,7 @@ export class PostgresNode extends pulumi.ComponentResource {
  * A repository's mount: a host path (it starts with /) bound, else the named volume.
  * @param readOnly a restore's source: never written
  */
-function repositoryMount(
+export function repositoryMount(
   source: pulumi.Input<string>,
   containerPath: string,
   readOnly: boolean,
@@ -156,6 +166,9 @@ function repositoryMount(
     ...(readOnly ? { readOnly } : {}),
   }));
 }
+
+/** Where a node's pgBackRest server listens, started for a backup (ctl.sh backup-serve). */
+export const BACKUP_SERVER_PORT = 8432;
 
 /** Where a node sees the backup repository's volume (lib.sh PGC_BACKUP_REPO). */
 export const CONTAINER_BACKUP_DIR = "/var/lib/pgbackrest";
@@ -172,7 +185,10 @@ export const CONTAINER_RESTORE_DIR = "/var/lib/pgbackrest-restore";
  * Secret all the same (derived from passwords).
  */
 export function containerEnv(
-  args: Pick<PostgresNodeArgs, "nodeName" | "envs" | "secrets" | "hostPort" | "bindAddress">,
+  args: Pick<
+    PostgresNodeArgs,
+    "nodeName" | "envs" | "secrets" | "hostPort" | "bindAddress" | "backupServerPort"
+  >,
 ): pulumi.Output<string[]> {
   return pulumi.secret(
     pulumi.all([args.envs, args.secrets]).apply(([envs, secrets]) => {
@@ -181,6 +197,8 @@ export function containerEnv(
         hostPort: args.hostPort,
         bindAddress: args.bindAddress,
         secrets: slowDigest(secrets, args.nodeName),
+        // Only when published: the digest of every other node stays what it was.
+        ...(args.backupServerPort ? { backupServerPort: args.backupServerPort } : {}),
       });
       const digest = crypto.createHash("sha256").update(spec).digest("hex").slice(0, 16);
       return [...envs, `PGC_SPEC=${digest}`];

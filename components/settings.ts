@@ -171,7 +171,8 @@ export interface PostgresClusterArgs {
 export interface RestoreArgs {
   /**
    * The repository: a Docker volume (e.g. `<cluster>-backup` of the cluster backed up), or an
-   * absolute path on the Docker host (that cluster's `backup.repositoryPath`).
+   * absolute path on the Docker host (that cluster's `backup.repositoryPath`). With `hosts`, on
+   * the host of the new cluster's `primary` (it restores; the others clone it).
    */
   readonly repository: string;
   /** Its stanza (the backed-up cluster's name). @default the repository's only stanza */
@@ -222,9 +223,22 @@ export interface BackupArgs {
   /**
    * The repository in a directory of the Docker host (an absolute path, say a mounted NAS share)
    * instead of the volume `<cluster>-backup`. The nodes bind-mount it; its owner becomes the
-   * image's postgres user. Kept by destroy, like the volume. @default the volume
+   * image's postgres user. Kept by destroy, like the volume. With `hosts`, a directory of
+   * `host`. @default the volume
    */
   readonly repositoryPath?: string;
+  /**
+   * With `hosts`: the host (a name from `hosts`) that holds the repository and runs its pgBackRest
+   * TLS server, the container `<cluster>-repository`, which every node archives to and which
+   * takes the backups. @default the first host
+   */
+  readonly host?: string;
+  /**
+   * With `hosts`: the port the repository's pgBackRest server is published at on its host's
+   * address; node i's pgBackRest server (started for a backup only) is published at port + 1 + i
+   * on its host's. @default 8432
+   */
+  readonly port?: number;
 }
 
 /** Validated, enabled backups. */
@@ -236,6 +250,8 @@ export interface BackupSettings {
   readonly target: "prefer-standby" | "primary";
   /** Absolute, without a trailing slash; undefined: the volume `<cluster>-backup`. */
   readonly repositoryPath?: string;
+  /** With `hosts`: the repository's host and its server's published port (node i's: port + 1 + i). */
+  readonly repository?: { readonly host: string; readonly port: number };
 }
 
 /** A Docker host the cluster may place nodes on (`hosts` in {@link PostgresClusterArgs}). */
@@ -696,9 +712,23 @@ export function validateClusterArgs(
     "pulumi config set tlsRenewal 2026-11-27",
   );
 
-  const backup = checkBackup(p, args.backup, args.hosts !== undefined);
+  const backup = checkBackup(
+    p,
+    args.backup,
+    args.hosts === undefined
+      ? undefined
+      : {
+          names: hosts?.list.map((h) => h.name) ?? [],
+          tls,
+          nodes: failed.has("replicas") ? undefined : count + 1,
+          usedPorts:
+            primaryPortOk === true && basePortOk === true
+              ? [primaryPort, ...replicaPorts, ...Object.values(routerPorts)]
+              : [],
+        },
+  );
   const ownRepository = backup?.repositoryPath ?? (clusterName && `${clusterName}-backup`);
-  const restore = checkRestore(p, args.restore, args.hosts !== undefined, ownRepository);
+  const restore = checkRestore(p, args.restore, ownRepository);
 
   const nodeNames = clusterName === undefined ? [] : clusterNodeNames(clusterName, count);
   const primary = args.primary ?? nodeNames[0] ?? "";
@@ -876,21 +906,12 @@ function checkTriggerWord(
 function checkBackup(
   p: ProblemList,
   args: BackupArgs | undefined,
-  withHosts: boolean,
+  hosts: BackupHosts | undefined,
 ): BackupSettings | undefined {
   if (args === undefined || args.enabled === undefined || args.enabled === false) return undefined;
   if (args.enabled !== true) {
     p.add("backup.enabled", args.enabled, "must be true or false", "pulumi config set backup true");
     return undefined;
-  }
-  if (withHosts) {
-    // The repository is one volume mounted in every node: on one Docker host only, for now.
-    p.add(
-      "backup",
-      args,
-      "is not available with hosts yet (the repository is a volume on one host)",
-      "pulumi config set backup false, or remove hosts",
-    );
   }
   const retentionFull = args.retentionFull ?? 2;
   checkInteger(
@@ -940,6 +961,7 @@ function checkBackup(
       "pulumi config set backupRepositoryPath /srv/pgbackrest/<cluster>, or pulumi config rm backupRepositoryPath for the volume",
     );
   }
+  const repository = checkRepositoryHost(p, args, hosts);
   return {
     retentionFull: retentionFull as number,
     trigger: trigger as string,
@@ -947,7 +969,79 @@ function checkBackup(
     compress: compress as BackupSettings["compress"],
     target: target as BackupSettings["target"],
     ...(repositoryPath !== undefined ? { repositoryPath: hostPath(repositoryPath) } : {}),
+    ...(repository ? { repository } : {}),
   };
+}
+
+/** What {@link checkBackup} needs to know of `hosts`: undefined without them. */
+interface BackupHosts {
+  /** The hosts' names, in order. */
+  readonly names: readonly string[];
+  readonly tls: unknown;
+  /** The node count (undefined when replicas is invalid). */
+  readonly nodes: number | undefined;
+  /** The nodes' and the router's ports (published on every host, as far as backups care). */
+  readonly usedPorts: readonly number[];
+}
+
+/** The default of `backup.port`: pgBackRest's own default TLS server port. */
+const BACKUP_PORT = 8432;
+
+/**
+ * With `hosts`, where the repository lives (`backup.host`) and the ports its server and the nodes'
+ * backup servers are published at (`backup.port` ... + nodes); without, neither may be set.
+ */
+function checkRepositoryHost(
+  p: ProblemList,
+  args: BackupArgs,
+  hosts: BackupHosts | undefined,
+): BackupSettings["repository"] {
+  if (hosts === undefined) {
+    for (const key of ["host", "port"] as const) {
+      if (args[key] !== undefined) {
+        p.add(
+          `backup.${key}`,
+          args[key],
+          "is only for clusters with hosts (the repository is then on one of them)",
+          `pulumi config rm backup${key === "host" ? "Host" : "Port"}`,
+        );
+      }
+    }
+    return undefined;
+  }
+  if (hosts.tls !== true) {
+    p.add(
+      "backup",
+      true,
+      "with hosts needs tls (the nodes reach the repository's pgBackRest server through TLS, with the cluster's certificates)",
+      "pulumi config set tls true, or pulumi config set backup false",
+    );
+  }
+  const host = args.host ?? hosts.names[0];
+  if (hosts.names.length > 0 && !hosts.names.includes(host)) {
+    p.add(
+      "backup.host",
+      host,
+      `is not a host (hosts: ${hosts.names.join(", ")})`,
+      `pulumi config set backupHost ${hosts.names[0]}`,
+    );
+  }
+  const port = args.port ?? BACKUP_PORT;
+  const nodes = hosts.nodes ?? 1;
+  const fix = `pulumi config set backupPort ${BACKUP_PORT}, or another port with ${nodes} free after it`;
+  if (checkInteger(p, "backup.port", port, 1024, 65535 - nodes, fix)) {
+    const mine = Array.from({ length: nodes + 1 }, (_, i) => (port as number) + i);
+    const taken = mine.filter((x) => hosts.usedPorts.includes(x));
+    if (taken.length > 0) {
+      p.add(
+        "backup.port",
+        port,
+        `publishes the repository at it and node i's backup server at port + 1 + i (${mine[0]}-${mine.at(-1)}), but ${taken.join(", ")} ${taken.length > 1 ? "are" : "is"} the cluster's already`,
+        fix,
+      );
+    }
+  }
+  return { host, port: port as number };
 }
 
 /** A repository named by an absolute path is a directory of the Docker host; otherwise a volume. */
@@ -973,7 +1067,6 @@ const STANZA_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/;
 function checkRestore(
   p: ProblemList,
   args: RestoreArgs | undefined,
-  withHosts: boolean,
   ownRepository: string | undefined,
 ): RestoreSettings | undefined {
   if (args === undefined || (args.repository ?? "") === "") {
@@ -1011,14 +1104,6 @@ function checkRestore(
       isHostPath(repository)
         ? "give this cluster a repository of its own: pulumi config set backupRepositoryPath <another directory>"
         : "restore into a new stack or component with another name",
-    );
-  }
-  if (withHosts) {
-    p.add(
-      "restore",
-      args,
-      "is not available with hosts yet (the repository is a volume on one host)",
-      "pulumi config rm restoreRepository, or remove hosts",
     );
   }
   if (stanza !== undefined && (typeof stanza !== "string" || !STANZA_NAME.test(stanza))) {

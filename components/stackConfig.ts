@@ -12,6 +12,7 @@ const NUMBER_KEYS = [
   "verifyTimeoutSeconds",
   "pgadminPort",
   "backupRetentionFull",
+  "backupPort",
 ] as const;
 /** Stack config keys that hold strings. */
 const STRING_KEYS = [
@@ -34,6 +35,7 @@ const STRING_KEYS = [
   "backupCompress",
   "backupTarget",
   "backupRepositoryPath",
+  "backupHost",
   "restoreRepository",
   "restoreStanza",
   "restoreTargetTime",
@@ -71,7 +73,7 @@ export function clusterArgsFromConfig(
   for (const key of STRING_KEYS) strings[key] = read(key);
   // Read the passwords as plain strings so they can be validated now; the component wraps them
   // in pulumi.secret, and Pulumi keeps them encrypted in config and state.
-  const { pgadminPort, backupRetentionFull, ...clusterNumbers } = numbers;
+  const { pgadminPort, backupRetentionFull, backupPort, ...clusterNumbers } = numbers;
   const {
     pgadminEmail,
     pgadminImage,
@@ -80,6 +82,7 @@ export function clusterArgsFromConfig(
     backupCompress,
     backupTarget,
     backupRepositoryPath,
+    backupHost,
     restoreRepository,
     restoreStanza,
     restoreTargetTime,
@@ -141,6 +144,8 @@ export function clusterArgsFromConfig(
       compress: backupCompress,
       target: backupTarget,
       repositoryPath: backupRepositoryPath,
+      host: backupHost,
+      port: backupPort,
     },
     // restoreRepository, restoreStanza, restoreTargetTime, restoreTargetLsn likewise.
     ...(restoreRepository === undefined &&

@@ -113,11 +113,13 @@ function tlsStep(
 }
 
 /**
- * What `ctl.sh tls` reads on stdin, by node name: the CA's certificate, the node's certificate,
- * then its key (PEM). Secret.
+ * What `ctl.sh tls` reads on stdin, by node name (`names`, or every subject): the CA's
+ * certificate, the node's certificate, then its key (PEM). Secret.
  */
-export function tlsBundles(tls: ClusterTls): pulumi.Output<string> {
-  const names = [...tls.nodeFiles.keys()];
+export function tlsBundles(
+  tls: ClusterTls,
+  names: readonly string[] = [...tls.nodeFiles.keys()],
+): pulumi.Output<string> {
   const files: pulumi.Output<KeyPair[]> = pulumi.all(names.map((n) => tls.nodeFiles.get(n)!));
   return pulumi.secret(
     pulumi

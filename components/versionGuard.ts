@@ -32,6 +32,8 @@ export interface VersionGuardArgs {
   readonly backup?: boolean;
   /** A restore: the repository must exist and hold a backup to restore to the target from. */
   readonly restore?: RestoreSettings;
+  /** With hosts, the engine of the host the restore reads the repository on (the primary's). */
+  readonly restoreDockerHost?: string;
 }
 
 /**
@@ -55,6 +57,9 @@ export class VersionGuard extends HostStep<VersionCheck> {
           ...(args.dockerHosts ? { PGC_DOCKER_HOSTS: JSON.stringify(args.dockerHosts) } : {}),
           ...(args.backup ? { PGC_BACKUP: "on" } : {}),
           ...(args.restore ? { PGC_RESTORE: JSON.stringify(args.restore) } : {}),
+          ...(args.restore && args.restoreDockerHost
+            ? { PGC_RESTORE_DOCKER_HOST: args.restoreDockerHost }
+            : {}),
         },
         // Turning backups on checks the image again (for pgBackRest); so does a new restore.
         triggers: [

@@ -4,10 +4,13 @@
  * engine answers with the images loaded, a container on one host reaches a port another host
  * publishes (arriving from the caller's host address, which per-host hba rules rely on), a cut
  * link cuts only that host. Then a real `pulumi up` of the program with `hosts`: replicas stream
- * from the primary's host address; TLS turned on (a roll under a writer), renewed (a reload) and
- * off again; replication accepted from the cluster's hosts only, plain connections refused with
- * TLS, clients verify the nodes with the CA output; a switchover and a scale cross hosts, a cut
- * link heals, and destroy leaves nothing on any engine. Last, the teardown leaves nothing behind.
+ * from the primary's host address; TLS and backups turned on (a roll under a writer: the
+ * repository's container on h1, the first backup read from a standby on another host), TLS renewed
+ * (a reload) and both off again; replication accepted from the cluster's hosts only, plain
+ * connections refused with TLS, clients verify the nodes with the CA output; a switchover and a
+ * scale cross hosts (archiving follows the primary to h3), a cut link heals, a new stack across
+ * two hosts is restored from the repository, and destroy leaves nothing on any engine but the
+ * repository. Last, the teardown leaves nothing behind.
  * Traffic goes only to the namespaces' addresses.
  */
 import * as assert from "node:assert/strict";
@@ -165,7 +168,14 @@ async function session(
 describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
   // Made without TLS; TLS is turned on (a roll), renewed (a reload) and turned off again below.
   const stack = newStack("hst", { hosts: JSON.stringify(HOSTS), tls: "false" });
-  const withTls = { tls: "true", tlsRenewal: "first" };
+  // Backups across the hosts come with TLS (they need it): the repository on h1, its server and
+  // each node's backup server published in the stack's port block.
+  const withTls = {
+    tls: "true",
+    tlsRenewal: "first",
+    backup: "true",
+    backupPort: String(stack.basePort + 50),
+  };
   /** Each node's container id, on its host. */
   const containerIds = () =>
     Promise.all(
@@ -181,6 +191,8 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     );
   let ca = "";
   const outputsOf = { readWrite: "" };
+  /** The writes acknowledged before the switchover to h3 (a restore must have every one). */
+  let switchAcked: number[] = [];
   const c = stack.clusterName;
   const at = (host: number, node: number) => `${HOSTS[host].address}:${stack.basePort + node}`;
   // Round-robin: the primary on h1, replica-1 on h2, replica-2 on h3 (replica-3 on h1).
@@ -225,7 +237,7 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     assert.equal(standby, true, "the router on h1 reaches the standbys on h2 and h3");
   });
 
-  it("turning TLS on rolls the nodes one at a time under writes: no acknowledged write lost", async (t) => {
+  it("turning TLS and backups on rolls the nodes one at a time under writes: no acknowledged write lost", async (t) => {
     const before = await containerIds();
     // The writer goes through the router, as libpq's sslmode=prefer would: TLS once offered.
     trustCa("prefer");
@@ -235,7 +247,7 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     const t0 = Date.now();
     const { outputs } = await stack.up(withTls);
     t.diagnostic(
-      `pulumi up turning TLS on (a roll of 3 nodes): ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      `pulumi up turning TLS and backups on (a roll of 3 nodes, a full backup): ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
     await writer.stop();
     ca = outputs.caCertificate as string;
@@ -250,6 +262,21 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     assert.ok(writer.acked.length > 0, "the writer committed during the roll");
     assert.deepEqual(await missingIds(primary, "tls_on_load", writer.acked), []);
     assert.match(stack.lastLog(), /TLS certificate installed/, "the first gate installed TLS");
+    // The repository on h1; the first backup read from a standby on another host, through its
+    // pgBackRest server published there, by the repository's container.
+    assert.deepEqual(dockerOn(HOSTS[0], "ps", "--format", "{{.Names}}").split("\n").sort(), [
+      `${c}-primary`,
+      `${c}-repository`,
+      `${c}-router`,
+    ]);
+    const backup = outputs.backup as { node: string; fromStandby: boolean; type: string };
+    assert.equal(backup.type, "full");
+    assert.equal(backup.fromStandby, true, JSON.stringify(backup));
+    assert.match(backup.node, new RegExp(`^${c}-replica-[12]$`), "a standby on h2 or h3");
+    assert.match(
+      dockerOn(HOSTS[0], "volume", "ls", "-q", "--filter", `label=pg-cluster.backup-of=${c}`),
+      new RegExp(`^${c}-backup$`),
+    );
   });
 
   it("TLS: every walsender, verify-full with the CA output; plain and wrong-CA clients refused", async () => {
@@ -366,6 +393,23 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
       [`${c}-replica-1`]: HOSTS[1].address,
     });
     assert.deepEqual(await missingIds(newPrimary, "switch_load", writer.acked), []);
+    switchAcked = writer.acked;
+    // Archiving goes on from the new primary on h3, to the repository on h1.
+    const [{ segment }] = await queryAt<{ segment: string }>(
+      newPrimary,
+      "SELECT pg_walfile_name(pg_switch_wal()) AS segment",
+    );
+    const deadline = Date.now() + 60_000;
+    let archiver = { last: "", failed: 0 };
+    while (Date.now() < deadline) {
+      [archiver] = await queryAt<{ last: string; failed: number }>(
+        newPrimary,
+        "SELECT coalesce(last_archived_wal, '') AS last, failed_count::int AS failed FROM pg_stat_archiver",
+      );
+      if (archiver.last >= segment) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.ok(archiver.last >= segment, `${segment} archived from h3: ${JSON.stringify(archiver)}`);
   });
 
   // One up per change costs about 15 s of CPU here: the switchover back and the scale up share
@@ -386,7 +430,34 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     );
   });
 
-  it("scales 3 -> 1 and turns TLS off (a roll) under writes: plain connections again, no write lost", async () => {
+  it("restores a new stack across h1 and h2 from the repository on h1: every write acknowledged before the switchover", async (t) => {
+    // Its primary on h1, where the repository is (the guard reads it there); its replica on h2.
+    const restored = newStack("hsr", {
+      hosts: JSON.stringify(HOSTS.slice(0, 2)),
+      replicas: "1",
+      tls: "true",
+      restoreRepository: `${c}-backup`,
+    });
+    try {
+      const t0 = Date.now();
+      await restored.up();
+      t.diagnostic(
+        `pulumi up of a restored 1 + 1 on two engines: ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      );
+      assert.ok(switchAcked.length > 0, "the switchover's writer committed");
+      for (const [h, port] of [
+        [0, restored.basePort],
+        [1, restored.basePort + 1],
+      ]) {
+        const endpoint = `${HOSTS[h].address}:${port}`;
+        assert.deepEqual(await missingIds(endpoint, "switch_load", switchAcked), [], endpoint);
+      }
+    } finally {
+      await restored.remove();
+    }
+  });
+
+  it("scales 3 -> 1 and turns TLS and backups off (a roll) under writes: plain connections again, no write lost", async () => {
     trustCa("prefer");
     const writer = new CountingWriter(outputsOf.readWrite, "tls_off_load");
     await writer.prepare();
@@ -397,6 +468,11 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     assert.deepEqual(Object.keys(await walsenders(primary)), [`${c}-replica-1`]);
     assert.equal(dockerOn(HOSTS[2], "ps", "-aq"), "", "nothing left on h3");
     assert.equal(dockerOn(HOSTS[2], "volume", "ls", "-q"), "", "replica-2's volume removed");
+    assert.doesNotMatch(
+      dockerOn(HOSTS[0], "ps", "-a"),
+      /-repository/,
+      "the repository's container",
+    );
     assert.equal(outputs.caCertificate, undefined);
     assert.equal(
       await session(primary, "postgres", SUPERUSER_PASSWORD, false, "mydb"),
@@ -407,8 +483,11 @@ describe("a cluster across three Docker hosts", { timeout: 900_000 }, () => {
     assert.deepEqual(await missingIds(replicas[0], "tls_off_load", writer.acked), []);
   });
 
-  it("destroy removes everything on every engine", async () => {
+  it("destroy removes everything on every engine but the backup repository", async () => {
     await stack.destroy();
+    // Kept, as on one host: a restore needs it most once the cluster is gone.
+    assert.equal(dockerOn(HOSTS[0], "volume", "ls", "-q"), `${c}-backup`);
+    dockerOn(HOSTS[0], "volume", "rm", `${c}-backup`);
     for (const host of HOSTS) {
       assert.equal(dockerOn(host, "ps", "-aq"), "", `no container on ${host.name}`);
       assert.equal(dockerOn(host, "volume", "ls", "-q"), "", `no volume on ${host.name}`);

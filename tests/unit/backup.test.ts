@@ -178,10 +178,9 @@ describe("backups (pgBackRest)", () => {
       /backup\.type = "weekly": must be full, diff or incr\. Fix: pulumi config set backupType full/,
     );
     assert.match(bad, /backup\.trigger = "a b": must be a word/);
-    const hosts = [{ name: "h1", dockerHost: "unix:///var/run/docker.sock", address: "10.0.0.1" }];
     assert.match(
-      message({ ...PASSWORDS, hosts, backup: { enabled: true } }),
-      /backup = .*: is not available with hosts yet .*Fix: pulumi config set backup false, or remove hosts/,
+      message({ ...PASSWORDS, backup: { enabled: true, host: "h1", port: 9000 } }),
+      /backup\.host = "h1": is only for clusters with hosts .*Fix: pulumi config rm backupHost\n.*backup\.port = 9000: is only for clusters with hosts .*Fix: pulumi config rm backupPort/,
     );
     const config = (extra: Record<string, string>) => (key: string) =>
       ({ ...PASSWORDS, ...extra })[key] as string | undefined;

@@ -268,6 +268,7 @@ describe("PostgresCluster resources", () => {
           "pg_hba.conf",
           "pg_ident.conf",
           "postgresql.conf",
+          "repository.sh",
         ]);
         for (const f of fs.readdirSync(dir)) {
           assert.equal(

@@ -145,6 +145,7 @@ export async function build(
             type: t.type,
             name: t.name,
             parent: t.opts.parent,
+            resource: t.resource,
             dependsOn:
               deps === undefined
                 ? []

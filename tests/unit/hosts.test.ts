@@ -12,10 +12,12 @@ import { CONTAINER_CA } from "../../assets/roles.mjs";
 import { PostgresCluster } from "../../components";
 import { CONTAINER_VOLUME_DIR } from "../../components/assets";
 import { CONTAINER_TLS_DIR } from "../../components/tls";
+import { validateClusterArgs } from "../../components/settings";
 import {
   PASSWORDS,
   Recorded,
   build,
+  configErrorOf,
   inputIsSecret,
   plain,
   valueOf,
@@ -262,5 +264,168 @@ describe("TLS (tls: true)", () => {
     assert.equal(envOf(node).PGC_TLS, undefined);
     assert.equal(cluster.caCertificate, undefined);
     assert.doesNotMatch(await valueOf(cluster.connectionString), /sslmode/);
+  });
+});
+
+describe("backups across hosts (backup with hosts)", () => {
+  const args = {
+    replicas: 2,
+    hosts: HOSTS.slice(0, 2),
+    tls: true,
+    backup: { enabled: true, host: "h2", port: 9400 },
+  };
+
+  it("puts the repository and its pgBackRest server on backup.host; every node reaches it, and it each node's server", async () => {
+    const { recorded, registered, cluster } = await build("pgc-bh", args);
+    assert.ok(cluster.backupRepository, "an escape hatch to the repository's container");
+    const provider = (host: string) => (r: Recorded) =>
+      r.provider?.includes(`::pgc-bh-${host}::`) === true;
+    const repo = recorded.find((r) => r.name === "pgc-bh-repository" && r.custom) as Recorded;
+    assert.equal(repo.type, "docker:index/container:Container");
+    assert.ok(provider("h2")(repo), "on h2's engine");
+    assert.deepEqual(plain(repo.inputs.ports), [
+      { internal: 8432, external: 9400, ip: "10.213.77.12" },
+    ]);
+    assert.deepEqual(plain(repo.inputs.entrypoints), [
+      "bash",
+      "/opt/pg-cluster/node.sh",
+      "repository",
+    ]);
+    const volume = recorded.find(
+      (r) => r.name === "pgc-bh-backup" && r.type === "docker:index/volume:Volume",
+    ) as Recorded;
+    assert.ok(provider("h2")(volume), "the repository volume on h2");
+    assert.deepEqual(plain(repo.inputs.volumes), [
+      { volumeName: "pgc-bh-backup", containerPath: "/var/lib/pgbackrest" },
+    ]);
+    const env = envOf(repo);
+    assert.equal(env.PGC_STANZA, "pgc-bh");
+    assert.equal(
+      env.PGC_REPOSITORY_CLIENTS,
+      "pgc-bh-primary pgc-bh-replica-1 pgc-bh-replica-2",
+      "every node's CN, none else",
+    );
+    const uploads = plain<{ file: string; content: unknown }[]>(repo.inputs.uploads);
+    assert.deepEqual(
+      uploads.map((u) => u.file),
+      ["/opt/pg-cluster/node.sh", "/run/secrets/pg-cluster-tls"],
+    );
+    assert.ok(inputIsSecret(repo.inputs.uploads), "its key reaches the engine as a secret");
+    assert.equal(
+      plain(uploads[1].content),
+      "CERT pgc-bh-tls-ca\nCERT pgc-bh-repository-tls\nKEY pgc-bh-repository-tls",
+    );
+    assert.doesNotMatch(JSON.stringify(plain(repo.inputs.envs)), /KEY|CERT/, "none in its env");
+
+    // Its certificate names it and its host's address (as a DNS name too: pgBackRest checks those).
+    const cert = recorded.find((r) => r.name === "pgc-bh-repository-tls") as Recorded;
+    assert.deepEqual(JSON.parse(stepEnv(cert).PGC_TLS_DNS_NAMES), [
+      "pgc-bh-repository",
+      "10.213.77.12",
+    ]);
+    const nodeCert = recorded.find((r) => r.name === "pgc-bh-replica-1-tls") as Recorded;
+    assert.ok(JSON.parse(stepEnv(nodeCert).PGC_TLS_DNS_NAMES).includes("10.213.77.12"));
+
+    // The primary (h1) at h2's address and the published port; replica-1 (h2) by name; no mount.
+    const expected = [
+      ["pgc-bh-primary", "10.213.77.12", "9400", 9401],
+      ["pgc-bh-replica-1", "pgc-bh-repository", "8432", 9402],
+      ["pgc-bh-replica-2", "10.213.77.12", "9400", 9403],
+    ] as const;
+    for (const [name, host, port, published] of expected) {
+      const c = recorded.find((r) => r.name === name && r.custom) as Recorded;
+      assert.equal(envOf(c).PGC_BACKUP_REPO_HOST, host, name);
+      assert.equal(envOf(c).PGC_BACKUP_REPO_PORT, port, name);
+      const volumes = plain<{ containerPath: string }[]>(c.inputs.volumes);
+      assert.deepEqual(
+        volumes.map((v) => v.containerPath),
+        ["/var/lib/postgresql/data"],
+        `${name} mounts no repository`,
+      );
+      const ports = plain<{ internal: number; external: number }[]>(c.inputs.ports);
+      assert.deepEqual(
+        ports.map((p) => [p.internal, p.external]).at(-1),
+        [8432, published],
+        `${name}'s backup server published`,
+      );
+    }
+    const step = recorded.find(
+      (r) => r.name === "pgc-bh-backup" && r.type === "command:local:Command",
+    ) as Recorded;
+    assert.deepEqual(JSON.parse(stepEnv(step).PGC_REPOSITORY), {
+      name: "pgc-bh-repository",
+      dockerHost: HOSTS[1].dockerHost,
+      servers: {
+        "pgc-bh-primary": { host: "10.213.77.11", port: 9401 },
+        "pgc-bh-replica-1": { host: "pgc-bh-replica-1", port: 8432 },
+        "pgc-bh-replica-2": { host: "10.213.77.11", port: 9403 },
+      },
+    });
+    const topology = recorded.find((r) => r.name === "pgc-bh-topology" && r.custom) as Recorded;
+    const kind = (type: string, name: string) =>
+      registered.find((r) => r.type === `pg-cluster:index:${type}` && r.name === name);
+    assert.ok(
+      kind("Topology", "pgc-bh-topology")?.dependsOn.includes(
+        kind("BackupRepository", "pgc-bh-repository")?.resource as never,
+      ),
+      "the topology step (it makes the stanza) after the repository",
+    );
+    assert.deepEqual(
+      Object.keys(JSON.parse(stepEnv(topology).PGC_TLS_FILES)),
+      ["pgc-bh-primary", "pgc-bh-replica-1", "pgc-bh-replica-2"],
+      "the steps install the nodes' certificates only",
+    );
+  });
+
+  it("refuses it without tls, on an unknown host, or on the cluster's ports, naming each fix", () => {
+    const message = configErrorOf(() =>
+      validateClusterArgs({
+        ...PASSWORDS,
+        hosts: HOSTS.slice(0, 2),
+        tls: false,
+        primaryPort: 5432,
+        backup: { enabled: true, host: "h9", port: 5431 },
+      }),
+    );
+    assert.match(
+      message,
+      /backup = true: with hosts needs tls .*Fix: pulumi config set tls true, or pulumi config set backup false/,
+    );
+    assert.match(
+      message,
+      /backup\.host = "h9": is not a host \(hosts: h1, h2\)\. Fix: pulumi config set backupHost h1/,
+    );
+    assert.match(
+      message,
+      /backup\.port = 5431: publishes the repository at it and node i's backup server at port \+ 1 \+ i \(5431-5433\), but 5431, 5432, 5433 are the cluster's already\. Fix: pulumi config set backupPort 8432, or another port with 2 free after it/,
+    );
+  });
+});
+
+describe("restore across hosts (restore with hosts)", () => {
+  it("reads the repository on the primary's host: the guard there, the mount on its nodes only", async () => {
+    const { recorded } = await build("pgc-rh", {
+      replicas: 2,
+      hosts: HOSTS.slice(0, 2),
+      primary: "pgc-rh-replica-1",
+      restore: { repository: "/srv/pgbackrest/old" },
+    });
+    const guard = recorded.find((r) => r.name === "pgc-rh-guard" && r.custom) as Recorded;
+    assert.equal(stepEnv(guard).PGC_RESTORE_DOCKER_HOST, HOSTS[1].dockerHost, "replica-1's");
+    // replica-1 (the primary to be) on h2, the others on h1.
+    for (const [name, mounted] of [
+      ["pgc-rh-primary", false],
+      ["pgc-rh-replica-1", true],
+      ["pgc-rh-replica-2", false],
+    ] as const) {
+      const c = recorded.find((r) => r.name === name && r.custom) as Recorded;
+      const volumes = plain<{ hostPath?: string; readOnly?: boolean }[]>(c.inputs.volumes);
+      assert.equal(
+        volumes.some((v) => v.hostPath === "/srv/pgbackrest/old" && v.readOnly === true),
+        mounted,
+        `${name} mounts the repository: ${mounted}`,
+      );
+      assert.equal(envOf(c).PGC_RESTORE_REPO !== undefined, mounted, name);
+    }
   });
 });
