@@ -27,7 +27,8 @@ usage() {
 
 # server_conf — pgbackrest.conf of the repository: where it is, the retention and compression of
 # the backups taken here, and the TLS server (this container's certificate, every node's CN for
-# this stanza only: pgBackRest takes no wildcard CN, so a new node is a new container).
+# this stanza only: pgBackRest takes no wildcard CN, so the component lists every node name the
+# cluster can have).
 server_conf() {
   local cn
   mkdir -p "$PGC_VOLUME/pgbackrest/lock"

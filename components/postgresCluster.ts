@@ -24,10 +24,12 @@ import {
   ClusterConfigError,
   BackupSettings,
   ClusterSettings,
+  MAX_REPLICAS,
   PostgresClusterArgs,
   ProblemList,
   RELOADABLE_SETTINGS,
   checkPassword,
+  clusterNodeNames,
   isHostPath,
   validateClusterArgs,
 } from "./settings";
@@ -476,7 +478,8 @@ interface RepositoryPlace {
 /**
  * The backup repository's container on `backup.host` (with hosts): the repository mounted, its
  * pgBackRest server published for the nodes of the other hosts (those of its own host reach it
- * by name), its certificate from the cluster's CA, every node's CN authorised for this stanza.
+ * by name), its certificate from the cluster's CA, every node name's CN authorised for this
+ * stanza (pgBackRest takes no wildcard CN).
  */
 function createRepository(
   name: string,
@@ -508,7 +511,9 @@ function createRepository(
         PGC_TLS: "on",
         PGC_STANZA: name,
         PGC_SUPERUSER: s.superuser,
-        PGC_REPOSITORY_CLIENTS: s.nodeNames.join(" "),
+        // Every node name the cluster can have, not the nodes of the moment: a scale then leaves
+        // this container alone (a name's certificate comes from the cluster's CA only).
+        PGC_REPOSITORY_CLIENTS: clusterNodeNames(name, MAX_REPLICAS).join(" "),
         PGC_BACKUP_RETENTION_FULL: String(b.retentionFull),
         PGC_BACKUP_COMPRESS: b.compress,
         ...(b.repositoryPath ? { PGC_BACKUP_REPO_SOURCE: b.repositoryPath } : {}),
