@@ -40,7 +40,9 @@ function accepts(host: string, port: number): Promise<boolean> {
 if (!isFirstMajorPass()) announceOncePerLayer("the pgAdmin test");
 else
   describe("pgAdmin, in a real browser", { timeout: 600_000 }, () => {
+    // 1 + 1: a replica to read on is all the test needs (a second one cost CI a clone).
     const stack = newStack("e2epga", {
+      replicas: "1",
       pgadmin: "true",
       pgadminPassword: PGADMIN_PASSWORD,
       pgadminImage: PGADMIN_IMAGE,
@@ -72,7 +74,6 @@ else
         "read-only (router)",
         `primary: ${c}-primary`,
         `replica: ${c}-replica-1`,
-        `replica: ${c}-replica-2`,
       ]) {
         assert.ok(labels.includes(server), `${server} is registered (tree: ${labels.join(", ")})`);
       }
