@@ -109,11 +109,11 @@ static_checks() {
 # longest_first FILE... — the files, those that took longest in CI first (node --test starts files
 # in the order given as slots free up), then the rest in the order given.
 longest_first() {
-  # As timed in CI on 2026-11-27, session 9 (s): switchover 262 (+ the archiving outage since),
-  # roll 197, cluster 175, faults 158, upgrade 153, bad input 130, pgadmin 115, cli 100,
-  # recovery 75, example 75 (three at a time).
-  local slow=(e2e/switchover e2e/roll e2e/cluster faults/faults e2e/upgrade faults/badInput
-    e2e/pgadmin e2e/cli faults/recovery e2e/example) f s
+  # As timed in CI on 2026-11-27, session 11 (s, three at a time): switchover 392, roll 309,
+  # faults 237, upgrade 221, recovery 195, cluster 186, bad input 185, pgadmin 160, cli 121,
+  # example 93.
+  local slow=(e2e/switchover e2e/roll faults/faults e2e/upgrade faults/recovery e2e/cluster
+    faults/badInput e2e/pgadmin e2e/cli e2e/example) f s
   for s in "${slow[@]}"; do
     for f in "$@"; do [ "$f" != "tests/$s.test.ts" ] || echo "$f"; done
   done
