@@ -87,10 +87,7 @@ async function main() {
   report(result, primary, reason);
 }
 
-/**
- * @typedef {{ name: string, dockerHost?: string,
- *   servers: Record<string, { host: string, port: number }> }} Repository
- */
+/** @typedef {import("../components/backupRepository").RepositoryAccess} Repository */
 
 /**
  * A backup taken in the repository's container of `nodes` (the primary, then the standby to read

@@ -10,6 +10,18 @@ export const REPOSITORY_SERVER_PORT = 8432;
 /** Where the repository's certificate bundle is uploaded (lib.sh PGC_SECRETS_FILE there). */
 const REPOSITORY_TLS_FILE = "/run/secrets/pg-cluster-tls";
 
+/**
+ * How the backup step reaches the repository (assets/backup.mjs's PGC_REPOSITORY): its container
+ * and engine, and where its server reaches each node's pgBackRest server (`ctl.sh backup-serve`).
+ */
+export interface RepositoryAccess {
+  readonly name: string;
+  /** Its host's engine, for `docker exec` (absent: the environment's DOCKER_HOST). */
+  readonly dockerHost?: string;
+  /** By node name: the host and port the repository dials for that node's backup server. */
+  readonly servers: Readonly<Record<string, { readonly host: string; readonly port: number }>>;
+}
+
 /** Arguments of a {@link BackupRepository}. */
 export interface BackupRepositoryArgs {
   /** Physical name of the container, its host name on the cluster network and its certificate's CN. */

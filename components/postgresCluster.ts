@@ -16,7 +16,7 @@ import { ReplicationSlot } from "./replicationSlot";
 import { RollGate } from "./rollGate";
 import { ROUTER_PORTS, Router, healthPassword } from "./router";
 import { Backup, BackupResult } from "./backup";
-import { BackupRepository, REPOSITORY_SERVER_PORT } from "./backupRepository";
+import { BackupRepository, REPOSITORY_SERVER_PORT, RepositoryAccess } from "./backupRepository";
 import { ClusterTls, TlsSubject, tlsBundles } from "./tls";
 import { Topology } from "./topology";
 import { VersionGuard } from "./versionGuard";
@@ -736,11 +736,12 @@ function repositoryStepEnv(ctx: ClusterContext, r: RepositoryPlace): string {
         : [a.name, { host: a.host, port: r.port + 1 + i }],
     ),
   );
-  return JSON.stringify({
+  const access: RepositoryAccess = {
     name: r.name,
     ...(r.site.dockerHost ? { dockerHost: r.site.dockerHost } : {}),
     servers,
-  });
+  };
+  return JSON.stringify(access);
 }
 
 /**
